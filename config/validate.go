@@ -1,0 +1,163 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// ErrInvalid wraps every validation error.
+var ErrInvalid = errors.New("invalid config")
+
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...)
+}
+
+// Validate checks the settings every command shares (cluster, backend and
+// its connection, logging) and the rules between fields. Each error names
+// the field and the fix.
+func (c *Config) Validate() error {
+	if !ValidName(c.Cluster) {
+		return invalid("cluster %q: use 1-128 letters, digits, '-', '_' or '.' (--cluster)", c.Cluster)
+	}
+	switch c.Backend {
+	case BackendEtcd:
+		if len(c.Etcd.Endpoints) == 0 {
+			return invalid("etcd.endpoints is empty: set --etcd-endpoints host:port[,host:port...]")
+		}
+		for _, ep := range c.Etcd.Endpoints {
+			if strings.TrimSpace(ep) == "" {
+				return invalid("etcd.endpoints has an empty entry: remove the stray comma in --etcd-endpoints")
+			}
+		}
+		if (c.Etcd.CertFile == "") != (c.Etcd.KeyFile == "") {
+			return invalid("etcd.cert_file and etcd.key_file go together: set both --etcd-cert-file and --etcd-key-file, or neither")
+		}
+		if c.Etcd.Password != "" && c.Etcd.Username == "" {
+			return invalid("etcd.password is set without etcd.username: set --etcd-username")
+		}
+		if c.Etcd.DialTimeout <= 0 {
+			return invalid("etcd.dial_timeout must be positive (--etcd-dial-timeout)")
+		}
+	case BackendPostgres:
+		if c.Postgres.URL == "" {
+			return invalid("postgres.url is empty: set --postgres-url, REGENT_POSTGRES_URL or DATABASE_URL")
+		}
+		if err := checkPostgresURL(c.Postgres.URL); err != nil {
+			return err
+		}
+		if c.Postgres.DialTimeout <= 0 {
+			return invalid("postgres.dial_timeout must be positive (--postgres-dial-timeout)")
+		}
+		if c.Postgres.StatementTimeout <= 0 {
+			return invalid("postgres.statement_timeout must be positive (--postgres-statement-timeout)")
+		}
+	default:
+		return invalid("backend %q: use etcd or postgres (--backend)", c.Backend)
+	}
+	switch c.Log.Level {
+	case "trace", "debug", "info", "warn", "error":
+	default:
+		return invalid("log.level %q: use trace, debug, info, warn or error (--log-level)", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		return invalid("log.format %q: use text or json (--log-format)", c.Log.Format)
+	}
+	return nil
+}
+
+// ValidateRun checks everything `regent run` needs on top of Validate:
+// node id, lease timing, HTTP address and every queue.
+func (c *Config) ValidateRun() error {
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	if !ValidName(c.NodeID) {
+		return invalid("node_id %q: use 1-128 letters, digits, '-', '_' or '.' (--node-id)", c.NodeID)
+	}
+	if c.LeaseTTL < time.Second {
+		return invalid("lease_ttl %s is too short: use at least 1s (--lease-ttl)", c.LeaseTTL)
+	}
+	if c.Backend == BackendEtcd && (c.LeaseTTL < 2*time.Second || c.LeaseTTL%time.Second != 0) {
+		return invalid("lease_ttl %s: etcd leases are whole seconds, at least 2s (--lease-ttl)", c.LeaseTTL)
+	}
+	if c.RenewInterval <= 0 || c.RenewInterval > c.LeaseTTL/3 {
+		return invalid("renew_interval %s must be positive and at most a third of lease_ttl %s, so that two renewals can fail before the lease ends: lower --renew-interval or raise --lease-ttl", c.RenewInterval, c.LeaseTTL)
+	}
+	if c.FenceMargin <= 0 || c.FenceMargin+c.RenewInterval >= c.LeaseTTL {
+		return invalid("fence_margin %s must be positive and fence_margin + renew_interval (%s) below lease_ttl %s: lower --fence-margin or raise --lease-ttl", c.FenceMargin, c.RenewInterval, c.LeaseTTL)
+	}
+	if c.RetryInterval <= 0 {
+		return invalid("retry_interval must be positive (--retry-interval)")
+	}
+	if c.HTTPAddr != "" {
+		if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+			return invalid("http_addr %q: use host:port, e.g. 127.0.0.1:9464, or empty to disable (--http-addr)", c.HTTPAddr)
+		}
+	}
+	if len(c.Queues) == 0 {
+		return invalid("no queue to campaign for: set --queue")
+	}
+	for _, q := range c.Queues {
+		if err := q.Validate(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Validate checks one queue's worker settings.
+func (q *QueueConfig) Validate() error {
+	if !ValidName(q.Name) {
+		return invalid("queue %q: use 1-128 letters, digits, '-', '_' or '.' (--queue)", q.Name)
+	}
+	if len(q.Command) == 0 || strings.TrimSpace(q.Command[0]) == "" {
+		return invalid("queue %s has no worker command: give it after -- (regent run --queue %s -- cmd args) or set command in the config file", q.Name, q.Name)
+	}
+	if q.Concurrency < 1 || q.Concurrency > 10000 {
+		return invalid("queue %s: concurrency %d must be between 1 and 10000 (--concurrency)", q.Name, q.Concurrency)
+	}
+	if q.MaxRSSMB < 0 {
+		return invalid("queue %s: max_rss_mb %d must be 0 (off) or positive (--max-rss)", q.Name, q.MaxRSSMB)
+	}
+	if q.StopTimeout <= 0 {
+		return invalid("queue %s: stop_timeout must be positive (--stop-timeout)", q.Name)
+	}
+	r := q.Restart
+	if r.InitialBackoff <= 0 || r.MaxBackoff < r.InitialBackoff {
+		return invalid("queue %s: restart.initial_backoff must be positive and restart.max_backoff at least as long", q.Name)
+	}
+	if r.ResetAfter <= 0 {
+		return invalid("queue %s: restart.reset_after must be positive", q.Name)
+	}
+	if r.MaxCrashes < 1 {
+		return invalid("queue %s: restart.max_crashes must be at least 1 (--max-crashes)", q.Name)
+	}
+	if q.Liveness.HeartbeatTimeout < 0 || q.Liveness.StartupGrace < 0 {
+		return invalid("queue %s: liveness durations must not be negative", q.Name)
+	}
+	for _, n := range q.Prefer {
+		if !ValidName(n) {
+			return invalid("queue %s: prefer entry %q is not a valid node name", q.Name, n)
+		}
+	}
+	return nil
+}
+
+func checkPostgresURL(s string) error {
+	if strings.HasPrefix(s, "postgres://") || strings.HasPrefix(s, "postgresql://") {
+		if _, err := url.Parse(s); err != nil {
+			return invalid("postgres.url is not a valid URL (%s): use postgres://user:password@host:5432/db?sslmode=...", RedactURL(s))
+		}
+		return nil
+	}
+	if strings.Contains(s, "=") {
+		return nil // key=value connection string
+	}
+	return invalid("postgres.url %q is neither a postgres:// URL nor a key=value connection string", RedactURL(s))
+}

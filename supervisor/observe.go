@@ -1,0 +1,228 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/regentd/regent/config"
+	"github.com/regentd/regent/election"
+)
+
+// Problem is one anomaly found about a queue.
+type Problem struct {
+	Severity string `json:"severity"`
+	Code     string `json:"code"`
+	Message  string `json:"message"`
+}
+
+// observe watches the cluster's records and reports conflicts, split
+// brain and stale workers; it also relays step-down requests. It returns
+// an *AlreadyLedError with Exclusive.
+func (s *Supervisor) observe(ctx context.Context, b election.Backend) error {
+	changes := b.Changes(ctx)
+	// A slow safety net in case a wake-up is missed; the backend's
+	// notifications are the fast path.
+	tick := time.NewTicker(max(s.cfg.LeaseTTL, 5*time.Second))
+	defer tick.Stop()
+	reported := map[string]string{} // problem key -> last message, to log once per change
+	for {
+		if err := s.observeOnce(ctx, b, reported); err != nil {
+			var led *AlreadyLedError
+			if errors.As(err, &led) {
+				return err
+			}
+			if ctx.Err() != nil {
+				return nil
+			}
+			s.cfg.Metrics.backendError()
+			s.log.Debug("observe failed", "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case _, ok := <-changes:
+			if !ok {
+				return nil
+			}
+		case <-tick.C:
+		}
+	}
+}
+
+func (s *Supervisor) observeOnce(ctx context.Context, b election.Backend, reported map[string]string) error {
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	leaders, err := b.Leaders(rctx)
+	if err != nil {
+		return fmt.Errorf("read leaders: %w", err)
+	}
+	members, err := b.Members(rctx)
+	if err != nil {
+		return fmt.Errorf("read members: %w", err)
+	}
+	me := s.cfg.Identity.Node
+	byQueue := map[string]election.LeaderRecord{}
+	for _, r := range leaders {
+		if r.Err != nil {
+			s.reportOnce(reported, "corrupt/"+r.Queue, r.Err.Error(), func() {
+				s.log.Error("corrupt leader record", "queue", r.Queue, "error", r.Err)
+			})
+			continue
+		}
+		byQueue[r.Queue] = r
+	}
+	decoded := map[string]MemberPayload{}
+	for _, m := range members {
+		if m.Err != nil {
+			continue
+		}
+		if p, err := DecodeMemberPayload(m.Payload); err == nil {
+			decoded[m.Node] = p
+		}
+	}
+
+	memberChanged := false
+	for _, name := range s.order {
+		qs := s.queues[name]
+		rec, led := byQueue[name]
+		var leaderCfg *config.Published
+		if led {
+			if p, err := DecodeLeaderPayload(rec.Payload); err == nil {
+				leaderCfg = &p.Config
+			}
+		}
+		s.mu.Lock()
+		role := qs.role
+		if led {
+			r := rec
+			qs.leader = &r
+		} else {
+			qs.leader = nil
+		}
+		s.mu.Unlock()
+
+		if s.cfg.Exclusive && led && rec.Node != me && role != election.RoleLeader {
+			return &AlreadyLedError{Queue: name, Leader: rec, Config: leaderCfg}
+		}
+		if m := s.cfg.Metrics; m != nil && led {
+			if role != election.RoleLeader {
+				m.Term.WithLabelValues(name).Set(float64(rec.Term))
+			}
+		}
+
+		// Config conflicts, reported by followers.
+		var conflicts []config.Conflict
+		if led && rec.Node != me && leaderCfg != nil {
+			conflicts = config.Diff(*leaderCfg, qs.published)
+		}
+		s.mu.Lock()
+		changed := !slices.Equal(conflicts, qs.conflicts)
+		if role == election.RoleLeader {
+			changed = false
+		} else {
+			qs.conflicts = conflicts
+		}
+		s.mu.Unlock()
+		if changed {
+			memberChanged = true
+			if m := s.cfg.Metrics; m != nil {
+				m.ConfigConflicts.WithLabelValues(name).Set(float64(len(conflicts)))
+			}
+			if len(conflicts) > 0 {
+				s.log.Warn("config_conflict", "queue", name, "leader_node", rec.Node, "term", rec.Term,
+					"conflicts", FormatConflicts(conflicts))
+			} else {
+				s.log.Info("config_conflict_resolved", "queue", name)
+			}
+		}
+
+		// Split brain: more than one member claims to lead the queue.
+		var claimants []string
+		stale := 0
+		for _, node := range sortedKeys(decoded) {
+			mq, ok := decoded[node].Queues[name]
+			if !ok {
+				continue
+			}
+			if mq.Role == election.RoleLeader {
+				claimants = append(claimants, fmt.Sprintf("%s(term %d)", node, mq.Term))
+			}
+			if led {
+				for _, t := range mq.WorkerTerms {
+					if t < rec.Term {
+						stale++
+						s.reportOnce(reported, "stale/"+name+"/"+node, fmt.Sprint(t, rec.Term), func() {
+							s.log.Error("stale_worker", "queue", name, "node", node, "worker_term", t, "current_term", rec.Term)
+						})
+					}
+				}
+			}
+		}
+		if m := s.cfg.Metrics; m != nil {
+			v := 0.0
+			if len(claimants) > 1 {
+				v = 1
+			}
+			m.SplitBrain.WithLabelValues(name).Set(v)
+			m.StaleWorkers.WithLabelValues(name).Set(float64(stale))
+		}
+		if len(claimants) > 1 {
+			s.reportOnce(reported, "split/"+name, strings.Join(claimants, ","), func() {
+				s.log.Error("split_brain", "queue", name, "claimants", strings.Join(claimants, ", "))
+			})
+		} else {
+			delete(reported, "split/"+name)
+		}
+
+		// Step-down requests: the leader checks in its lead loop; a
+		// follower not named by --to holds back.
+		if role == election.RoleLeader {
+			select {
+			case qs.stepDown <- struct{}{}:
+			default:
+			}
+			continue
+		}
+		req, ok, err := b.StepDownRequest(rctx, name)
+		if err != nil || !ok || req.To == "" || req.To == me {
+			continue
+		}
+		if age := time.Since(req.RequestedAt); age >= 0 && age < s.cfg.StepDownHold {
+			s.mu.Lock()
+			until := time.Now().Add(s.cfg.StepDownHold - age)
+			if until.After(qs.holdUntil) {
+				qs.holdUntil = until
+			}
+			s.mu.Unlock()
+			select {
+			case qs.holdBack <- struct{}{}:
+			default:
+			}
+		}
+	}
+	if memberChanged {
+		s.wakeMember()
+	}
+	return nil
+}
+
+func (s *Supervisor) reportOnce(reported map[string]string, key, msg string, report func()) {
+	if reported[key] == msg {
+		return
+	}
+	reported[key] = msg
+	report()
+}
+
+// FormatConflicts renders conflicts as "field leader=X follower=Y; ...".
+func FormatConflicts(cs []config.Conflict) string {
+	parts := make([]string, len(cs))
+	for i, c := range cs {
+		parts[i] = fmt.Sprintf("%s leader=%s follower=%s", c.Field, c.Leader, c.Follower)
+	}
+	return strings.Join(parts, "; ")
+}

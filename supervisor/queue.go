@@ -1,0 +1,286 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"time"
+
+	"github.com/regentd/regent/election"
+)
+
+// Reasons a leadership ends.
+const (
+	reasonStop     = "stop"
+	reasonLost     = "lost"
+	reasonDeadline = "deadline"
+	reasonStepDown = "step_down"
+	reasonPool     = "pool_failed"
+)
+
+// runQueue campaigns for one queue and leads it whenever it wins, until
+// ctx ends or the session is lost.
+func (s *Supervisor) runQueue(ctx context.Context, b election.Backend, qs *queueState) error {
+	log := s.log.With("queue", qs.cfg.Name)
+	for ctx.Err() == nil {
+		if err := s.waitHoldBack(ctx, qs); err != nil {
+			return nil
+		}
+		l, err := s.campaign(ctx, b, qs)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if errors.Is(err, errHoldBack) {
+				continue
+			}
+			if errors.Is(err, election.ErrSessionLost) || errors.Is(err, election.ErrClosed) {
+				return err
+			}
+			s.cfg.Metrics.backendError()
+			log.Warn("campaign failed", "error", err)
+			if sleepCtx(ctx, s.cfg.RetryInterval) != nil {
+				return nil
+			}
+			continue
+		}
+		if reason := s.lead(ctx, b, qs, l); reason == reasonStepDown {
+			s.mu.Lock()
+			qs.holdUntil = time.Now().Add(s.cfg.StepDownHold)
+			s.mu.Unlock()
+		}
+	}
+	return nil
+}
+
+var errHoldBack = errors.New("hold back")
+
+// campaign runs one Campaign call, cancelled early when a hold-back starts
+// (a step-down request naming another node).
+func (s *Supervisor) campaign(ctx context.Context, b election.Backend, qs *queueState) (election.Leadership, error) {
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		for {
+			select {
+			case <-done:
+				return
+			case <-qs.holdBack:
+				s.mu.Lock()
+				hold := time.Now().Before(qs.holdUntil)
+				s.mu.Unlock()
+				if hold {
+					cancel()
+					return
+				}
+			}
+		}
+	}()
+	l, err := b.Campaign(cctx, qs.cfg.Name, qs.payload)
+	if err != nil && ctx.Err() == nil && cctx.Err() != nil {
+		return nil, errHoldBack
+	}
+	if err == nil && cctx.Err() != nil && ctx.Err() == nil {
+		// Won just as a hold-back began: keep it; resigning would only
+		// leave the queue leaderless longer.
+		return l, nil
+	}
+	return l, err
+}
+
+// waitHoldBack waits while this replica holds back its candidacy for qs.
+func (s *Supervisor) waitHoldBack(ctx context.Context, qs *queueState) error {
+	for {
+		s.mu.Lock()
+		wait := time.Until(qs.holdUntil)
+		s.mu.Unlock()
+		if wait <= 0 {
+			return nil
+		}
+		if err := sleepCtx(ctx, wait); err != nil {
+			return err
+		}
+	}
+}
+
+// lead carries out the leader's duties for one leadership and returns why
+// it ended. When it returns, every worker of the term is dead.
+func (s *Supervisor) lead(ctx context.Context, b election.Backend, qs *queueState, l election.Leadership) string {
+	name := qs.cfg.Name
+	term := l.Term()
+	log := s.log.With("queue", name, "term", term)
+	margin := s.cfg.FenceMargin
+	deadline := l.ValidUntil().Add(-margin)
+	if !time.Now().Before(deadline) {
+		log.Warn("leadership_lost", "reason", reasonDeadline, "detail", "lease already past its deadline when won")
+		s.resign(ctx, l, log)
+		return reasonDeadline
+	}
+
+	env := []string{
+		"REGENT_CLUSTER=" + s.cfg.Identity.Cluster,
+		"REGENT_QUEUE=" + name,
+		"REGENT_NODE=" + s.cfg.Identity.Node,
+		"REGENT_TERM=" + strconv.FormatInt(term, 10),
+	}
+	pool := s.cfg.NewPool(PoolSpec{
+		Queue: qs.cfg, Term: term, Deadline: deadline, Env: env,
+		Logger: log,
+		Events: func(reason string) {
+			if s.cfg.Metrics != nil {
+				s.cfg.Metrics.WorkerRestarts.WithLabelValues(name, reason).Inc()
+			}
+			s.wakeMember()
+		},
+	})
+	now := time.Now()
+	s.mu.Lock()
+	qs.role, qs.term, qs.since, qs.deadline, qs.pool, qs.conflicts = election.RoleLeader, term, now, deadline, pool, nil
+	s.mu.Unlock()
+	if m := s.cfg.Metrics; m != nil {
+		m.setLeader(name, true, term)
+		m.LeaderChanges.WithLabelValues(name).Inc()
+		m.ConfigConflicts.WithLabelValues(name).Set(0)
+		m.Workers.WithLabelValues(name).Set(float64(qs.cfg.Concurrency))
+	}
+	log.Info("leadership_acquired", "node", s.cfg.Identity.Node, "deadline_in", time.Until(deadline).Round(time.Millisecond).String())
+	s.wakeMember()
+
+	poolCtx, stopPool := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopPool()
+	poolDone := make(chan error, 1)
+	go func() { poolDone <- pool.Run(poolCtx) }()
+
+	fence := time.NewTimer(time.Until(deadline))
+	defer fence.Stop()
+	gauge := time.NewTicker(time.Second)
+	defer gauge.Stop()
+	s.setLeaseGauge(name, deadline)
+
+	renew := func() {
+		d := l.ValidUntil().Add(-margin)
+		if d.After(deadline) {
+			deadline = d
+			pool.SetDeadline(deadline)
+			fence.Reset(time.Until(deadline))
+			s.mu.Lock()
+			qs.deadline = deadline
+			s.mu.Unlock()
+			s.setLeaseGauge(name, deadline)
+		}
+	}
+
+	var reason string
+	poolEnded := false
+loop:
+	for {
+		select {
+		case <-l.Renewed():
+			renew()
+		case <-fence.C:
+			if time.Now().Before(deadline) {
+				fence.Reset(time.Until(deadline))
+				continue
+			}
+			reason = reasonDeadline
+			break loop
+		case <-l.Done():
+			reason = reasonLost
+			break loop
+		case <-ctx.Done():
+			reason = reasonStop
+			break loop
+		case <-qs.stepDown:
+			if s.stepDownRequested(ctx, b, name, term) {
+				reason = reasonStepDown
+				break loop
+			}
+		case err := <-poolDone:
+			poolEnded = true
+			log.Error("worker pool ended on its own", "error", err)
+			reason = reasonPool
+			break loop
+		case <-gauge.C:
+			s.setLeaseGauge(name, deadline)
+		}
+	}
+
+	// Stop the workers. On a loss the deadline can only shrink: another
+	// replica may lead once the backend's own deadline has passed.
+	switch reason {
+	case reasonLost:
+		// The backend says another replica may lead soon (at once, for an
+		// etcd key deleted by someone else): kill now, not at the deadline.
+		pool.Fence()
+		log.Warn("leadership_lost", "reason", reason, "detail", "backend reports the leadership lost; workers fenced")
+	case reasonDeadline:
+		pool.Fence()
+		log.Warn("leadership_lost", "reason", reason, "detail", "no renewal confirmed before the local deadline; workers fenced")
+	default:
+		log.Info("stopping workers", "reason", reason)
+	}
+	stopPool()
+	graceful := reason == reasonStop || reason == reasonStepDown || reason == reasonPool
+	for !poolEnded {
+		select {
+		case <-poolDone:
+			poolEnded = true
+		case <-l.Renewed():
+			if graceful {
+				renew()
+			}
+		case <-fence.C:
+			if time.Now().Before(deadline) {
+				fence.Reset(time.Until(deadline))
+				continue
+			}
+			pool.Fence()
+		}
+	}
+
+	s.mu.Lock()
+	qs.role, qs.pool, qs.deadline = election.RoleFollower, nil, time.Time{}
+	s.mu.Unlock()
+	if m := s.cfg.Metrics; m != nil {
+		m.setLeader(name, false, 0)
+		m.Workers.WithLabelValues(name).Set(0)
+		m.LeaseRemaining.WithLabelValues(name).Set(0)
+	}
+	// Resign only after every worker is dead, so the next leader's
+	// workers never overlap ours.
+	s.resign(ctx, l, log)
+	if graceful {
+		log.Info("leadership_released", "reason", reason)
+	}
+	s.wakeMember()
+	return reason
+}
+
+func (s *Supervisor) resign(ctx context.Context, l election.Leadership, log interface {
+	Debug(string, ...any)
+}) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	if err := l.Resign(rctx); err != nil && !errors.Is(err, election.ErrNotLeader) {
+		log.Debug("resign failed", "error", err)
+	}
+}
+
+func (s *Supervisor) setLeaseGauge(queue string, deadline time.Time) {
+	if s.cfg.Metrics != nil {
+		s.cfg.Metrics.LeaseRemaining.WithLabelValues(queue).Set(max(0, time.Until(deadline).Seconds()))
+	}
+}
+
+// stepDownRequested reports whether a pending step-down asks term to go.
+func (s *Supervisor) stepDownRequested(ctx context.Context, b election.Backend, queue string, term int64) bool {
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, ok, err := b.StepDownRequest(rctx, queue)
+	if err != nil || !ok {
+		return false
+	}
+	return req.Term == term && req.To != s.cfg.Identity.Node
+}

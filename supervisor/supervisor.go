@@ -1,0 +1,412 @@
+package supervisor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/regentd/regent/config"
+	"github.com/regentd/regent/election"
+)
+
+// Pool runs the workers of one queue for one leadership term.
+type Pool interface {
+	// Run spawns and supervises the workers until ctx is cancelled, then
+	// stops them (SIGTERM, stop timeout, SIGKILL, never past the deadline)
+	// and returns only when every worker process is dead.
+	Run(ctx context.Context) error
+	// SetDeadline moves the instant at which every worker is killed, by the
+	// pool and by the guards on their own.
+	SetDeadline(t time.Time)
+	// Fence kills every worker now; Run returns once they are dead.
+	Fence()
+	// Workers describes the current workers.
+	Workers() []WorkerInfo
+}
+
+// PoolSpec is what a PoolFactory needs to build a queue's pool.
+type PoolSpec struct {
+	Queue    config.QueueConfig
+	Term     int64
+	Deadline time.Time
+	// Env is added to every worker's environment (REGENT_CLUSTER, ...).
+	Env    []string
+	Logger hclog.Logger
+	// Events receives worker events (restarts) for metrics; may be nil.
+	Events func(reason string)
+}
+
+// PoolFactory builds a Pool.
+type PoolFactory func(spec PoolSpec) Pool
+
+// Config configures a Supervisor.
+type Config struct {
+	Identity      election.Identity
+	Version       string
+	LeaseTTL      time.Duration
+	FenceMargin   time.Duration
+	RetryInterval time.Duration
+	Queues        []config.QueueConfig
+	// Exclusive makes Run fail with an *AlreadyLedError when another
+	// replica leads one of the queues, instead of standing by.
+	Exclusive bool
+	// Dial opens a new backend session.
+	Dial    func(ctx context.Context) (election.Backend, error)
+	NewPool PoolFactory
+	Logger  hclog.Logger
+	Metrics *Metrics
+	// StepDownHold is how long a replica asked to step down, or not named
+	// by a step-down's --to, holds back its candidacy. Default LeaseTTL,
+	// at most 5s.
+	StepDownHold time.Duration
+}
+
+// AlreadyLedError is returned by Run with Exclusive when another replica
+// already leads a queue.
+type AlreadyLedError struct {
+	Queue  string
+	Leader election.LeaderRecord
+	Config *config.Published
+}
+
+func (e *AlreadyLedError) Error() string {
+	cfg := "unknown"
+	if e.Config != nil {
+		var parts []string
+		for _, f := range e.Config.Fields() {
+			switch f.Name {
+			case "command", "concurrency", "max_rss_mb", "stop_timeout", "lease_ttl":
+				parts = append(parts, f.Name+"="+f.Value)
+			}
+		}
+		cfg = strings.Join(parts, " ")
+	}
+	return fmt.Sprintf("queue %s is already led by node %s on host %s (pid %d, term %d, config: %s); --exclusive does not stand by",
+		e.Queue, e.Leader.Node, e.Leader.Host, e.Leader.PID, e.Leader.Term, cfg)
+}
+
+// Supervisor campaigns for its queues and carries out leader and follower
+// duties. Create it with New and run it with Run.
+type Supervisor struct {
+	cfg Config
+	log hclog.Logger
+
+	mu      sync.Mutex
+	queues  map[string]*queueState
+	order   []string
+	backend election.Backend
+	healthy bool
+
+	memberWake chan struct{}
+}
+
+// queueState is this replica's state for one queue. Fields after mu are
+// guarded by Supervisor.mu.
+type queueState struct {
+	cfg       config.QueueConfig
+	published config.Published
+	payload   []byte
+	// stepDown wakes the lead loop when a step-down request may be pending.
+	stepDown chan struct{}
+	// holdBack wakes the campaign loop to re-check its hold-back.
+	holdBack chan struct{}
+
+	role      string
+	term      int64
+	since     time.Time
+	deadline  time.Time
+	pool      Pool
+	conflicts []config.Conflict
+	holdUntil time.Time
+	leader    *election.LeaderRecord
+	problems  []Problem
+}
+
+// New validates cfg and returns a Supervisor.
+func New(cfg Config) (*Supervisor, error) {
+	if cfg.Dial == nil || cfg.NewPool == nil {
+		return nil, errors.New("supervisor: Dial and NewPool are required")
+	}
+	if cfg.LeaseTTL <= 0 || cfg.FenceMargin <= 0 || cfg.FenceMargin >= cfg.LeaseTTL {
+		return nil, fmt.Errorf("supervisor: need 0 < fence margin (%s) < lease TTL (%s)", cfg.FenceMargin, cfg.LeaseTTL)
+	}
+	if len(cfg.Queues) == 0 {
+		return nil, errors.New("supervisor: no queue")
+	}
+	if cfg.RetryInterval <= 0 {
+		cfg.RetryInterval = 500 * time.Millisecond
+	}
+	if cfg.StepDownHold <= 0 {
+		cfg.StepDownHold = min(cfg.LeaseTTL, 5*time.Second)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	s := &Supervisor{
+		cfg:        cfg,
+		log:        cfg.Logger,
+		queues:     map[string]*queueState{},
+		memberWake: make(chan struct{}, 1),
+	}
+	for _, q := range cfg.Queues {
+		pub := q.Publish(cfg.LeaseTTL)
+		payload, err := json.Marshal(LeaderPayload{Version: cfg.Version, Config: pub})
+		if err != nil {
+			return nil, fmt.Errorf("supervisor: encode payload: %w", err)
+		}
+		s.queues[q.Name] = &queueState{
+			cfg: q, published: pub, payload: payload,
+			stepDown: make(chan struct{}, 1), holdBack: make(chan struct{}, 1),
+			role: election.RoleFollower,
+		}
+		s.order = append(s.order, q.Name)
+		cfg.Metrics.initQueue(q.Name)
+	}
+	return s, nil
+}
+
+// Run campaigns and supervises until ctx is cancelled, then stops every
+// worker, resigns and closes the session, and returns nil. It returns an
+// error if the backend cannot be reached at start, or an
+// *AlreadyLedError with Exclusive. A session lost later is re-opened.
+func (s *Supervisor) Run(ctx context.Context) error {
+	b, err := s.cfg.Dial(ctx)
+	if err != nil {
+		return err
+	}
+	for {
+		err := s.runSession(ctx, b)
+		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		if cerr := b.Close(closeCtx); cerr != nil {
+			s.log.Debug("backend close failed", "error", cerr)
+		}
+		cancel()
+		s.setBackend(nil)
+		var led *AlreadyLedError
+		if errors.As(err, &led) {
+			return err
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		s.log.Warn("session_lost", "error", err)
+		b, err = s.redial(ctx)
+		if err != nil {
+			return nil // ctx cancelled
+		}
+		s.log.Info("session_restored")
+	}
+}
+
+func (s *Supervisor) redial(ctx context.Context) (election.Backend, error) {
+	delay := s.cfg.RetryInterval
+	for {
+		if err := sleepCtx(ctx, delay); err != nil {
+			return nil, err
+		}
+		b, err := s.cfg.Dial(ctx)
+		if err == nil {
+			return b, nil
+		}
+		s.cfg.Metrics.backendError()
+		s.log.Warn("backend unreachable", "error", err)
+		delay = min(delay*2, s.cfg.LeaseTTL)
+	}
+}
+
+func (s *Supervisor) setBackend(b election.Backend) {
+	s.mu.Lock()
+	s.backend = b
+	s.healthy = b != nil
+	s.mu.Unlock()
+}
+
+// runSession runs every queue loop, the observer and the member publisher
+// on one backend session until ctx ends, the session is lost, or a queue
+// loop fails.
+func (s *Supervisor) runSession(ctx context.Context, b election.Backend) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	s.setBackend(b)
+	s.wakeMember()
+
+	errc := make(chan error, len(s.order)+2)
+	var wg sync.WaitGroup
+	spawn := func(f func() error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(); err != nil {
+				errc <- err
+			}
+		}()
+	}
+	spawn(func() error { return s.observe(ctx, b) })
+	spawn(func() error { s.publishMembers(ctx, b); return nil })
+	for _, name := range s.order {
+		qs := s.queues[name]
+		spawn(func() error { return s.runQueue(ctx, b, qs) })
+	}
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case <-b.Done():
+		err = election.ErrSessionLost
+	case err = <-errc:
+	}
+	cancel()
+	wg.Wait()
+	return err
+}
+
+// publishMembers writes this replica's member record whenever woken.
+func (s *Supervisor) publishMembers(ctx context.Context, b election.Backend) {
+	var last []byte
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.memberWake:
+		}
+		payload, role := s.memberPayload()
+		if string(payload) == string(last) {
+			continue
+		}
+		if err := b.SetMember(ctx, role, payload); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			s.cfg.Metrics.backendError()
+			s.log.Warn("member record update failed", "error", err)
+			// Try again after a pause.
+			if sleepCtx(ctx, s.cfg.RetryInterval) != nil {
+				return
+			}
+			s.wakeMember()
+			continue
+		}
+		last = payload
+	}
+}
+
+func (s *Supervisor) wakeMember() {
+	select {
+	case s.memberWake <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Supervisor) memberPayload() ([]byte, string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := MemberPayload{Version: s.cfg.Version, Queues: map[string]MemberQueue{}}
+	role := election.RoleFollower
+	for _, name := range s.order {
+		qs := s.queues[name]
+		mq := MemberQueue{Role: qs.role, Config: qs.published, Conflicts: qs.conflicts}
+		if qs.role == election.RoleLeader {
+			role = election.RoleLeader
+			mq.Term = qs.term
+			mq.Since = qs.since
+			mq.WorkerTerms = []int64{qs.term}
+			if qs.pool != nil {
+				mq.Workers = qs.pool.Workers()
+				for _, w := range mq.Workers {
+					if w.State == "degraded" {
+						mq.Degraded = true
+					}
+				}
+			}
+		}
+		p.Queues[name] = mq
+	}
+	b, _ := json.Marshal(p)
+	return b, role
+}
+
+// QueueState is a snapshot of this replica's view of one queue.
+type QueueState struct {
+	Queue     string            `json:"queue"`
+	Role      string            `json:"role"`
+	Term      int64             `json:"term,omitempty"`
+	Since     time.Time         `json:"since,omitempty"`
+	Deadline  time.Time         `json:"-"`
+	Conflicts []config.Conflict `json:"conflicts,omitempty"`
+	Workers   []WorkerInfo      `json:"workers,omitempty"`
+}
+
+// State returns a snapshot of every queue, in configuration order.
+func (s *Supervisor) State() []QueueState {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]QueueState, 0, len(s.order))
+	for _, name := range s.order {
+		qs := s.queues[name]
+		st := QueueState{Queue: name, Role: qs.role, Term: qs.term, Since: qs.since, Deadline: qs.deadline,
+			Conflicts: append([]config.Conflict(nil), qs.conflicts...)}
+		if qs.pool != nil {
+			st.Workers = qs.pool.Workers()
+		}
+		out = append(out, st)
+	}
+	return out
+}
+
+// Leads reports whether this replica leads queue right now, within its
+// local deadline.
+func (s *Supervisor) Leads(queue string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	qs, ok := s.queues[queue]
+	return ok && qs.role == election.RoleLeader && time.Now().Before(qs.deadline)
+}
+
+// Healthy reports whether the backend session is open.
+func (s *Supervisor) Healthy() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.healthy || s.backend == nil {
+		return false
+	}
+	select {
+	case <-s.backend.Done():
+		return false
+	default:
+		return true
+	}
+}
+
+// Backend returns the current backend session, or nil between sessions.
+func (s *Supervisor) Backend() election.Backend {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.backend
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
