@@ -148,10 +148,14 @@ func (s *Supervisor) observeOnce(ctx context.Context, b election.Backend, report
 			if !ok {
 				continue
 			}
-			if mq.Role == election.RoleLeader {
+			// A claim of an older term than the record's is stale: a dead
+			// replica's record that has not expired yet, or a live one
+			// whose workers must be gone by its own deadline. Only one
+			// that outlives the lease is a problem (stale_worker).
+			if mq.Role == election.RoleLeader && (!led || mq.Term >= rec.Term) {
 				claimants = append(claimants, fmt.Sprintf("%s(term %d)", node, mq.Term))
 			}
-			if led {
+			if led && time.Since(rec.ElectedAt) > s.cfg.LeaseTTL+time.Second {
 				for _, t := range mq.WorkerTerms {
 					if t < rec.Term {
 						stale++

@@ -134,6 +134,7 @@ func (s *Supervisor) lead(ctx context.Context, b election.Backend, qs *queueStat
 			}
 			s.wakeMember()
 		},
+		Changed: s.wakeMember,
 	})
 	now := time.Now()
 	s.mu.Lock()
@@ -145,7 +146,7 @@ func (s *Supervisor) lead(ctx context.Context, b election.Backend, qs *queueStat
 		m.ConfigConflicts.WithLabelValues(name).Set(0)
 		m.Workers.WithLabelValues(name).Set(float64(qs.cfg.Concurrency))
 	}
-	log.Info("leadership_acquired", "node", s.cfg.Identity.Node, "deadline_in", time.Until(deadline).Round(time.Millisecond).String())
+	log.Info("leadership_acquired", "deadline_in", time.Until(deadline).Round(time.Millisecond).String())
 	s.wakeMember()
 
 	poolCtx, stopPool := context.WithCancel(context.WithoutCancel(ctx))

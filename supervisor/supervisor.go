@@ -39,8 +39,11 @@ type PoolSpec struct {
 	// Env is added to every worker's environment (REGENT_CLUSTER, ...).
 	Env    []string
 	Logger hclog.Logger
-	// Events receives worker events (restarts) for metrics; may be nil.
+	// Events receives worker restarts by reason, for metrics; may be nil.
 	Events func(reason string)
+	// Changed is called (non-blocking) whenever the workers' state
+	// changes, so the member record can be republished; may be nil.
+	Changed func()
 }
 
 // PoolFactory builds a Pool.

@@ -1,5 +1,3 @@
-// Package electiontest is the contract test suite every election backend
-// must pass, run against real servers.
 package electiontest
 
 import (
@@ -27,6 +25,9 @@ type Harness interface {
 	// pg_stat_activity; etcd: leases) the replica node currently holds, or
 	// -1 if the backend has no such notion.
 	Connections(t testing.TB, cluster, node string) int
+	// MaxConnections is the most connections Connections may report for one
+	// replica, however many queues it leads (etcd: 1 lease; Postgres: 2).
+	MaxConnections() int
 	// HolderEnv returns the environment a helper process needs to open the
 	// same backend (see HolderMain).
 	HolderEnv(t testing.TB) []string

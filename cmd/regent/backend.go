@@ -1,0 +1,52 @@
+package main
+
+import (
+	"context"
+	"os"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/regentd/regent/config"
+	"github.com/regentd/regent/election"
+	"github.com/regentd/regent/election/etcdbackend"
+	"github.com/regentd/regent/election/pgbackend"
+)
+
+// electionOptions derives the backend options of cfg.
+func electionOptions(cfg *config.Config, readOnly bool) election.Options {
+	host, _ := os.Hostname()
+	return election.Options{
+		Identity: election.Identity{
+			Cluster: cfg.Cluster,
+			Node:    cfg.NodeID,
+			Host:    host,
+			PID:     os.Getpid(),
+		},
+		LeaseTTL:      cfg.LeaseTTL,
+		RenewInterval: cfg.RenewInterval,
+		RetryInterval: cfg.RetryInterval,
+		ReadOnly:      readOnly,
+	}
+}
+
+// openBackend connects to the configured backend.
+func openBackend(ctx context.Context, cfg *config.Config, opts election.Options, log hclog.Logger) (election.Backend, error) {
+	switch cfg.Backend {
+	case config.BackendPostgres:
+		return pgbackend.New(ctx, pgbackend.Config{
+			URL:              cfg.Postgres.URL,
+			DialTimeout:      cfg.Postgres.DialTimeout,
+			StatementTimeout: cfg.Postgres.StatementTimeout,
+		}, opts, log.Named("postgres"))
+	default:
+		return etcdbackend.New(ctx, etcdbackend.Config{
+			Endpoints:   cfg.Etcd.Endpoints,
+			Username:    cfg.Etcd.Username,
+			Password:    cfg.Etcd.Password,
+			CAFile:      cfg.Etcd.CAFile,
+			CertFile:    cfg.Etcd.CertFile,
+			KeyFile:     cfg.Etcd.KeyFile,
+			DialTimeout: cfg.Etcd.DialTimeout,
+		}, opts, log.Named("etcd"))
+	}
+}

@@ -1,0 +1,161 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
+
+	"github.com/regentd/regent/config"
+	"github.com/regentd/regent/election"
+	"github.com/regentd/regent/supervisor"
+	"github.com/regentd/regent/worker"
+)
+
+const runLong = `Campaign for leadership of each queue and, while leading a queue, run and
+supervise its workers. Followers stand by hot and report config conflicts.
+
+Every worker gets REGENT_CLUSTER, REGENT_QUEUE, REGENT_NODE, REGENT_TERM and
+REGENT_WORKER in its environment, and runs under a guard that kills it when
+the leader's lease deadline passes, even if this process is frozen or killed.
+
+Exit codes:
+  0  clean stop (SIGTERM/SIGINT: workers stopped, leadership resigned)
+  1  usage or config error, or backend unreachable at start
+  2  --exclusive and another replica already leads a queue (the message
+     names that leader, its host and its config)`
+
+func newRunCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "run [flags] [-- command args...]",
+		Short: "Campaign for queues and supervise their workers while leading",
+		Long:  runLong,
+		Example: `  regent run --backend etcd --etcd-endpoints 10.0.0.5:2379 --queue default \
+      --concurrency 2 --max-rss 16384 -- ./jobs-worker --queue default
+  DATABASE_URL=postgres://regent@db/app regent run --backend postgres --config /etc/regent.yaml`,
+		RunE: runRun,
+	}
+	config.RegisterFlags(cmd.Flags(), config.ScopeRun)
+	return cmd
+}
+
+func commandAfterDash(cmd *cobra.Command, args []string) ([]string, error) {
+	dash := cmd.ArgsLenAtDash()
+	if dash < 0 {
+		if len(args) > 0 {
+			return nil, fmt.Errorf("unexpected argument %q: put the worker command after --, e.g. regent run --queue q -- ./worker", args[0])
+		}
+		return nil, nil
+	}
+	if dash > 0 {
+		return nil, fmt.Errorf("unexpected argument %q before --: put the worker command after --", args[0])
+	}
+	return args, nil
+}
+
+func runRun(cmd *cobra.Command, args []string) error {
+	command, err := commandAfterDash(cmd, args)
+	if err != nil {
+		return err
+	}
+	cfg, err := loadConfig(cmd, command, true)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg.Log, cmd.ErrOrStderr()).With("node", cfg.NodeID)
+
+	var reaper *worker.Reaper
+	if err := becomeSubreaper(); err != nil {
+		log.Warn("cannot become a child subreaper; orphaned grandchildren of workers are reaped by init", "error", err)
+	} else {
+		reaper = worker.NewReaper()
+	}
+	if cfg.PIDFile != "" {
+		if err := writePIDFile(cfg.PIDFile); err != nil {
+			return err
+		}
+		defer os.Remove(cfg.PIDFile)
+	}
+
+	ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if reaper != nil {
+		// Reap orphans re-parented to us (we are a subreaper, or PID 1 in
+		// a container); our own children are protected from it.
+		reapCtx, stopReaper := context.WithCancel(context.WithoutCancel(ctx))
+		reaperDone := make(chan struct{})
+		go func() { defer close(reaperDone); _ = reaper.Run(reapCtx, time.Second) }()
+		defer func() { stopReaper(); <-reaperDone }()
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := supervisor.NewMetrics(reg)
+
+	guardExe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("cannot find the regent binary to run worker guards: %w", err)
+	}
+	opts := electionOptions(cfg, false)
+	sup, err := supervisor.New(supervisor.Config{
+		Identity:      opts.Identity,
+		Version:       regentVersion(),
+		LeaseTTL:      cfg.LeaseTTL,
+		FenceMargin:   cfg.FenceMargin,
+		RetryInterval: cfg.RetryInterval,
+		Queues:        cfg.Queues,
+		Exclusive:     cfg.Exclusive,
+		Dial: func(ctx context.Context) (election.Backend, error) {
+			return openBackend(ctx, cfg, opts, log)
+		},
+		NewPool: newPoolFactory(cfg, guardExe, reaper),
+		Logger:  log,
+		Metrics: metrics,
+	})
+	if err != nil {
+		return err
+	}
+
+	var httpSrv *httpServer
+	if cfg.HTTPAddr != "" {
+		httpSrv, err = startHTTP(cfg.HTTPAddr, reg, sup, log)
+		if err != nil {
+			return err
+		}
+		defer httpSrv.Close()
+	}
+
+	queues := map[string]any{}
+	for _, q := range cfg.Queues {
+		queues[q.Name] = config.Document(q.Publish(cfg.LeaseTTL))
+	}
+	log.Info("started", "version", regentVersion(), "cluster", cfg.Cluster, "backend", cfg.Backend,
+		"pid", os.Getpid(), "lease_ttl", cfg.LeaseTTL.String(), "http_addr", cfg.HTTPAddr, "queues", queues)
+
+	err = sup.Run(ctx)
+	var led *supervisor.AlreadyLedError
+	switch {
+	case errors.As(err, &led):
+		log.Error("already led", "queue", led.Queue, "leader", led.Leader.Node, "host", led.Leader.Host)
+		return withCode(exitExisting, err)
+	case err != nil:
+		return withCode(exitError, fmt.Errorf("%w", err))
+	}
+	log.Info("stopped")
+	return nil
+}
+
+func writePIDFile(path string) error {
+	if err := os.WriteFile(path, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+		return fmt.Errorf("pid file %s: %w (it is a local convenience only: fix the path or drop --pid-file)", path, err)
+	}
+	return nil
+}

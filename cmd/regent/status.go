@@ -1,0 +1,264 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/regentd/regent/config"
+	"github.com/regentd/regent/election"
+	"github.com/regentd/regent/supervisor"
+)
+
+// Exit codes of status --check (Nagios convention).
+const (
+	checkOK       = 0
+	checkWarning  = 1
+	checkCritical = 2
+	checkUnknown  = 3
+)
+
+const statusLong = `Show every queue's leader (node, host, pid, term, since, version), its
+effective config and workers, each follower with its config conflicts, and the
+problems found. Reads only the backend: works on any host with access to it,
+and never trusts a local pid file.
+
+--check exit codes (Nagios-style, one summary line per problem):
+  0 OK        every queue has exactly one leader and no conflict
+  1 WARNING   config conflicts, crash or RSS loops, wedged workers
+  2 CRITICAL  a queue with no leader, two claimants, a live worker of an old term
+  3 UNKNOWN   the backend is unreachable or the config is invalid`
+
+func newStatusCmd() *cobra.Command {
+	var (
+		queue          string
+		asJSON, watch  bool
+		check, history bool
+	)
+	cmd := &cobra.Command{
+		Use:   "status [--queue Q] [--json] [--watch] [--check]",
+		Short: "Show every queue's leader, term, config, followers and problems",
+		Long:  statusLong,
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := loadConfig(cmd, nil, false)
+			if err != nil {
+				if check {
+					fmt.Fprintf(cmd.OutOrStdout(), "REGENT UNKNOWN - %s\n", oneLine(err.Error()))
+					return errSilent{checkUnknown}
+				}
+				return err
+			}
+			log := newLogger(config.LogConfig{Level: "error", Format: cfg.Log.Format}, cmd.ErrOrStderr())
+			opts := electionOptions(cfg, true)
+			host, _ := os.Hostname()
+			opts.Node = "status-" + host
+			ctx := cmd.Context()
+			b, err := openBackend(ctx, cfg, opts, log)
+			if err != nil {
+				if check {
+					fmt.Fprintf(cmd.OutOrStdout(), "REGENT UNKNOWN - backend unreachable: %s\n", config.RedactText(oneLine(err.Error())))
+					return errSilent{checkUnknown}
+				}
+				return err
+			}
+			defer func() {
+				cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+				defer cancel()
+				_ = b.Close(cctx)
+			}()
+			_ = history
+			render := func(w io.Writer) (*statusDoc, error) {
+				rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				defer cancel()
+				doc, err := buildStatus(rctx, b, cfg.Cluster, queue)
+				if err != nil {
+					return nil, err
+				}
+				doc.Cluster = cfg.Cluster
+				switch {
+				case check:
+					writeCheck(w, doc)
+				case asJSON:
+					enc := json.NewEncoder(w)
+					enc.SetIndent("", "  ")
+					return doc, enc.Encode(doc)
+				default:
+					writeHuman(w, doc)
+				}
+				return doc, nil
+			}
+			if watch {
+				return watchStatus(ctx, b, cmd.OutOrStdout(), render)
+			}
+			doc, err := render(cmd.OutOrStdout())
+			if err != nil {
+				if check {
+					fmt.Fprintf(cmd.OutOrStdout(), "REGENT UNKNOWN - backend read failed: %s\n", config.RedactText(oneLine(err.Error())))
+					return errSilent{checkUnknown}
+				}
+				return err
+			}
+			if check {
+				return errSilent{checkCode(doc)}
+			}
+			return nil
+		},
+	}
+	config.RegisterFlags(cmd.Flags(), config.ScopeBackend)
+	cmd.Flags().StringVar(&queue, "queue", "", "show only this queue")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the JSON document (same as the /status endpoint)")
+	cmd.Flags().BoolVar(&watch, "watch", false, "redraw whenever the backend records change")
+	cmd.Flags().BoolVar(&check, "check", false, "doctor mode: one line per problem, exit 0 OK, 1 warning, 2 critical, 3 unknown")
+	cmd.Flags().BoolVar(&history, "history", false, "show the last leadership changes per queue")
+	return cmd
+}
+
+func checkCode(doc *statusDoc) int {
+	code := checkOK
+	for _, q := range doc.Queues {
+		for _, p := range q.Problems {
+			switch p.Severity {
+			case sevCritical:
+				code = checkCritical
+			case sevWarning:
+				if code < checkWarning {
+					code = checkWarning
+				}
+			}
+		}
+	}
+	return code
+}
+
+func writeCheck(w io.Writer, doc *statusDoc) {
+	names := map[int]string{checkOK: "OK", checkWarning: "WARNING", checkCritical: "CRITICAL"}
+	code := checkCode(doc)
+	if code == checkOK {
+		fmt.Fprintf(w, "REGENT OK - cluster %s: %d queue(s), each with one leader and no conflict\n", doc.Cluster, len(doc.Queues))
+		return
+	}
+	for _, q := range doc.Queues {
+		for _, p := range q.Problems {
+			fmt.Fprintf(w, "REGENT %s - queue %s: %s: %s\n", strings.ToUpper(p.Severity), q.Queue, p.Code, p.Message)
+		}
+	}
+	_ = names
+}
+
+func writeHuman(w io.Writer, doc *statusDoc) {
+	fmt.Fprintf(w, "cluster %s\n", doc.Cluster)
+	if len(doc.Queues) == 0 {
+		fmt.Fprintln(w, "\nno queue has a leader or a member")
+	}
+	for _, q := range doc.Queues {
+		fmt.Fprintf(w, "\nqueue %s\n", q.Queue)
+		tw := tabwriter.NewWriter(w, 0, 2, 2, ' ', 0)
+		if l := q.Leader; l != nil {
+			fmt.Fprintf(tw, "  leader\t%s (host %s, pid %d)\n", l.Node, l.Host, l.PID)
+			fmt.Fprintf(tw, "  term\t%d, since %s (%s ago), version %s\n", l.Term, l.Since.Local().Format("2006-01-02 15:04:05"), time.Since(l.Since).Round(time.Second), l.Version)
+			if c := l.Config; c != nil {
+				fmt.Fprintf(tw, "  command\t%s\n", strings.Join(c.Command, " "))
+				fmt.Fprintf(tw, "  config\tconcurrency=%d max_rss_mb=%d lease_ttl=%s stop_timeout=%s\n", c.Concurrency, c.MaxRSSMB, c.LeaseTTL, c.StopTimeout)
+			}
+		} else {
+			fmt.Fprintf(tw, "  leader\tnone\n")
+		}
+		tw.Flush()
+		if q.Leader != nil && len(q.Leader.Workers) > 0 {
+			tw = tabwriter.NewWriter(w, 0, 2, 2, ' ', 0)
+			fmt.Fprintln(tw, "  WORKER\tPID\tRSS\tRESTARTS\tSTATE")
+			for _, wk := range q.Leader.Workers {
+				fmt.Fprintf(tw, "  %d\t%d\t%s\t%d\t%s\n", wk.Index, wk.PID, humanBytes(wk.RSSBytes), wk.Restarts, wk.State)
+			}
+			tw.Flush()
+		}
+		if len(q.Followers) > 0 {
+			tw = tabwriter.NewWriter(w, 0, 2, 2, ' ', 0)
+			fmt.Fprintln(tw, "  FOLLOWER\tHOST\tLAST SEEN\tCONFLICTS")
+			for _, f := range q.Followers {
+				conf := "none"
+				if len(f.Conflicts) > 0 {
+					conf = fmt.Sprintf("%d", len(f.Conflicts))
+				}
+				seen := "-"
+				if !f.LastSeen.IsZero() {
+					seen = time.Since(f.LastSeen).Round(time.Second).String() + " ago"
+				}
+				fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", f.Node, f.Host, seen, conf)
+			}
+			tw.Flush()
+			for _, f := range q.Followers {
+				for _, c := range f.Conflicts {
+					fmt.Fprintf(w, "    %s: %s: leader %s, this replica %s\n", f.Node, c.Field, c.Leader, c.Follower)
+				}
+			}
+		}
+		if len(q.Problems) == 0 {
+			fmt.Fprintln(w, "  problems: none")
+		} else {
+			fmt.Fprintln(w, "  problems:")
+			for _, p := range q.Problems {
+				fmt.Fprintf(w, "    %s %s: %s\n", strings.ToUpper(p.Severity), p.Code, p.Message)
+			}
+		}
+	}
+}
+
+func humanBytes(b uint64) string {
+	switch {
+	case b == 0:
+		return "-"
+	case b >= 1<<30:
+		return fmt.Sprintf("%.1fG", float64(b)/(1<<30))
+	default:
+		return fmt.Sprintf("%.0fM", float64(b)/(1<<20))
+	}
+}
+
+// watchStatus redraws the status whenever the backend reports a change.
+func watchStatus(ctx context.Context, b election.Backend, out io.Writer, render func(io.Writer) (*statusDoc, error)) error {
+	changes := b.Changes(ctx)
+	isTTY := false
+	if f, ok := out.(*os.File); ok {
+		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+			isTTY = true
+		}
+	}
+	var last string
+	for {
+		var buf strings.Builder
+		if _, err := render(&buf); err != nil {
+			fmt.Fprintf(out, "status read failed: %s\n", config.RedactText(oneLine(err.Error())))
+		} else if buf.String() != last {
+			last = buf.String()
+			if isTTY {
+				fmt.Fprint(out, "\033[H\033[2J")
+			} else {
+				fmt.Fprintf(out, "--- %s\n", time.Now().Format(time.RFC3339))
+			}
+			fmt.Fprint(out, last)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-b.Done():
+			return fmt.Errorf("backend connection closed")
+		case _, ok := <-changes:
+			if !ok {
+				return nil
+			}
+		case <-time.After(5 * time.Second):
+			// "ago" columns age; redraw on a slow tick too.
+		}
+	}
+}
+
+var _ = supervisor.Problem{}

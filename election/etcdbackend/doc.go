@@ -1,0 +1,93 @@
+// Package etcdbackend is the etcd implementation of election.Backend.
+//
+// # Session
+//
+// A Backend holds one etcd lease, its session, shared by its member record
+// and every leadership it holds. The lease is renewed by the Backend's own
+// loop (one KeepAliveOnce every RenewInterval; never the client's
+// automatic keep-alive), which records the monotonic time at which each
+// renewal was sent. The trust window of every leadership is
+//
+//	ValidUntil = send time of the last successful renewal + lease TTL
+//
+// (for the first, the send time of the Grant). etcd starts the lease's
+// new TTL when it receives the renewal, after it was sent, so no other
+// replica can win before ValidUntil; callers subtract their own margin.
+// While renewals fail the loop keeps trying every quarter RenewInterval
+// (at most 250 ms); once ValidUntil passes without a renewal every
+// leadership's Done closes (the leader must assume it lost), and their
+// keys are released once etcd answers again if the lease survived. If
+// etcd says the lease is gone, the session is lost: every leadership's
+// Done and the Backend's Done close, and the Backend must be replaced.
+//
+// # Keys
+//
+// Everything lives under /regent/<cluster>/:
+//
+//	queues/<queue>/leader    leader record (JSON), on the leader's lease;
+//	                         its CreateRevision is the term
+//	queues/<queue>/term      no lease; written with every new leader key:
+//	                         its ModRevision is the latest term, its value
+//	                         that leadership's lease and TTL
+//	queues/<queue>/released  no lease; written when a term ends cleanly
+//	                         (resign, ReleaseTerm): the term released
+//	queues/<queue>/stepdown  step-down request, on its own lease of
+//	                         StepDownTTL; deleted by the next leadership
+//	members/<node>           member record (JSON), on the node's lease
+//	leases/<lease in hex>    heartbeat, on that lease: rewritten after each
+//	                         renewal while the replica leads something
+//
+// Terms are etcd revisions: globally monotonic, so strictly increasing per
+// queue. A leadership is taken by one transaction: if the leader key does
+// not exist and the term key is unchanged since it was read, create the
+// leader key on the lease, write the term key and delete the step-down
+// request. Publish and Resign are transactions guarded by the leader
+// key's CreateRevision being the term.
+//
+// # Waiting and taking over
+//
+// A follower watches the cluster prefix from the revision it read (no
+// polling) and tries again when the leader key is deleted; its Campaign
+// also ends when ctx is done, the session is lost or the Backend closes
+// (etcd issue 19597: a campaign must not outlive its session). How soon
+// it may take over depends on how the last term ended:
+//
+//   - Cleanly (the released key holds the term): at once. Resign and
+//     ReleaseTerm are only called once the leader's work has stopped.
+//   - Uncleanly (lease expired or revoked by an administrator, key
+//     deleted by hand): the old leader may still trust its leadership
+//     until its own ValidUntil, unknown to the follower. A leader that
+//     leads sends each renewal before the heartbeat that follows it, and
+//     a leadership's creation follows its renewals so far; so the
+//     follower, which watched the creation (or the leader key's presence)
+//     and the heartbeats, knows that no renewal counted by the old leader
+//     was sent after the last of those events it saw (or after the moment
+//     its watch was re-established). It holds back until that moment plus
+//     the old leader's TTL (from the term key). After a lease expiry this
+//     is already past, so failover takes about one TTL; after a revoke it
+//     waits at most one TTL. A follower that never watched the old term
+//     holds back a full TTL from when it finds it ended.
+//
+// While a step-down request names another node, candidates hold back for
+// StepDownHoldBack after the request (judged from its lease's remaining
+// TTL, not from clocks); with no node named, only the replica asked to
+// step down holds back.
+//
+// # Invariants
+//
+//   - A Leadership is returned only while the session's ValidUntil is in
+//     the future, and its Done closes at once when its key is deleted or
+//     replaced (seen by a watch on the key), when the session is lost,
+//     when ValidUntil passes, on Resign and on Close.
+//   - A leader key of this Backend's lease that no Leadership uses (left
+//     by a request whose outcome was unknown, or by a leadership given up
+//     while etcd was unreachable) is released cleanly by the next renewal
+//     or campaign: nobody acts on it.
+//   - Every goroutine (the session loop, one watcher per leadership, one
+//     per Changes call) is owned by the Backend and ends before Close
+//     returns; calls in flight are cancelled by Close and waited for.
+//   - Stored records are decoded defensively: an undecodable value is
+//     reported as election.ErrCorruptRecord naming its key, never a panic.
+//   - Errors reaching etcd wrap election.ErrUnavailable and name the
+//     endpoints; passwords are never logged nor put in errors.
+package etcdbackend

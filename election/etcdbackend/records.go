@@ -1,0 +1,163 @@
+package etcdbackend
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/regentd/regent/election"
+)
+
+// leaderValue is the stored value of a leader key: election.LeaderRecord
+// without Term (the key's CreateRevision) and RenewedAt (estimated from
+// the lease when read). Cluster and Queue are stored for humans reading
+// the key with etcdctl; readers take them from the key itself.
+type leaderValue struct {
+	Cluster   string    `json:"cluster"`
+	Queue     string    `json:"queue"`
+	Node      string    `json:"node"`
+	Host      string    `json:"host"`
+	PID       int       `json:"pid"`
+	ElectedAt time.Time `json:"elected_at"`
+	Payload   []byte    `json:"payload,omitempty"`
+}
+
+// termValue is the stored value of a queue's term key.
+type termValue struct {
+	Node string `json:"node"`
+	// Lease is the lease the leadership was held under.
+	Lease int64 `json:"lease"`
+	// TTLMillis is that lease's TTL: how long after its last renewal the
+	// leader may still trust its leadership.
+	TTLMillis int64 `json:"ttl_ms"`
+}
+
+// releasedValue is the stored value of a queue's released key.
+type releasedValue struct {
+	Term int64 `json:"term"`
+}
+
+// memberValue is the stored value of a member key: election.MemberRecord
+// without the fields taken from the key (Cluster, Node).
+type memberValue struct {
+	Host     string    `json:"host"`
+	PID      int       `json:"pid"`
+	Role     string    `json:"role"`
+	LastSeen time.Time `json:"last_seen"`
+	Payload  []byte    `json:"payload,omitempty"`
+}
+
+// heartbeatValue is the stored value of a lease heartbeat key.
+type heartbeatValue struct {
+	Node string `json:"node"`
+	// Renewals counts the session's successful renewals.
+	Renewals uint64 `json:"renewals"`
+}
+
+// stepDownValue is the stored value of a step-down key.
+type stepDownValue struct {
+	To          string    `json:"to,omitempty"`
+	Term        int64     `json:"term"`
+	RequestedAt time.Time `json:"requested_at"`
+}
+
+// mustJSON encodes a value of one of the types above, which cannot fail.
+func mustJSON(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(fmt.Sprintf("etcdbackend: encode %T: %v", v, err))
+	}
+	return string(b)
+}
+
+// decodeLeader decodes the value of a leader key into a record for queue
+// with term. A value that cannot be decoded gives a record whose Err wraps
+// election.ErrCorruptRecord and names key; the record then still carries
+// Cluster, Queue and Term.
+func decodeLeader(cluster, queue, key string, term int64, raw []byte) election.LeaderRecord {
+	rec := election.LeaderRecord{Cluster: cluster, Queue: queue, Term: term}
+	var v leaderValue
+	if err := json.Unmarshal(raw, &v); err != nil {
+		rec.Err = corrupt(key, raw, err)
+		return rec
+	}
+	if err := validName("leader node", v.Node); err != nil {
+		rec.Err = corrupt(key, raw, err)
+		return rec
+	}
+	rec.Node = v.Node
+	rec.Host = v.Host
+	rec.PID = v.PID
+	rec.ElectedAt = v.ElectedAt
+	rec.Payload = v.Payload
+	return rec
+}
+
+// decodeMember decodes the value of a member key of node.
+func decodeMember(cluster, node, key string, raw []byte) election.MemberRecord {
+	rec := election.MemberRecord{Cluster: cluster, Node: node}
+	var v memberValue
+	if err := json.Unmarshal(raw, &v); err != nil {
+		rec.Err = corrupt(key, raw, err)
+		return rec
+	}
+	if v.Role == "" {
+		rec.Err = corrupt(key, raw, fmt.Errorf("no role"))
+		return rec
+	}
+	rec.Host = v.Host
+	rec.PID = v.PID
+	rec.Role = v.Role
+	rec.LastSeen = v.LastSeen
+	rec.Payload = v.Payload
+	return rec
+}
+
+// decodeStepDown decodes the value of the step-down key of queue.
+func decodeStepDown(queue, key string, raw []byte) (election.StepDownRequest, error) {
+	var v stepDownValue
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return election.StepDownRequest{}, corrupt(key, raw, err)
+	}
+	if v.Term <= 0 {
+		return election.StepDownRequest{}, corrupt(key, raw, fmt.Errorf("no term"))
+	}
+	if v.To != "" {
+		if err := validName("step-down target", v.To); err != nil {
+			return election.StepDownRequest{}, corrupt(key, raw, err)
+		}
+	}
+	return election.StepDownRequest{Queue: queue, To: v.To, Term: v.Term, RequestedAt: v.RequestedAt}, nil
+}
+
+// decodeTerm decodes the value of a term key; ok is false if it cannot be
+// decoded or makes no sense.
+func decodeTerm(raw []byte) (v termValue, ok bool) {
+	if err := json.Unmarshal(raw, &v); err != nil || v.TTLMillis <= 0 {
+		return termValue{}, false
+	}
+	return v, true
+}
+
+// decodeReleased decodes the value of a released key; 0 if it cannot be
+// decoded.
+func decodeReleased(raw []byte) int64 {
+	var v releasedValue
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return 0
+	}
+	return v.Term
+}
+
+// corrupt builds the error of an undecodable value: it wraps
+// election.ErrCorruptRecord, names the key and quotes a bounded prefix of
+// the value.
+func corrupt(key string, raw []byte, err error) error {
+	const show = 64
+	snippet := raw
+	more := ""
+	if len(snippet) > show {
+		snippet, more = snippet[:show], fmt.Sprintf("... (%d bytes)", len(raw))
+	}
+	return fmt.Errorf("%w: etcd key %s holds %q%s: %v", election.ErrCorruptRecord, key, snippet, more, err)
+}

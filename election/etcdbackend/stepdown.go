@@ -1,0 +1,120 @@
+package etcdbackend
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/regentd/regent/election"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Step-down timing.
+const (
+	// StepDownTTL is the TTL of the lease a step-down request is written
+	// with: a request nobody acts on disappears after it.
+	StepDownTTL = 30 * time.Second
+	// StepDownHoldBack is how long after a step-down request to node N the
+	// other replicas hold back their candidacy, so that N wins. With no N,
+	// the replica asked to step down holds back as long.
+	StepDownHoldBack = 5 * time.Second
+)
+
+// stepDownAttempts bounds the tries of RequestStepDown when the leader
+// changes under it.
+const stepDownAttempts = 3
+
+// RequestStepDown writes a step-down request for the current term of
+// queue, on a lease of StepDownTTL; the next leadership of the queue
+// deletes it. It returns an error wrapping election.ErrNoLeader if nobody
+// leads. Works on a read-only backend. ctx bounds each request
+// (DialTimeout when it has no deadline).
+func (b *Backend) RequestStepDown(ctx context.Context, queue, to string) error {
+	if err := validName("queue", queue); err != nil {
+		return err
+	}
+	if to != "" {
+		if err := validName("step-down target", to); err != nil {
+			return err
+		}
+	}
+	octx, end, err := b.op(ctx, false)
+	if err != nil {
+		return err
+	}
+	defer end()
+	for range stepDownAttempts {
+		done, err := b.requestStepDown(octx, queue, to)
+		if err != nil || done {
+			return err
+		}
+	}
+	return fmt.Errorf("etcd: request step-down of %s: the leader kept changing; try again", queue)
+}
+
+// requestStepDown makes one attempt; done is false when the leader changed
+// between reading the term and writing the request.
+func (b *Backend) requestStepDown(ctx context.Context, queue, to string) (done bool, err error) {
+	rctx, cancel := b.request(ctx)
+	defer cancel()
+	lk := b.keys.leader(queue)
+	resp, err := b.cli.Get(rctx, lk)
+	if err != nil {
+		return false, b.opErr(rctx, "read leader of "+queue, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return false, fmt.Errorf("%w: queue %s", election.ErrNoLeader, queue)
+	}
+	term := resp.Kvs[0].CreateRevision
+	grant, err := b.cli.Grant(rctx, int64(StepDownTTL/time.Second))
+	if err != nil {
+		return false, b.opErr(rctx, "grant step-down lease", err)
+	}
+	val := mustJSON(stepDownValue{To: to, Term: term, RequestedAt: time.Now().UTC().Round(0)})
+	tx, err := b.cli.Txn(rctx).
+		If(clientv3.Compare(clientv3.CreateRevision(lk), "=", term)).
+		Then(clientv3.OpPut(b.keys.stepDown(queue), val, clientv3.WithLease(grant.ID))).
+		Commit()
+	if err == nil && tx.Succeeded {
+		b.log.Info("step-down requested", "queue", queue, "term", term, "to", to)
+		return true, nil
+	}
+	// The request was not written: its lease is of no use.
+	rv, rcancel := context.WithTimeout(context.WithoutCancel(ctx), b.cfg.DialTimeout)
+	_, _ = b.cli.Revoke(rv, grant.ID)
+	rcancel()
+	if err != nil {
+		return false, b.opErr(rctx, "write step-down request of "+queue, err)
+	}
+	return false, nil
+}
+
+// StepDownRequest returns the pending step-down request of queue; ok is
+// false when there is none. An undecodable request gives an error wrapping
+// election.ErrCorruptRecord. ctx bounds the request (DialTimeout when it
+// has no deadline).
+func (b *Backend) StepDownRequest(ctx context.Context, queue string) (election.StepDownRequest, bool, error) {
+	if err := validName("queue", queue); err != nil {
+		return election.StepDownRequest{}, false, err
+	}
+	octx, end, err := b.op(ctx, false)
+	if err != nil {
+		return election.StepDownRequest{}, false, err
+	}
+	defer end()
+	rctx, cancel := b.request(octx)
+	defer cancel()
+	key := b.keys.stepDown(queue)
+	resp, err := b.cli.Get(rctx, key)
+	if err != nil {
+		return election.StepDownRequest{}, false, b.opErr(rctx, "read step-down request of "+queue, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return election.StepDownRequest{}, false, nil
+	}
+	req, err := decodeStepDown(queue, key, resp.Kvs[0].Value)
+	if err != nil {
+		return election.StepDownRequest{}, false, err
+	}
+	return req, true, nil
+}

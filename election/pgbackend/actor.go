@@ -1,0 +1,448 @@
+package pgbackend
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/regentd/regent/election"
+)
+
+// actor is the single goroutine that owns the lock connection. Other
+// goroutines hand it commands; between commands it renews on a timer,
+// retries waiting campaigns and keeps a read pending on the connection
+// (WaitForNotification), so that a NOTIFY, or the connection's end, is
+// seen at once.
+type actor struct {
+	b *Backend
+
+	// ctx is the actor's lifetime: cancelling it aborts the statement in
+	// flight (which ends the connection) and stops the loop.
+	ctx    context.Context
+	cancel context.CancelFunc
+	exited chan struct{}
+
+	mu         sync.Mutex
+	pending    []*command
+	kicked     bool
+	cancelWait context.CancelFunc
+	closing    bool
+	// termErr is what calls get once the actor has stopped.
+	termErr error
+
+	// Owned by the actor goroutine.
+	sess        *session // nil while a read-only backend is disconnected
+	queues      map[string]*queueState
+	renewAt     time.Time
+	retryAt     time.Time
+	reconnectAt time.Time
+	tryNow      bool
+	lost        error // set when the session ended (read-write)
+	connErr     error // last reconnection failure (read-only)
+}
+
+// command is a function run on the actor goroutine.
+type command struct {
+	fn        func(a *actor) error
+	done      chan error // buffered: the actor never blocks on it
+	abandoned atomic.Bool
+}
+
+func newActor(b *Backend, sess *session) *actor {
+	ctx, cancel := context.WithCancel(context.Background())
+	now := time.Now()
+	return &actor{
+		b:       b,
+		ctx:     ctx,
+		cancel:  cancel,
+		exited:  make(chan struct{}),
+		sess:    sess,
+		queues:  make(map[string]*queueState),
+		renewAt: now.Add(b.s.RenewInterval),
+		retryAt: now,
+	}
+}
+
+// submit queues c and wakes the actor.
+func (a *actor) submit(c *command) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.termErr != nil {
+		return a.termErr
+	}
+	if a.closing {
+		return election.ErrClosed
+	}
+	a.pending = append(a.pending, c)
+	a.kickLocked()
+	return nil
+}
+
+// call runs fn on the actor and returns its error. Cancelling ctx stops
+// the wait; fn is skipped if it has not started, else it runs to its end.
+func (a *actor) call(ctx context.Context, fn func(a *actor) error) error {
+	c := &command{fn: fn, done: make(chan error, 1)}
+	if err := a.submit(c); err != nil {
+		return err
+	}
+	select {
+	case err := <-c.done:
+		return err
+	case <-ctx.Done():
+		c.abandoned.Store(true)
+		return ctx.Err()
+	}
+}
+
+// kick wakes the actor from its notification wait.
+func (a *actor) kick() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.kickLocked()
+}
+
+func (a *actor) kickLocked() {
+	a.kicked = true
+	if a.cancelWait != nil {
+		a.cancelWait()
+	}
+}
+
+// requestClose asks the actor to resign everything and stop.
+func (a *actor) requestClose() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.closing = true
+	a.kickLocked()
+}
+
+// take returns the queued commands and whether Close was requested.
+func (a *actor) take() ([]*command, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	cmds := a.pending
+	a.pending = nil
+	a.kicked = false
+	return cmds, a.closing
+}
+
+// run is the actor loop. It returns when the backend is closed or, for a
+// read-write backend, when the session ends.
+func (a *actor) run() {
+	defer close(a.exited)
+	for {
+		cmds, closing := a.take()
+		for _, c := range cmds {
+			if c.abandoned.Load() {
+				c.done <- context.Canceled
+				continue
+			}
+			if err := a.unusable(); err != nil {
+				c.done <- err
+				continue
+			}
+			c.done <- c.fn(a)
+		}
+		if closing || a.ctx.Err() != nil {
+			a.shutdown()
+			a.stop(election.ErrClosed)
+			return
+		}
+		if a.lost != nil {
+			a.stop(a.lost)
+			return
+		}
+		a.tick()
+		if a.lost != nil {
+			continue
+		}
+		a.wait()
+	}
+}
+
+// unusable returns the error of a command that cannot run: the session
+// ended, or a read-only backend cannot reconnect.
+func (a *actor) unusable() error {
+	if a.lost != nil {
+		return a.lost
+	}
+	if a.sess == nil {
+		if time.Now().Before(a.reconnectAt) && a.connErr != nil {
+			return a.connErr
+		}
+		return a.reconnect()
+	}
+	return nil
+}
+
+// tick does the timed work: release lost leaderships, renew, retry
+// waiting campaigns, finish takeovers whose wait is over.
+func (a *actor) tick() {
+	if a.sess == nil {
+		if !time.Now().Before(a.reconnectAt) {
+			_ = a.reconnect()
+		}
+		return
+	}
+	a.reconcile()
+	if a.lost != nil {
+		return
+	}
+	if !a.b.s.ReadOnly && !time.Now().Before(a.renewAt) {
+		a.renewAt = time.Now().Add(a.b.s.RenewInterval)
+		a.renew()
+		if a.lost != nil {
+			return
+		}
+	}
+	for _, q := range a.queues {
+		if q.locked && q.lead == nil && !time.Now().Before(q.waitUntil) {
+			a.takeover(q)
+			if a.lost != nil {
+				return
+			}
+		}
+	}
+	if a.tryNow || (a.hasCandidates() && !time.Now().Before(a.retryAt)) {
+		a.tryNow = false
+		a.retryAt = time.Now().Add(a.b.s.RetryInterval)
+		a.tryLocks()
+	}
+}
+
+// nextWake is when tick has work again.
+func (a *actor) nextWake() time.Time {
+	now := time.Now()
+	next := now.Add(a.b.s.RenewInterval)
+	if a.sess == nil {
+		return a.reconnectAt
+	}
+	if a.tryNow {
+		return now
+	}
+	if !a.b.s.ReadOnly && a.renewAt.Before(next) {
+		next = a.renewAt
+	}
+	if a.hasCandidates() && a.retryAt.Before(next) {
+		next = a.retryAt
+	}
+	for _, q := range a.queues {
+		if q.locked && q.lead == nil && q.waitUntil.Before(next) {
+			next = q.waitUntil
+		}
+	}
+	return next
+}
+
+// wait blocks until a notification arrives, the next timer is due or
+// another goroutine kicks; a notification is handled before returning.
+// The pending read is what notices at once a connection the server ended.
+func (a *actor) wait() {
+	next := a.nextWake()
+	a.mu.Lock()
+	if a.kicked || a.closing {
+		a.mu.Unlock()
+		return
+	}
+	ctx, cancel := context.WithDeadline(a.ctx, next)
+	a.cancelWait = cancel
+	a.mu.Unlock()
+	defer func() {
+		a.mu.Lock()
+		a.cancelWait = nil
+		a.mu.Unlock()
+		cancel()
+	}()
+
+	if a.sess == nil {
+		<-ctx.Done()
+		return
+	}
+	n, err := a.sess.conn.WaitForNotification(ctx)
+	if n != nil {
+		a.handleNotice(n.Payload)
+	}
+	if err != nil && (ctx.Err() == nil || a.sess.conn.IsClosed()) {
+		a.connLost(err)
+	}
+}
+
+// handleNotice wakes Changes subscribers and, on a release, the waiting
+// campaigns of this cluster.
+func (a *actor) handleNotice(payload string) {
+	n, ok := parseNotice(payload)
+	if !ok || n.Cluster != a.b.s.Cluster {
+		return
+	}
+	a.b.subs.notify()
+	if n.Kind != kindReleased {
+		return
+	}
+	q := a.queues[n.Queue]
+	if q != nil && q.lead != nil {
+		// Our own record may have been released (ReleaseTerm): check now.
+		a.renewAt = time.Time{}
+	}
+	if q != nil && len(q.waiters) > 0 {
+		if q.locked && q.lead == nil {
+			q.waitUntil = time.Time{}
+		}
+		a.tryNow = true
+	}
+}
+
+// stmt returns the context of one statement.
+func (a *actor) stmt() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(a.ctx, a.b.s.clientStatementTimeout)
+}
+
+// check classifies a statement error: one that ended the connection ends
+// the session (read-write) or drops the connection (read-only), and is
+// returned wrapping election.ErrSessionLost or election.ErrUnavailable.
+func (a *actor) check(err error) error {
+	if err == nil || a.sess == nil {
+		return err
+	}
+	if isFatal(a.sess.conn, err) {
+		return a.connLost(err)
+	}
+	return err
+}
+
+// connLost handles the end of the connection.
+func (a *actor) connLost(cause error) error {
+	msg := scrub(cause.Error(), a.b.pgcfg.Password)
+	conn := a.sess.conn
+	a.sess = nil
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(a.ctx), time.Second)
+	defer cancel()
+	if a.b.s.ReadOnly {
+		_ = conn.Close(ctx)
+		a.b.log.Warn("connection lost", "error", msg)
+		a.reconnectAt = time.Now()
+		return fmt.Errorf("%w: connection lost: %s", election.ErrUnavailable, msg)
+	}
+	a.lost = fmt.Errorf("%w: %s", election.ErrSessionLost, msg)
+	a.b.log.Error("session lost", "error", msg)
+	// Leaderships end before anything that may block.
+	a.loseAll(a.lost)
+	_ = conn.Close(ctx)
+	return a.lost
+}
+
+// reconnect reopens a read-only backend's connection.
+func (a *actor) reconnect() error {
+	sess, err := a.b.open(a.ctx)
+	a.connErr = err
+	if err != nil {
+		a.reconnectAt = time.Now().Add(min(max(a.b.s.RetryInterval, 500*time.Millisecond), 5*time.Second))
+		return err
+	}
+	a.sess = sess
+	a.b.log.Info("reconnected")
+	// Changes may have been missed while disconnected.
+	a.b.subs.notify()
+	return nil
+}
+
+// loseAll ends every leadership and fails every waiting campaign.
+func (a *actor) loseAll(reason error) {
+	for _, q := range a.queues {
+		if q.lead != nil {
+			q.lead.lose(reason)
+			q.lead = nil
+		}
+		for _, w := range q.waiters {
+			w.result <- campaignResult{err: reason}
+		}
+		q.waiters = nil
+		q.locked = false
+	}
+}
+
+// stop ends the actor: fails queued commands and later calls with
+// reason, ends leaderships, closes the connection and Changes channels.
+func (a *actor) stop(reason error) {
+	a.mu.Lock()
+	a.termErr = reason
+	cmds := a.pending
+	a.pending = nil
+	a.mu.Unlock()
+	for _, c := range cmds {
+		c.done <- reason
+	}
+	a.loseAll(reason)
+	if a.sess != nil {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(a.ctx), time.Second)
+		_ = a.sess.conn.Close(ctx)
+		cancel()
+		a.sess = nil
+	}
+	a.b.subs.closeAll()
+	a.b.markDone()
+	a.cancel()
+}
+
+// markClosed makes later calls fail with ErrClosed (after a session loss
+// they failed with ErrSessionLost).
+func (a *actor) markClosed() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.termErr != nil {
+		a.termErr = election.ErrClosed
+	}
+}
+
+// shutdown resigns every leadership and removes the member record, for
+// Close. Errors are logged: the connection's end frees the locks anyway.
+func (a *actor) shutdown() {
+	if a.sess == nil || a.b.s.ReadOnly {
+		return
+	}
+	var queues []string
+	var terms []int64
+	for _, q := range a.queues {
+		if q.lead != nil {
+			queues = append(queues, q.name)
+			terms = append(terms, q.lead.term)
+			q.lead.lose(errResigned)
+			q.lead = nil
+		}
+	}
+	ctx, cancel := a.stmt()
+	defer cancel()
+	_, err := a.sess.conn.Exec(ctx, sqlShutdown, a.b.s.Cluster, a.b.s.Node, queues, terms,
+		noticePayload(a.b.s.Cluster, "", kindMember))
+	if err != nil {
+		a.b.log.Warn("clean shutdown failed", "error", scrub(err.Error(), a.b.pgcfg.Password))
+		return
+	}
+	a.b.log.Debug("resigned and left", "queues", queues)
+}
+
+// sqlShutdown releases the given leaderships (waking each queue's
+// followers), deletes the member record and frees every advisory lock.
+const sqlShutdown = `
+WITH rel AS (
+	UPDATE regent_leaders SET released = true, expires_at = LEAST(expires_at, now())
+	WHERE cluster = $1 AND node = $2 AND lock_pid = pg_backend_pid() AND released IS NOT TRUE
+	  AND (queue, term) IN (SELECT * FROM unnest($3::text[], $4::bigint[]))
+	RETURNING queue
+), mem AS (
+	DELETE FROM regent_members WHERE cluster = $1 AND node = $2 AND session_pid = pg_backend_pid()
+	RETURNING node
+), n AS (
+	SELECT 1 FROM rel
+	WHERE pg_notify('` + NotifyChannel + `', json_build_object('cluster', $1::text, 'queue', rel.queue, 'kind', '` + kindReleased + `')::text) IS NOT NULL
+	UNION ALL
+	SELECT 1 FROM mem WHERE pg_notify('` + NotifyChannel + `', $5) IS NOT NULL
+)
+SELECT (SELECT count(*) FROM n), pg_advisory_unlock_all()`
+
+// conn returns the connection, for commands (never nil: commands run only
+// while connected).
+func (a *actor) conn() *pgx.Conn { return a.sess.conn }

@@ -1,0 +1,350 @@
+package pgbackend
+
+import (
+	"errors"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// queueState is the actor's view of one queue this replica campaigns for
+// or leads. Owned by the actor goroutine.
+type queueState struct {
+	name string
+	key  int64
+	// waiters are the Campaign calls waiting, first come first served.
+	waiters []*waiter
+	// locked: this session holds the queue's advisory lock.
+	locked bool
+	// lead is the leadership held, nil when none.
+	lead *leadership
+	// waitUntil: while locked without leading, when to retry the takeover
+	// (the previous lease's expiry on the server's clock, seen locally).
+	waitUntil time.Time
+	// staleWarned is the lock pid last warned about, to log once.
+	staleWarned int32
+}
+
+type waiter struct {
+	payload []byte
+	result  chan campaignResult // buffered: one result
+}
+
+type campaignResult struct {
+	lead *leadership
+	err  error
+}
+
+func (a *actor) queue(name string) *queueState {
+	q := a.queues[name]
+	if q == nil {
+		q = &queueState{name: name, key: LockKey(a.b.s.Cluster, name)}
+		a.queues[name] = q
+	}
+	return q
+}
+
+// forget drops the state of a queue with nothing going on.
+func (a *actor) forget(q *queueState) {
+	if q.lead == nil && !q.locked && len(q.waiters) == 0 {
+		delete(a.queues, q.name)
+	}
+}
+
+func (a *actor) addWaiter(queue string, w *waiter) {
+	q := a.queue(queue)
+	q.waiters = append(q.waiters, w)
+	if q.locked && q.lead == nil {
+		q.waitUntil = time.Time{}
+	}
+	a.tryNow = true
+}
+
+// removeWaiter withdraws a Campaign whose context ended. A lock taken for
+// it, while waiting out the previous lease, is freed.
+func (a *actor) removeWaiter(queue string, w *waiter) {
+	q := a.queues[queue]
+	if q == nil {
+		return
+	}
+	for i, x := range q.waiters {
+		if x == w {
+			q.waiters = append(q.waiters[:i], q.waiters[i+1:]...)
+			break
+		}
+	}
+	if len(q.waiters) == 0 && q.locked && q.lead == nil {
+		a.unlock(q, false)
+	}
+	a.forget(q)
+}
+
+// hasCandidates reports whether some queue waits for its lock.
+func (a *actor) hasCandidates() bool {
+	for _, q := range a.queues {
+		if len(q.waiters) > 0 && !q.locked && q.lead == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// sqlTryLocks tries the lock of every waiting queue in one round trip. A
+// queue held back by a step-down request naming another node is not tried.
+// For each it reports whether the lock was taken, and the pid recorded by
+// the leader's lease and whether that lease is stale (expired beyond the
+// grace), for ending a stale session.
+const sqlTryLocks = `
+SELECT q.queue,
+       CASE WHEN sd.hold IS TRUE THEN false ELSE pg_try_advisory_lock(q.key) END,
+       l.lock_pid,
+       COALESCE(l.released IS NOT TRUE AND l.expires_at < now() - $4 * interval '1 microsecond', false)
+FROM unnest($2::text[], $3::bigint[]) AS q(queue, key)
+LEFT JOIN regent_leaders l ON l.cluster = $1 AND l.queue = q.queue
+LEFT JOIN LATERAL (
+	SELECT true AS hold FROM regent_stepdowns s
+	WHERE s.cluster = $1 AND s.queue = q.queue AND s.to_node <> '' AND s.to_node <> $5
+	  AND s.hold_until > now() AND (l.term IS NULL OR l.term <= s.term)
+) sd ON true`
+
+func (a *actor) tryLocks() {
+	var names []string
+	var keys []int64
+	for _, q := range a.queues {
+		if len(q.waiters) > 0 && !q.locked && q.lead == nil {
+			names = append(names, q.name)
+			keys = append(keys, q.key)
+		}
+	}
+	if len(names) == 0 {
+		return
+	}
+	type tried struct {
+		queue   string
+		got     bool
+		lockPID *int32
+		stale   bool
+	}
+	var results []tried
+	ctx, cancel := a.stmt()
+	rows, err := a.conn().Query(ctx, sqlTryLocks, a.b.s.Cluster, names, keys,
+		a.b.s.staleGrace.Microseconds(), a.b.s.Node)
+	if err == nil {
+		for rows.Next() {
+			var t tried
+			if err = rows.Scan(&t.queue, &t.got, &t.lockPID, &t.stale); err != nil {
+				break
+			}
+			results = append(results, t)
+		}
+		rows.Close()
+		if err == nil {
+			err = rows.Err()
+		}
+	}
+	cancel()
+	if err != nil {
+		if _ = a.check(err); a.lost != nil {
+			return
+		}
+		// Free the locks the failed statement reported taken.
+		a.b.log.Warn("lock attempt failed", "error", scrub(err.Error(), a.b.pgcfg.Password))
+		for _, t := range results {
+			if t.got {
+				q := a.queue(t.queue)
+				q.locked = true
+				a.unlock(q, false)
+			}
+		}
+		return
+	}
+	for _, t := range results {
+		q := a.queue(t.queue)
+		switch {
+		case t.got:
+			q.locked = true
+			q.staleWarned = 0
+			a.takeover(q)
+		case t.stale && t.lockPID != nil && *t.lockPID != a.sess.pid:
+			a.endStale(q, *t.lockPID)
+		}
+		if a.lost != nil {
+			return
+		}
+	}
+}
+
+// sqlTakeover records this replica as leader if the previous lease is
+// released or expired on the server's clock, incrementing the term in the
+// same statement (so in the same transaction); else it returns how long
+// the previous lease still runs. Run only while holding the queue's lock.
+const sqlTakeover = `
+WITH up AS (
+	INSERT INTO regent_leaders AS l
+		(cluster, queue, node, host, pid, term, payload, payload_raw,
+		 elected_at, renewed_at, expires_at, lock_pid, released)
+	VALUES ($1, $2, $3, $4, $5, 1, $6::jsonb, $7,
+		now(), now(), now() + $8 * interval '1 microsecond', pg_backend_pid(), false)
+	ON CONFLICT (cluster, queue) DO UPDATE SET
+		node = excluded.node, host = excluded.host, pid = excluded.pid,
+		term = GREATEST(COALESCE(l.term, 0), 0) + 1,
+		payload = excluded.payload, payload_raw = excluded.payload_raw,
+		elected_at = excluded.elected_at, renewed_at = excluded.renewed_at,
+		expires_at = excluded.expires_at, lock_pid = excluded.lock_pid, released = false
+	WHERE l.released IS TRUE OR l.expires_at IS NULL OR l.expires_at <= now()
+	RETURNING l.term
+)
+SELECT up.term, NULL::bigint FROM up WHERE pg_notify('` + NotifyChannel + `', $9) IS NOT NULL
+UNION ALL
+SELECT NULL, GREATEST(CEIL(EXTRACT(EPOCH FROM (l.expires_at - now())) * 1e6)::bigint, 0)
+FROM regent_leaders l
+WHERE l.cluster = $1 AND l.queue = $2 AND NOT EXISTS (SELECT 1 FROM up)`
+
+// takeover becomes leader of q, whose lock this session holds, for the
+// first waiter; or, while the previous lease runs, schedules a retry for
+// when it will have expired.
+func (a *actor) takeover(q *queueState) {
+	if len(q.waiters) == 0 {
+		a.unlock(q, false)
+		a.forget(q)
+		return
+	}
+	w := q.waiters[0]
+	s := &a.b.s
+	jsonText, raw := encodePayload(w.payload)
+	ctx, cancel := a.stmt()
+	defer cancel()
+	sent := time.Now()
+	var term, waitMicros *int64
+	err := a.conn().QueryRow(ctx, sqlTakeover, s.Cluster, q.name, s.Node, s.Host, s.PID,
+		jsonText, raw, s.LeaseTTL.Microseconds(), noticePayload(s.Cluster, q.name, kindElected),
+	).Scan(&term, &waitMicros)
+	if err != nil {
+		if a.check(err) != nil && a.lost != nil {
+			return
+		}
+		a.b.log.Warn("takeover failed", "queue", q.name, "error", scrub(err.Error(), a.b.pgcfg.Password))
+		q.waitUntil = time.Now().Add(s.RetryInterval)
+		return
+	}
+	if term == nil {
+		wait := time.Duration(0)
+		if waitMicros != nil {
+			wait = time.Duration(*waitMicros) * time.Microsecond
+		}
+		q.waitUntil = sent.Add(wait + time.Millisecond)
+		a.b.log.Info("lock taken; waiting out the previous leader's lease", "queue", q.name, "wait", wait)
+		return
+	}
+	lead := newLeadership(a.b, q.name, q.key, *term, sent.Add(s.LeaseTTL))
+	q.lead = lead
+	q.waiters = q.waiters[1:]
+	w.result <- campaignResult{lead: lead}
+	a.b.log.Info("elected", "queue", q.name, "term", *term)
+}
+
+// endStale ends the session that still holds q's lock while the lease it
+// recorded has expired: a leader cut off behind a pooler or proxy, whose
+// server session lingers. Only the pid the lease records, and only if it
+// holds the lock, is terminated. This needs superuser, membership in
+// pg_signal_backend, or the same role as the stale session.
+func (a *actor) endStale(q *queueState, pid int32) {
+	classid, objid := lockIDs(q.key)
+	ctx, cancel := a.stmt()
+	defer cancel()
+	sql := `SELECT pg_terminate_backend(lk.pid`
+	args := []any{classid, objid, pid}
+	if a.sess.version >= 140000 {
+		// Wait for the backend to exit, so the lock is free on return.
+		sql += `, $4`
+		args = append(args, min(a.b.s.StatementTimeout/2, time.Second).Milliseconds())
+	}
+	sql += `) FROM pg_locks lk
+WHERE lk.locktype = 'advisory' AND lk.granted AND lk.objsubid = 1
+  AND lk.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND lk.classid::bigint = $1 AND lk.objid::bigint = $2 AND lk.pid = $3`
+	var ended bool
+	err := a.conn().QueryRow(ctx, sql, args...).Scan(&ended)
+	switch {
+	case err == nil && ended:
+		a.b.log.Warn("ended stale session holding an expired lease", "queue", q.name, "lock_pid", pid)
+		q.staleWarned = 0
+		a.tryNow = true
+	case err == nil:
+		a.b.log.Warn("stale session did not end in time", "queue", q.name, "lock_pid", pid)
+	case isNoRows(err):
+		if q.staleWarned != pid {
+			q.staleWarned = pid
+			a.b.log.Debug("expired lease's session does not hold the lock", "queue", q.name, "lock_pid", pid)
+		}
+	case isInsufficientPrivilege(err):
+		if q.staleWarned != pid {
+			q.staleWarned = pid
+			a.b.log.Error("cannot end stale session: permission denied; grant pg_signal_backend to regent's role or use the same role on every replica",
+				"queue", q.name, "lock_pid", pid, "error", err.Error())
+		}
+	default:
+		if a.check(err) != nil && a.lost != nil {
+			return
+		}
+		a.b.log.Warn("cannot end stale session", "queue", q.name, "lock_pid", pid,
+			"error", scrub(err.Error(), a.b.pgcfg.Password))
+	}
+}
+
+// unlock frees q's advisory lock; announce also wakes the queue's
+// followers.
+func (a *actor) unlock(q *queueState, announce bool) {
+	if !q.locked {
+		return
+	}
+	ctx, cancel := a.stmt()
+	defer cancel()
+	var err error
+	if announce {
+		_, err = a.conn().Exec(ctx,
+			`SELECT pg_advisory_unlock($1), pg_notify('`+NotifyChannel+`', $2) IS NOT NULL`,
+			q.key, noticePayload(a.b.s.Cluster, q.name, kindReleased))
+	} else {
+		_, err = a.conn().Exec(ctx, `SELECT pg_advisory_unlock($1)`, q.key)
+	}
+	if err != nil {
+		if a.check(err) != nil && a.lost != nil {
+			return
+		}
+		// The lock stays held until a later unlock or the session's end;
+		// keep it marked held so it is not taken twice.
+		a.b.log.Warn("unlock failed", "queue", q.name, "error", scrub(err.Error(), a.b.pgcfg.Password))
+		return
+	}
+	q.locked = false
+	if len(q.waiters) > 0 {
+		a.tryNow = true
+	}
+}
+
+// reconcile frees the lock of each leadership that ended without the
+// actor (its deadline passed), so that followers can take over once the
+// lease expires on the server.
+func (a *actor) reconcile() {
+	for _, q := range a.queues {
+		if q.lead != nil && q.lead.err() != nil {
+			q.lead = nil
+			a.unlock(q, true)
+			if a.lost != nil {
+				return
+			}
+			a.forget(q)
+		}
+	}
+}
+
+func isNoRows(err error) bool {
+	return errors.Is(err, pgx.ErrNoRows)
+}
+
+func isInsufficientPrivilege(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "42501"
+}

@@ -1,0 +1,98 @@
+package pgbackend
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/regentd/regent/election"
+)
+
+// Defaults applied by New to zero fields of Config and election.Options.
+const (
+	// DefaultDialTimeout bounds connecting to Postgres (TCP, TLS, startup).
+	DefaultDialTimeout = 5 * time.Second
+	// DefaultStatementTimeout bounds every statement regent runs.
+	DefaultStatementTimeout = 5 * time.Second
+	// DefaultLeaseTTL is used when Options.LeaseTTL is zero.
+	DefaultLeaseTTL = 10 * time.Second
+	// NotifyChannel is the LISTEN/NOTIFY channel every record change is
+	// announced on. Its payload is a small JSON object naming the cluster,
+	// the queue and the kind of change.
+	NotifyChannel = "regent"
+)
+
+// Config is how to reach Postgres. TLS and authentication settings
+// (sslmode, sslrootcert, passfile...) come from the URL.
+type Config struct {
+	// URL is a libpq connection string or postgres:// URL. It must point at
+	// Postgres itself or at a session-mode pool, never at a
+	// transaction-mode pooler.
+	URL string
+	// DialTimeout bounds connecting (TCP, TLS, startup); New fails within it
+	// when the server is unreachable. Default DefaultDialTimeout.
+	DialTimeout time.Duration
+	// StatementTimeout bounds every statement, on the server
+	// (statement_timeout) and on the client (a statement that gets no
+	// answer in time ends the session). It does not bound the wait for
+	// notifications between statements. Default DefaultStatementTimeout.
+	StatementTimeout time.Duration
+}
+
+// settings is Config and election.Options after defaults and validation,
+// plus the values derived from them.
+type settings struct {
+	Config
+	election.Options
+	// clientStatementTimeout is the client-side bound of one statement:
+	// a little longer than the server's, so that the server's own timeout
+	// (which leaves the session usable) normally fires first.
+	clientStatementTimeout time.Duration
+	// staleGrace is how far past its expiry a lease must be before a
+	// follower ends the session that still holds the queue's lock.
+	staleGrace time.Duration
+	// stepDownHold is how long other replicas hold back after a step-down
+	// request naming a successor.
+	stepDownHold time.Duration
+	// keepalive holds the TCP keepalive settings of both ends.
+	keepalive keepalive
+}
+
+func newSettings(cfg Config, opts election.Options) (settings, error) {
+	s := settings{Config: cfg, Options: opts}
+	if s.URL == "" {
+		return s, errors.New("pgbackend: empty postgres URL")
+	}
+	if s.Cluster == "" {
+		return s, errors.New("pgbackend: empty cluster")
+	}
+	if !s.ReadOnly && s.Node == "" {
+		return s, errors.New("pgbackend: empty node id")
+	}
+	if s.DialTimeout <= 0 {
+		s.DialTimeout = DefaultDialTimeout
+	}
+	if s.StatementTimeout <= 0 {
+		s.StatementTimeout = DefaultStatementTimeout
+	}
+	if s.LeaseTTL <= 0 {
+		s.LeaseTTL = DefaultLeaseTTL
+	}
+	if s.LeaseTTL < 100*time.Millisecond {
+		return s, fmt.Errorf("pgbackend: lease TTL %s is below 100ms", s.LeaseTTL)
+	}
+	if s.RenewInterval <= 0 {
+		s.RenewInterval = s.LeaseTTL / 3
+	}
+	if s.RenewInterval >= s.LeaseTTL {
+		return s, fmt.Errorf("pgbackend: renew interval %s must be shorter than the lease TTL %s", s.RenewInterval, s.LeaseTTL)
+	}
+	if s.RetryInterval <= 0 {
+		s.RetryInterval = min(time.Second, s.LeaseTTL/4)
+	}
+	s.clientStatementTimeout = s.StatementTimeout + max(s.StatementTimeout/4, 250*time.Millisecond)
+	s.staleGrace = min(max(s.LeaseTTL/10, 100*time.Millisecond), 2*time.Second)
+	s.stepDownHold = s.LeaseTTL
+	s.keepalive = keepaliveFor(s.LeaseTTL)
+	return s, nil
+}

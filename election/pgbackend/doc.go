@@ -1,0 +1,137 @@
+// Package pgbackend is the PostgreSQL election backend: an
+// election.Backend built on session advisory locks, a lease table with an
+// expiry on the server's clock, and LISTEN/NOTIFY.
+//
+// # Connections
+//
+// A replica holds ONE dedicated connection, the lock connection (a
+// pgx.Conn, never a pool: advisory locks belong to one server session),
+// whatever the number of queues. Its application_name is
+// "regent:<cluster>:<node>". A single goroutine, the actor, owns it: other
+// goroutines hand it commands; between commands it renews on a timer,
+// retries waiting campaigns, and keeps a read pending
+// (WaitForNotification) so that a NOTIFY, or the end of the session
+// (pg_terminate_backend by an administrator, a server restart), is seen
+// within milliseconds: every leadership's Done and the backend's Done
+// close at once, and the backend is finished (make a new one). At start
+// New opens one more, short-lived connection (application_name
+// "regent-probe:<cluster>:<node>") to detect a pooler, and closes it.
+// A read-only backend has one plain connection, takes no lock, and
+// reconnects by itself when the connection drops.
+//
+// # Locks and records
+//
+// The lock of a queue is the session advisory lock LockKey(cluster, queue):
+// a 64-bit hash of ("regent", cluster, queue) computed in Go; nothing local
+// (path, home directory, user, pid) enters it. The table regent_leaders
+// holds one row per (cluster, queue): node, host, pid, term, payload
+// (jsonb; the exact bytes in payload_raw), elected_at, renewed_at,
+// expires_at (the lease, on the server's clock), lock_pid (the server pid
+// of the holding session) and released. regent_members holds member
+// records (live while expires_at > now() and their session exists);
+// regent_stepdowns holds step-down requests. Every change is announced
+// with NOTIFY on NotifyChannel, payload {"cluster","queue","kind"}.
+//
+// # State machine of a queue, per replica
+//
+//	idle ──Campaign──▶ waiting ──try-lock ok──▶ locked ──lease free──▶ leading
+//	                      ▲  │                   │ (wait out the old    │
+//	                      │  └─stale lease: end  │  lease, holding      │
+//	                      │    the holder, retry │  the lock)           │
+//	                      └──────────────────────┴───── Resign / lost ◀─┘
+//
+// In detail:
+//
+//   - waiting: every RetryInterval, and at once on a "released" NOTIFY,
+//     one statement tries the locks of all waiting queues
+//     (pg_try_advisory_lock). A queue held back by a step-down request
+//     naming another node is not tried until the successor won or the hold
+//     (the lease TTL) ended. If the lock is held by a session whose lease
+//     expired more than a small grace ago (a leader cut off behind a pooler
+//     or proxy, whose server session lingers), the follower ends that
+//     session with pg_terminate_backend(lock_pid) (only if that pid is the
+//     one holding the lock) and retries at once.
+//   - locked: holding the lock, the replica records itself as leader only
+//     if the previous row is released, or expired on the server's clock;
+//     otherwise it waits until expires_at has passed and asks again. The
+//     term is incremented (term = old term + 1) in the same statement,
+//     hence the same transaction, that records the new leader, so it
+//     strictly increases for the queue.
+//   - leading: one statement per RenewInterval renews every lease the
+//     session holds and the member record (UPDATE ... WHERE lock_pid =
+//     pg_backend_pid()); a queue missing from its result was released
+//     (ReleaseTerm) or taken: that leadership is lost, its lock freed.
+//     Resign marks the row released, frees the lock and notifies in one
+//     statement, so followers take over within milliseconds.
+//
+// # Trust window
+//
+// ValidUntil is the monotonic send time of the last successful renewal
+// (or of the takeover) plus LeaseTTL. The server set expires_at to its own
+// now() + TTL when it ran that statement, which is after the send, so no
+// other replica can lead before ValidUntil. A timer per leadership closes
+// Done at ValidUntil unless a renewal moved it, even while the actor is
+// stuck in a statement; callers subtract their own safety margin. A
+// follower that gets the lock of a dead or cut-off leader still waits out
+// its lease: the old leader's workers have stopped by then on their own
+// deadline (safety property 2).
+//
+// # Keepalive bound
+//
+// With Linux defaults a vanished client's session, and its locks, would
+// live about 2 h 11 min. The lock connection therefore sets, on the client
+// socket, TCP keepalive (idle ⌈TTL/2⌉ s, interval ⌈TTL/8⌉ s, 4 probes)
+// and TCP_USER_TIMEOUT = TTL, and on the server session the same
+// tcp_keepalives_idle/interval/count and tcp_user_timeout. The server
+// frees a dead host's locks within bound = max(idle + 4·interval, TTL)
+// (13 s for the default 10 s TTL), which is never shorter than the TTL, so
+// the leader's own deadline (at most TTL after its last renewal was sent)
+// always falls first. The lease makes safety independent of this bound; it
+// only speeds up failover when ending a stale session is not permitted.
+// Through a pooler or proxy these server settings apply to the pooler's
+// connection, not to the client: there, the lease and the stale-session
+// termination are what free the queue.
+//
+// # Privileges
+//
+// The role needs to create tables on first start (or an operator runs a
+// first start with such a role), and pg_terminate_backend on the stale
+// session: allowed to superusers, to members of pg_signal_backend (for
+// non-superuser sessions), and to members of the role that owns the
+// session, so replicas that all use the same role need nothing more. A
+// refusal is logged ("cannot end stale session: permission denied ...")
+// and the follower then waits for the server to drop the session (the
+// keepalive bound) or for an operator.
+//
+// # Poolers, standbys, failures
+//
+// A transaction- or statement-mode pooler breaks session advisory locks
+// and LISTEN: New detects it (the backend pid changes between statements,
+// or two clients share a server session) and refuses with
+// election.ErrUnsupportedPooler; a session-mode pool is accepted. A server
+// in recovery (a standby after failover) is refused with
+// election.ErrUnavailable, and a session that meets a read-only error is
+// lost. An unreachable server makes New fail within DialTimeout with
+// election.ErrUnavailable naming host:port; messages and logs never carry
+// the password. StatementTimeout bounds every statement on both ends but
+// not the wait for notifications.
+//
+// # Schema
+//
+// regent creates and migrates its tables itself, idempotently: the
+// migrations run in one transaction under a transaction-level advisory
+// lock, with the version in regent_schema_version, so replicas starting
+// together migrate once. Migrations only add.
+//
+// # Invariants
+//
+//   - Only the actor goroutine uses the lock connection; a statement never
+//     runs with a caller's context (a cancelled caller would kill the
+//     session), only with the actor's, bounded by the statement timeout.
+//   - A leadership is returned only while this session holds the queue's
+//     advisory lock and its row holds the new term with an unexpired lease.
+//   - Every goroutine has an owner: the actor is stopped by Close (which
+//     waits for it) or by the session's end; deadline timers are stopped
+//     when their leadership ends; Changes channels are closed by their
+//     context, Close, or the session's end.
+package pgbackend

@@ -1,0 +1,233 @@
+package pgbackend
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/regentd/regent/election"
+	"github.com/regentd/regent/internal/testenv"
+)
+
+// An administrator ending the lock connection ends every leadership and
+// the session at once, and a follower that gets the lock at once still
+// waits out the old lease on the server's clock before it leads.
+func TestAdminKillThenWaitOutLease(t *testing.T) {
+	url := testenv.NewDatabase(t)
+	cluster := randomName("c")
+	a := openBackend(t, url, testOpts(cluster, "a"))
+	b := openBackend(t, url, testOpts(cluster, "b"))
+	admin := rawConn(t, url)
+
+	l1 := mustCampaign(t, a, "q1", nil)
+	l2 := mustCampaign(t, a, "q2", nil)
+	waitQ3 := campaignAsync(t, testCtx(t), a, "q1", nil) // a second candidacy on the same session
+	chB := campaignAsync(t, testCtx(t), b, "q1", nil)
+
+	killed := time.Now()
+	var ok bool
+	if err := admin.QueryRow(testCtx(t), `SELECT pg_terminate_backend($1)`, a.LockPID()).Scan(&ok); err != nil || !ok {
+		t.Fatalf("terminate: %v %v", ok, err)
+	}
+	for _, ch := range []<-chan struct{}{l1.Done(), l2.Done(), a.Done()} {
+		select {
+		case <-ch:
+		case <-time.After(time.Second):
+			t.Fatal("Done not closed within 1s of the session's end")
+		}
+	}
+	t.Logf("leadership lost %s after the kill", time.Since(killed))
+	if r := waitResult(t, waitQ3, time.Second); !errors.Is(r.err, election.ErrSessionLost) {
+		t.Fatalf("pending campaign: %v", r.err)
+	}
+	if _, err := a.Leader(testCtx(t), "q1"); !errors.Is(err, election.ErrSessionLost) {
+		t.Fatalf("call after session lost: %v", err)
+	}
+
+	// The old lease still runs on the server: b holds the lock but must
+	// not lead before it expires.
+	var expires time.Time
+	if err := admin.QueryRow(testCtx(t),
+		`SELECT expires_at FROM regent_leaders WHERE cluster = $1 AND queue = 'q1'`, cluster).Scan(&expires); err != nil {
+		t.Fatal(err)
+	}
+	r := waitResult(t, chB, 10*time.Second)
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	rec, err := b.Leader(testCtx(t), "q1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.ElectedAt.Before(expires) {
+		t.Fatalf("b elected at %s, before the old lease expired at %s", rec.ElectedAt, expires)
+	}
+	if rec.Term != l1.Term()+1 || r.lead.Term() != rec.Term {
+		t.Fatalf("term %d / %d after %d", rec.Term, r.lead.Term(), l1.Term())
+	}
+	t.Logf("b led %s after the old lease's expiry, %s after the kill", rec.ElectedAt.Sub(expires), r.at.Sub(killed))
+
+	if err := a.Close(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Leaders(testCtx(t)); !errors.Is(err, election.ErrClosed) {
+		t.Fatalf("after Close: %v", err)
+	}
+}
+
+// A follower finds the lock held by a session whose lease has expired
+// (a leader cut off behind a proxy): it ends that session and leads.
+func TestStaleSessionTakeover(t *testing.T) {
+	url := testenv.NewDatabase(t)
+	cluster := randomName("c")
+	b := openBackend(t, url, testOpts(cluster, "b")) // migrates
+	stale := rawConn(t, url)
+	admin := rawConn(t, url)
+	ctx := testCtx(t)
+	if _, err := stale.Exec(ctx, `SELECT pg_advisory_lock($1)`, LockKey(cluster, "q")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.Exec(ctx, `
+INSERT INTO regent_leaders (cluster, queue, node, host, pid, term, elected_at, renewed_at, expires_at, lock_pid, released)
+VALUES ($1, 'q', 'ghost', 'h', 1, 41, now() - interval '1 minute', now() - interval '10 s', now() + interval '1 s', $2, false)`,
+		cluster, stale.PgConn().PID()); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	l := mustCampaign(t, b, "q", nil)
+	took := time.Since(start)
+	if l.Term() != 42 {
+		t.Fatalf("term %d, want 42", l.Term())
+	}
+	// The lease ran 1 s more; b waits that, plus the grace, plus a retry.
+	if took < 900*time.Millisecond || took > 5*time.Second {
+		t.Fatalf("took %s", took)
+	}
+	if err := stale.Ping(ctx); err == nil {
+		t.Fatal("stale session still alive")
+	}
+	var n int
+	if err := admin.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE pid = $1`, stale.PgConn().PID()).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("stale backend still listed: %d %v", n, err)
+	}
+}
+
+// A session that holds the lock without a lease of its own (not the pid
+// the lease records) is never terminated.
+func TestStaleLeaseOtherHolderNotKilled(t *testing.T) {
+	url := testenv.NewDatabase(t)
+	cluster := randomName("c")
+	b := openBackend(t, url, testOpts(cluster, "b"))
+	holder := rawConn(t, url)
+	admin := rawConn(t, url)
+	ctx := testCtx(t)
+	if _, err := holder.Exec(ctx, `SELECT pg_advisory_lock($1)`, LockKey(cluster, "q")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.Exec(ctx, `
+INSERT INTO regent_leaders (cluster, queue, node, term, elected_at, expires_at, lock_pid, released)
+VALUES ($1, 'q', 'ghost', 3, now(), now() - interval '1 minute', $2, false)`, cluster, admin.PgConn().PID()); err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
+	defer cancel()
+	if l, err := b.Campaign(cctx, "q", nil); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("campaign: %v %v", l, err)
+	}
+	if err := holder.Ping(ctx); err != nil {
+		t.Fatalf("lock holder was killed: %v", err)
+	}
+	if err := admin.Ping(ctx); err != nil {
+		t.Fatalf("lease pid was killed: %v", err)
+	}
+	// Once the holder lets go, b leads at once (the lease has expired).
+	if _, err := holder.Exec(ctx, `SELECT pg_advisory_unlock($1)`, LockKey(cluster, "q")); err != nil {
+		t.Fatal(err)
+	}
+	l := mustCampaign(t, b, "q", nil)
+	if l.Term() != 4 {
+		t.Fatalf("term %d", l.Term())
+	}
+}
+
+// ReleaseTerm by a guard ends the live leadership at its next renewal and
+// wakes the follower at once.
+func TestReleaseTermEndsLeadership(t *testing.T) {
+	url := testenv.NewDatabase(t)
+	cluster := randomName("c")
+	a := openBackend(t, url, testOpts(cluster, "a"))
+	b := openBackend(t, url, testOpts(cluster, "b"))
+	ro := testOpts(cluster, "")
+	ro.ReadOnly = true
+	guard := openBackend(t, url, ro)
+
+	l := mustCampaign(t, a, "q", nil)
+	ch := campaignAsync(t, testCtx(t), b, "q", nil)
+	if err := guard.ReleaseTerm(testCtx(t), "q", l.Term()+7); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := guard.Leader(testCtx(t), "q"); err != nil {
+		t.Fatalf("wrong term released the record: %v", err)
+	}
+	start := time.Now()
+	if err := guard.ReleaseTerm(testCtx(t), "q", l.Term()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-l.Done():
+	case <-time.After(2 * time.Second):
+		t.Fatal("leadership not lost after its term was released")
+	}
+	r := waitResult(t, ch, 5*time.Second)
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	t.Logf("lost after %s, follower led after %s", time.Since(start), r.at.Sub(start))
+	if r.lead.Term() != l.Term()+1 {
+		t.Fatalf("term %d", r.lead.Term())
+	}
+}
+
+// A renewal that cannot get through (the record row is locked) does not
+// stop the deadline: Done closes at ValidUntil while the statement hangs.
+func TestDeadlineWhileRenewalBlocked(t *testing.T) {
+	url := testenv.NewDatabase(t)
+	cluster := randomName("c")
+	opts := testOpts(cluster, "a")
+	opts.LeaseTTL = 800 * time.Millisecond
+	opts.RenewInterval = 200 * time.Millisecond
+	a := openBackendCfg(t, Config{URL: url, StatementTimeout: 3 * time.Second}, opts)
+	l := mustCampaign(t, a, "q", nil)
+	eventually(t, 2*time.Second, "a renewal", func() bool {
+		select {
+		case <-l.Renewed():
+			return true
+		default:
+			return false
+		}
+	})
+
+	blocker := rawConn(t, url)
+	ctx := testCtx(t)
+	tx, err := blocker.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(context.Background()) }()
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM regent_leaders WHERE cluster = $1 FOR UPDATE`, cluster); err != nil {
+		t.Fatal(err)
+	}
+	valid := l.ValidUntil()
+	select {
+	case <-l.Done():
+	case <-time.After(time.Until(valid) + 300*time.Millisecond):
+		t.Fatalf("Done still open %s after ValidUntil", time.Since(valid))
+	}
+	if late := time.Since(valid); late < 0 {
+		t.Fatalf("Done closed %s before ValidUntil", -late)
+	}
+	if err := l.Publish(ctx, []byte(`{}`)); !errors.Is(err, election.ErrNotLeader) {
+		t.Fatalf("publish after deadline: %v", err)
+	}
+}

@@ -1,0 +1,317 @@
+package testenv
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// EnvPostgresURL names the environment variable that, when set (a superuser
+// URL), makes Postgres return it instead of starting a server.
+const EnvPostgresURL = "REGENT_TEST_POSTGRES_URL"
+
+// EnvPostgresBin names the environment variable that overrides the
+// directory of the PostgreSQL binaries (default DefaultPostgresBin).
+const EnvPostgresBin = "REGENT_TEST_POSTGRES_BIN"
+
+// DefaultPostgresBin is where Debian installs the PostgreSQL 15 binaries.
+const DefaultPostgresBin = "/usr/lib/postgresql/15/bin"
+
+// pgStartTimeout bounds one start of the server, until a query succeeds.
+const pgStartTimeout = 60 * time.Second
+
+// pgStartAttempts is how many ports are tried when the chosen one was taken
+// between FreePort and the server's bind.
+const pgStartAttempts = 3
+
+var sharedPostgres struct {
+	once sync.Once
+	url  string
+	err  error
+}
+
+// Postgres returns a superuser URL of the PostgreSQL server shared by every
+// test of this test binary, starting it on first use, or EnvPostgresURL
+// when set. Tests that create objects should use NewDatabase.
+func Postgres(t testing.TB) string {
+	t.Helper()
+	if v := os.Getenv(EnvPostgresURL); v != "" {
+		return v
+	}
+	requireMain(t)
+	sharedPostgres.once.Do(func() {
+		p, err := startPostgresProc()
+		if err != nil {
+			sharedPostgres.err = err
+			return
+		}
+		sharedPostgres.url = p.URL()
+		addSharedStop(p.destroy)
+	})
+	if sharedPostgres.err != nil {
+		t.Fatalf("shared postgres: %v", sharedPostgres.err)
+	}
+	return sharedPostgres.url
+}
+
+// NewDatabase creates a fresh database on the shared server and returns a
+// superuser URL to it. The database is dropped (its sessions terminated) at
+// the end of the test.
+func NewDatabase(t testing.TB) string {
+	t.Helper()
+	base := Postgres(t)
+	name := "regent_test_" + randomHex(6)
+	ident := pgx.Identifier{name}.Sanitize()
+	if err := pgExec(base, "CREATE DATABASE "+ident); err != nil {
+		t.Fatalf("create database: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := pgExec(base, "DROP DATABASE IF EXISTS "+ident+" WITH (FORCE)"); err != nil {
+			t.Errorf("drop database %s: %v", name, err)
+		}
+	})
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatalf("parse %s: %v", EnvPostgresURL, err)
+	}
+	u.Path = "/" + name
+	return u.String()
+}
+
+// PostgresProc is a PostgreSQL server in its own data directory that a test
+// may stop, kill and restart. Its URL stays the same across restarts.
+// Methods must be called from the test's goroutine.
+type PostgresProc struct {
+	root string // temporary dir: data/, sock/, postgres.log
+
+	mu   sync.Mutex
+	port int
+	proc *child
+}
+
+// NewPostgres starts a private PostgreSQL server, destroyed at the end of
+// the test.
+func NewPostgres(t testing.TB) *PostgresProc {
+	t.Helper()
+	requireMain(t)
+	p, err := startPostgresProc()
+	if err != nil {
+		t.Fatalf("postgres: %v", err)
+	}
+	t.Cleanup(p.destroy)
+	return p
+}
+
+// URL returns the superuser URL of the server's "postgres" database.
+func (p *PostgresProc) URL() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return pgURL(p.port)
+}
+
+// PID returns the process id of the running postmaster, or 0.
+func (p *PostgresProc) PID() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.proc == nil || p.proc.exited() {
+		return 0
+	}
+	return p.proc.pid()
+}
+
+// Stop shuts the server down ("fast": sessions are terminated, a
+// checkpoint is written) and waits for its end.
+func (p *PostgresProc) Stop(t testing.TB) {
+	t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := p.stopLocked(syscall.SIGINT); err != nil {
+		t.Error(err)
+	}
+}
+
+// Kill shuts the server down at once ("immediate": every process exits
+// without a checkpoint; the next start runs crash recovery) and waits for
+// its end.
+func (p *PostgresProc) Kill(t testing.TB) {
+	t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := p.stopLocked(syscall.SIGQUIT); err != nil {
+		t.Error(err)
+	}
+}
+
+// Restart starts the server again on the same data and port, after a fast
+// shutdown if it still runs.
+func (p *PostgresProc) Restart(t testing.TB) {
+	t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := p.stopLocked(syscall.SIGINT); err != nil {
+		t.Error(err)
+	}
+	if err := p.startLocked(p.port); err != nil {
+		t.Fatalf("postgres restart: %v", err)
+	}
+}
+
+// startPostgresProc runs initdb in a new directory and starts the server.
+func startPostgresProc() (*PostgresProc, error) {
+	su, err := lookupServiceUser()
+	if err != nil {
+		return nil, err
+	}
+	root, err := os.MkdirTemp("", "regent-pg-")
+	if err != nil {
+		return nil, fmt.Errorf("testenv: %w", err)
+	}
+	p := &PostgresProc{root: root}
+	if err := p.initdb(su); err != nil {
+		_ = os.RemoveAll(root)
+		return nil, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for attempt := 1; ; attempt++ {
+		port, err := freePort()
+		if err == nil {
+			err = p.startLocked(port)
+		}
+		if err == nil {
+			return p, nil
+		}
+		if attempt == pgStartAttempts || !strings.Contains(err.Error(), "already in use") {
+			_ = os.RemoveAll(root)
+			return nil, err
+		}
+	}
+}
+
+// initdb creates the cluster: trust authentication on loopback, superuser
+// "postgres".
+func (p *PostgresProc) initdb(su serviceUser) error {
+	sock := filepath.Join(p.root, "sock")
+	if err := os.Mkdir(sock, 0o700); err != nil {
+		return fmt.Errorf("testenv: %w", err)
+	}
+	if err := su.own(p.root, sock); err != nil {
+		return err
+	}
+	return su.run(filepath.Join(postgresBin(), "initdb"),
+		"-D", filepath.Join(p.root, "data"),
+		"-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C",
+		"--no-sync", "--no-instructions")
+}
+
+// startLocked starts the postmaster on port and waits until it answers.
+func (p *PostgresProc) startLocked(port int) error {
+	su, err := lookupServiceUser()
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(filepath.Join(postgresBin(), "postgres"),
+		"-D", filepath.Join(p.root, "data"),
+		"-p", strconv.Itoa(port),
+		"-k", filepath.Join(p.root, "sock"),
+		"-h", "127.0.0.1",
+		// Throwaway data: surviving a host crash only costs time. Commits
+		// still reach the kernel, so Kill loses nothing.
+		"-c", "fsync=off",
+		"-c", "full_page_writes=off",
+		"-c", "max_connections=300",
+		"-c", "log_min_messages=warning",
+	)
+	su.apply(cmd)
+	// SIGQUIT: immediate shutdown if the test binary dies.
+	proc, err := startChild("postgres", cmd, filepath.Join(p.root, "postgres.log"), syscall.SIGQUIT)
+	if err != nil {
+		return err
+	}
+	u := pgURL(port)
+	if err := poll(pgStartTimeout, proc.done, func(ctx context.Context) error {
+		return pgPing(ctx, u)
+	}); err != nil {
+		_ = proc.stop(syscall.SIGQUIT)
+		return proc.failure("%v", err)
+	}
+	p.port, p.proc = port, proc
+	return nil
+}
+
+// stopLocked shuts the postmaster down with sig (no-op if it does not run).
+func (p *PostgresProc) stopLocked(sig syscall.Signal) error {
+	if p.proc == nil {
+		return nil
+	}
+	proc := p.proc
+	p.proc = nil
+	return proc.stop(sig)
+}
+
+// destroy shuts the server down at once and removes its directory.
+func (p *PostgresProc) destroy() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_ = p.stopLocked(syscall.SIGQUIT)
+	_ = os.RemoveAll(p.root)
+}
+
+// postgresBin returns the directory of the PostgreSQL binaries.
+func postgresBin() string {
+	if v := os.Getenv(EnvPostgresBin); v != "" {
+		return v
+	}
+	return DefaultPostgresBin
+}
+
+// pgURL is the superuser URL of a local test server on port.
+func pgURL(port int) string {
+	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port)
+}
+
+// pgPing connects to u and runs a trivial query.
+func pgPing(ctx context.Context, u string) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, u)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	_, err = conn.Exec(ctx, "SELECT 1")
+	return err
+}
+
+// pgExec runs one statement on a fresh connection to u.
+func pgExec(u, sql string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, u)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	_, err = conn.Exec(ctx, sql)
+	return err
+}
+
+// randomHex returns 2n random hex digits.
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,21 @@
+package worker
+
+import "errors"
+
+// Sentinel errors of the worker package, wrapped with %w; test them with
+// errors.Is.
+var (
+	// ErrInvalidSpec is returned for a Spec or PoolConfig that cannot work.
+	ErrInvalidSpec = errors.New("worker: invalid spec")
+	// ErrDeadlinePassed is returned when a worker would start with its
+	// deadline already behind it: it is never started.
+	ErrDeadlinePassed = errors.New("worker: deadline passed")
+	// ErrStart is returned when the guard or the worker command could not
+	// be started.
+	ErrStart = errors.New("worker: start failed")
+	// ErrExited is returned by calls that need a running guard after it
+	// has exited.
+	ErrExited = errors.New("worker: process exited")
+	// ErrPoolRunning is returned when Run is called on a pool twice.
+	ErrPoolRunning = errors.New("worker: pool already run")
+)

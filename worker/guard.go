@@ -1,0 +1,356 @@
+package worker
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// GuardConfig configures RunGuard.
+type GuardConfig struct {
+	// OnOrphaned, if set, runs after every process of the worker's tree is
+	// dead and reaped, when the guard killed them because its control pipe
+	// hit EOF (the supervisor died). With -group-lock it runs only in the
+	// guard that finds every other guard of its pool gone. This is the seam
+	// through which cmd/ releases the term in the backend, so that the next
+	// leader need not wait out the lease. It is not called when the worker
+	// ended otherwise.
+	OnOrphaned func(ctx context.Context, info OrphanInfo) error
+	// OrphanTimeout bounds OnOrphaned through its context. Default 10s.
+	OrphanTimeout time.Duration
+	// Stderr receives usage errors. Default os.Stderr.
+	Stderr io.Writer
+}
+
+// OrphanInfo is handed to GuardConfig.OnOrphaned.
+type OrphanInfo struct {
+	// Meta holds the -meta key=value flags of the guard (Spec.GuardMeta).
+	Meta map[string]string
+	// WorkerPID is the pid the worker had.
+	WorkerPID int
+	// Exit is how the worker ended.
+	Exit ExitStatus
+}
+
+// GuardMain is the one-call entry point of the hidden `regent guard`
+// subcommand: args are the words after "guard" ([flags] -- command args...).
+// It returns the process exit code: the worker's exit code, 128+signal when
+// the worker was killed by a signal, GuardExitError or GuardExitNotStarted
+// when the guard itself failed.
+func GuardMain(args []string) int { return RunGuard(args, GuardConfig{}) }
+
+// RunGuard is GuardMain with options. It expects the control pipe's read
+// end on fd 3 and, optionally, the report pipe's write end on fd 4, as
+// Start arranges. It blocks until every process of the worker's tree is
+// dead and reaped.
+func RunGuard(args []string, cfg GuardConfig) int {
+	if cfg.Stderr == nil {
+		cfg.Stderr = os.Stderr
+	}
+	if cfg.OrphanTimeout <= 0 {
+		cfg.OrphanTimeout = 10 * time.Second
+	}
+	opts, err := parseGuardArgs(args, cfg.Stderr)
+	if err != nil {
+		fmt.Fprintln(cfg.Stderr, err)
+		return GuardExitError
+	}
+	ctl, err := openGuardFD(guardControlFD, "regent-control")
+	if err != nil {
+		fmt.Fprintf(cfg.Stderr, "regent guard: no control pipe on fd %d: %v\n", guardControlFD, err)
+		return GuardExitError
+	}
+	report, err := openGuardFD(guardReportFD, "regent-report")
+	if err != nil {
+		report = nil // the report pipe is optional
+	}
+	g := &guard{cfg: cfg, opts: opts, report: report, self: os.Getpid()}
+	defer func() {
+		if report != nil {
+			report.Close()
+		}
+	}()
+	return g.run(ctl)
+}
+
+// openGuardFD wraps an inherited descriptor. It is made close-on-exec, so
+// the worker never inherits it (a worker holding the report pipe would hide
+// the guard's exit), and non-blocking, so reads can be interrupted by Close
+// and writes bounded by a deadline.
+func openGuardFD(fd int, name string) (*os.File, error) {
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil {
+		return nil, err
+	}
+	unix.CloseOnExec(fd)
+	if err := unix.SetNonblock(fd, true); err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), name), nil
+}
+
+// guard is one running guard process.
+type guard struct {
+	cfg    GuardConfig
+	opts   guardOptions
+	report *os.File // nil when there is no report pipe
+	self   int
+}
+
+// say writes one report line. It never blocks for long: a frozen
+// supervisor must not keep the guard from enforcing its deadline.
+func (g *guard) say(verb string, args ...any) {
+	if g.report == nil {
+		return
+	}
+	var b strings.Builder
+	b.WriteString(verb)
+	for _, a := range args {
+		b.WriteByte(' ')
+		b.WriteString(strings.ReplaceAll(fmt.Sprint(a), "\n", " "))
+	}
+	b.WriteByte('\n')
+	_ = g.report.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+	_, _ = io.WriteString(g.report, b.String())
+}
+
+// run starts the worker and enforces the deadline until the tree is dead.
+func (g *guard) run(ctl *os.File) int {
+	// The control reader goroutine is stopped by closing ctl; its end is
+	// awaited before run returns.
+	var readers sync.WaitGroup
+	stopRead := make(chan struct{})
+	defer func() {
+		close(stopRead)
+		ctl.Close()
+		readers.Wait()
+	}()
+
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		g.say(msgError, "set child subreaper: "+err.Error())
+		return GuardExitError
+	}
+	// The supervisor owns stopping: signals sent to the guard are logged
+	// and ignored. Notify, not Ignore: an ignored disposition would be
+	// inherited by the worker through exec.
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT, unix.SIGHUP, unix.SIGQUIT)
+	defer signal.Stop(sigs)
+
+	deadline := g.opts.deadline
+	if monoNow() >= deadline {
+		g.say(msgError, "deadline passed before start")
+		return GuardExitError
+	}
+	var lock *os.File
+	if g.opts.groupLock != "" {
+		var err error
+		if lock, err = lockGroup(g.opts.groupLock, unix.LOCK_SH); err != nil {
+			g.say(msgError, "group lock: "+err.Error())
+			return GuardExitError
+		}
+		defer func() {
+			if lock != nil {
+				lock.Close()
+			}
+		}()
+	}
+	path, err := exec.LookPath(g.opts.argv[0])
+	if err != nil {
+		g.say(msgError, err.Error())
+		return GuardExitNotStarted
+	}
+	pid, release, err := forkWorker(path, g.opts.argv)
+	if err != nil {
+		g.say(msgError, "exec "+path+": "+err.Error())
+		return GuardExitNotStarted
+	}
+	defer release()
+	g.say(msgPID, pid)
+
+	reaped := make(chan reapedChild, 16)
+	go reapChildren(reaped) // ends once the guard has no child left
+	ctlLines := make(chan string)
+	ctlEOF := make(chan struct{})
+	readers.Add(1)
+	go func() {
+		defer readers.Done()
+		readControl(ctl, ctlLines, ctlEOF, stopRead)
+	}()
+
+	timer := time.NewTimer(time.Duration(deadline - monoNow()))
+	defer timer.Stop()
+	var (
+		status   *unix.WaitStatus
+		cause    Cause
+		killed   bool
+		orphaned bool
+	)
+	kill := func(c Cause) {
+		if killed {
+			return
+		}
+		killed = true
+		if status == nil {
+			cause = c
+			g.say(msgFired, c)
+		}
+		killTree(g.self, pid)
+	}
+	for reaped != nil {
+		select {
+		case line := <-ctlLines:
+			verb, rest := splitMsg(line)
+			switch verb {
+			case msgDeadline:
+				n, err := strconv.ParseInt(rest, 10, 64)
+				if err != nil || killed {
+					continue
+				}
+				deadline = n
+				timer.Reset(time.Duration(deadline - monoNow()))
+			case msgTerm:
+				if status == nil && !killed {
+					signalGroup(pid, unix.SIGTERM)
+				}
+			case msgKill:
+				kill(CauseKilled)
+			}
+		case <-ctlEOF:
+			ctlEOF = nil
+			if status == nil && !killed {
+				orphaned = true
+				kill(CauseOrphaned)
+			}
+		case <-timer.C:
+			if killed {
+				continue
+			}
+			if left := deadline - monoNow(); left > 0 {
+				timer.Reset(time.Duration(left))
+				continue
+			}
+			kill(CauseDeadline)
+		case r, ok := <-reaped:
+			if !ok {
+				reaped = nil
+				continue
+			}
+			if r.pid == pid && status == nil {
+				ws := r.status
+				status = &ws
+				if cause == "" {
+					cause = CauseExited
+				}
+				// Leftover members of the group and orphaned descendants
+				// die with the worker.
+				if !killed {
+					killed = true
+					killTree(g.self, pid)
+				}
+			}
+		case s := <-sigs:
+			g.say(msgNote, "ignoring signal "+s.String())
+		}
+	}
+
+	es := ExitStatus{Code: -1, Cause: cause}
+	if status != nil {
+		es = exitStatusOf(*status, cause)
+	}
+	g.say(formatExit(es))
+	if orphaned && g.cfg.OnOrphaned != nil {
+		if lock != nil {
+			lock.Close() // drop the shared lock before asking for it exclusively
+			lock = nil
+		}
+		g.runOrphanHook(pid, es)
+	}
+	return es.GuardCode()
+}
+
+// runOrphanHook runs OnOrphaned if this guard is the last of its pool.
+func (g *guard) runOrphanHook(pid int, es ExitStatus) {
+	if g.opts.groupLock != "" {
+		excl, err := lockGroup(g.opts.groupLock, unix.LOCK_EX|unix.LOCK_NB)
+		if err != nil {
+			g.say(msgNote, "orphan hook left to another guard of the pool")
+			return
+		}
+		defer excl.Close()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), g.cfg.OrphanTimeout)
+	defer cancel()
+	err := g.cfg.OnOrphaned(ctx, OrphanInfo{Meta: g.opts.meta, WorkerPID: pid, Exit: es})
+	if err != nil {
+		g.say(msgNote, "orphan hook failed: "+err.Error())
+		return
+	}
+	g.say(msgNote, "orphan hook done")
+}
+
+// exitStatusOf converts a wait status.
+func exitStatusOf(ws unix.WaitStatus, cause Cause) ExitStatus {
+	switch {
+	case ws.Exited():
+		return ExitStatus{Code: ws.ExitStatus(), Cause: cause}
+	case ws.Signaled():
+		return ExitStatus{Code: -1, Signal: ws.Signal(), Cause: cause}
+	default:
+		return ExitStatus{Code: -1, Cause: cause}
+	}
+}
+
+// readControl sends each control line to lines and closes eof when the
+// pipe ends (EOF, or an error: either way no renewal can come any more).
+// It returns early when stop is closed.
+func readControl(f *os.File, lines chan<- string, eof chan<- struct{}, stop <-chan struct{}) {
+	defer close(eof)
+	buf := make([]byte, 0, 256)
+	chunk := make([]byte, 256)
+	for {
+		n, err := f.Read(chunk)
+		buf = append(buf, chunk[:n]...)
+		for {
+			i := bytes.IndexByte(buf, '\n')
+			if i < 0 {
+				break
+			}
+			line := string(buf[:i])
+			buf = buf[i+1:]
+			select {
+			case lines <- line:
+			case <-stop:
+				return
+			}
+		}
+		if len(buf) > 4096 {
+			buf = buf[:0] // a runaway line: drop it
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// lockGroup opens path and flocks it with how.
+func lockGroup(path string, how int) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Flock(int(f.Fd()), how); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}

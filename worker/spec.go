@@ -1,0 +1,81 @@
+package worker
+
+import (
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// DefaultStopTimeout is Spec.StopTimeout when unset.
+const DefaultStopTimeout = 10 * time.Second
+
+// Spec describes one worker process to start under its guard.
+type Spec struct {
+	// Command is the worker's argv. Command[0] is looked up in the
+	// worker's PATH by the guard. Required.
+	Command []string
+	// Env is the worker's (and its guard's) whole environment; nil means
+	// the supervisor's own (os.Environ()).
+	Env []string
+	// Dir is the working directory; empty means the supervisor's.
+	Dir string
+	// Index is the worker's index in its pool, for logs and OutputLine.
+	Index int
+	// StopTimeout is how long Stop waits after SIGTERM before it SIGKILLs
+	// the tree (the deadline always wins). Default DefaultStopTimeout.
+	StopTimeout time.Duration
+	// Deadline is when the guard kills the worker's tree unless
+	// ExtendDeadline moves it. Required; Start refuses a deadline already
+	// passed.
+	Deadline time.Time
+	// GuardExe is the executable run as the guard. Default os.Executable()
+	// (the regent binary itself).
+	GuardExe string
+	// GuardArgs are the words between GuardExe and the guard's own flags.
+	// nil means []string{"guard"}, the hidden `regent guard` subcommand.
+	GuardArgs []string
+	// GuardMeta is handed to the guard as -meta key=value flags and from
+	// there to GuardConfig.OnOrphaned. It is visible in ps: no secrets.
+	GuardMeta map[string]string
+	// GroupLock, if set, is a lock file shared by the guards of one pool,
+	// so that the orphan hook runs only once all of them are done.
+	GroupLock string
+	// Logger receives the process's log lines; it should already carry
+	// the queue. Default: a null logger.
+	Logger hclog.Logger
+	// Reaper, if set, protects the guard from being reaped by it (needed
+	// when the process is a subreaper or PID 1 and runs a Reaper).
+	Reaper *Reaper
+	// Output receives each line the worker writes. nil logs it at info
+	// level as "worker output" with worker, pid, stream and line.
+	Output func(OutputLine)
+}
+
+// withDefaults validates s and fills its defaults.
+func (s Spec) withDefaults() (Spec, error) {
+	if len(s.Command) == 0 || s.Command[0] == "" {
+		return s, fmt.Errorf("%w: empty command", ErrInvalidSpec)
+	}
+	if s.Deadline.IsZero() {
+		return s, fmt.Errorf("%w: no deadline", ErrInvalidSpec)
+	}
+	if s.StopTimeout <= 0 {
+		s.StopTimeout = DefaultStopTimeout
+	}
+	if s.GuardExe == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return s, fmt.Errorf("%w: find own executable: %v", ErrInvalidSpec, err)
+		}
+		s.GuardExe = exe
+	}
+	if s.GuardArgs == nil {
+		s.GuardArgs = []string{"guard"}
+	}
+	if s.Logger == nil {
+		s.Logger = hclog.NewNullLogger()
+	}
+	return s, nil
+}
