@@ -79,37 +79,42 @@ type backend struct {
 
 // forEachBackend runs f as a subtest against real etcd and PostgreSQL.
 func forEachBackend(t *testing.T, f func(t *testing.T, be backend)) {
-	t.Run("etcd", func(t *testing.T) {
-		eps := testenv.Etcd(t)
-		ep := eps[0]
-		hostport := strings.TrimPrefix(strings.TrimPrefix(ep, "http://"), "https://")
-		f(t, backend{
-			name: "etcd",
-			args: []string{"--backend", "etcd", "--etcd-endpoints", strings.Join(eps, ",")},
-			addr: hostport,
-			viaProxy: func(addr string) []string {
-				return []string{"--backend", "etcd", "--etcd-endpoints", "http://" + addr}
-			},
-		})
-	})
-	t.Run("postgres", func(t *testing.T) {
-		u := testenv.NewDatabase(t)
-		pu, err := url.Parse(u)
-		if err != nil {
-			t.Fatal(err)
-		}
-		f(t, backend{
-			name: "postgres",
-			args: []string{"--backend", "postgres", "--postgres-url", u},
-			addr: pu.Host,
-			viaProxy: func(addr string) []string {
-				p := *pu
-				p.Host = addr
-				return []string{"--backend", "postgres", "--postgres-url", p.String()}
-			},
-			pgURL: u,
-		})
-	})
+	t.Run("etcd", func(t *testing.T) { f(t, etcdBackend(t)) })
+	t.Run("postgres", func(t *testing.T) { f(t, postgresBackend(t)) })
+}
+
+// etcdBackend is the test binary's shared etcd (a separate process).
+func etcdBackend(t *testing.T) backend {
+	eps := testenv.Etcd(t)
+	hostport := strings.TrimPrefix(strings.TrimPrefix(eps[0], "http://"), "https://")
+	return backend{
+		name: "etcd",
+		args: []string{"--backend", "etcd", "--etcd-endpoints", strings.Join(eps, ",")},
+		addr: hostport,
+		viaProxy: func(addr string) []string {
+			return []string{"--backend", "etcd", "--etcd-endpoints", "http://" + addr}
+		},
+	}
+}
+
+// postgresBackend is a fresh database on the test binary's PostgreSQL 15.
+func postgresBackend(t *testing.T) backend {
+	u := testenv.NewDatabase(t)
+	pu, err := url.Parse(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return backend{
+		name: "postgres",
+		args: []string{"--backend", "postgres", "--postgres-url", u},
+		addr: pu.Host,
+		viaProxy: func(addr string) []string {
+			p := *pu
+			p.Host = addr
+			return []string{"--backend", "postgres", "--postgres-url", p.String()}
+		},
+		pgURL: u,
+	}
 }
 
 // cluster is one test's regent replicas, sharing an observer file.
