@@ -152,7 +152,11 @@ func TestValidateRun(t *testing.T) {
 	}{
 		{"ok", func(*Config) {}, ""},
 		{"backend", func(c *Config) { c.Backend = "zookeeper" }, "--backend"},
-		{"etcd ttl fraction", func(c *Config) { c.LeaseTTL = 2500 * time.Millisecond; c.RenewInterval = 500 * time.Millisecond; c.FenceMargin = 200 * time.Millisecond }, "whole seconds"},
+		{"etcd ttl fraction", func(c *Config) {
+			c.LeaseTTL = 2500 * time.Millisecond
+			c.RenewInterval = 500 * time.Millisecond
+			c.FenceMargin = 200 * time.Millisecond
+		}, "whole seconds"},
 		{"renew too slow", func(c *Config) { c.RenewInterval = 5 * time.Second }, "renew_interval"},
 		{"margin too big", func(c *Config) { c.FenceMargin = 9 * time.Second }, "fence_margin"},
 		{"no command", func(c *Config) { c.Queues[0].Command = nil }, "no worker command"},

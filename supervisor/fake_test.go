@@ -103,7 +103,7 @@ func (f *fakeBackend) StepDownRequest(ctx context.Context, queue string) (electi
 }
 
 func (f *fakeBackend) ReleaseTerm(ctx context.Context, queue string, term int64) error { return nil }
-func (f *fakeBackend) Done() <-chan struct{}                                        { return f.done }
+func (f *fakeBackend) Done() <-chan struct{}                                           { return f.done }
 
 func (f *fakeBackend) Close(ctx context.Context) error {
 	f.mu.Lock()

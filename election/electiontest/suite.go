@@ -19,8 +19,11 @@ import (
 // Timings every case runs with. etcd counts lease TTLs in whole seconds,
 // 2 s at least.
 const (
-	LeaseTTL      = 2 * time.Second
+	// LeaseTTL is election.Options.LeaseTTL of every replica.
+	LeaseTTL = 2 * time.Second
+	// RenewInterval is election.Options.RenewInterval of every replica.
 	RenewInterval = 300 * time.Millisecond
+	// RetryInterval is election.Options.RetryInterval of every replica.
 	RetryInterval = 200 * time.Millisecond
 )
 

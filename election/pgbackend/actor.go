@@ -200,7 +200,7 @@ func (a *actor) tick() {
 		}
 	}
 	for _, q := range a.queues {
-		if q.locked && q.lead == nil && !time.Now().Before(q.waitUntil) {
+		if q.locked && q.lead == nil && len(q.waiters) > 0 && !time.Now().Before(q.waitUntil) {
 			a.takeover(q)
 			if a.lost != nil {
 				return
@@ -231,7 +231,7 @@ func (a *actor) nextWake() time.Time {
 		next = a.retryAt
 	}
 	for _, q := range a.queues {
-		if q.locked && q.lead == nil && q.waitUntil.Before(next) {
+		if q.locked && q.lead == nil && len(q.waiters) > 0 && q.waitUntil.Before(next) {
 			next = q.waitUntil
 		}
 	}

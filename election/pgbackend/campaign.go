@@ -2,6 +2,7 @@ package pgbackend
 
 import (
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -148,15 +149,8 @@ func (a *actor) tryLocks() {
 		if _ = a.check(err); a.lost != nil {
 			return
 		}
-		// Free the locks the failed statement reported taken.
 		a.b.log.Warn("lock attempt failed", "error", scrub(err.Error(), a.b.pgcfg.Password))
-		for _, t := range results {
-			if t.got {
-				q := a.queue(t.queue)
-				q.locked = true
-				a.unlock(q, false)
-			}
-		}
+		a.unlockAttempted(keys)
 		return
 	}
 	for _, t := range results {
@@ -173,6 +167,24 @@ func (a *actor) tryLocks() {
 			return
 		}
 	}
+}
+
+// unlockAttempted frees the locks of a failed try-lock statement: session
+// advisory locks outlive the failed statement, and which of them were
+// granted is unknown. Unlocking one not held only raises a warning. If
+// even that fails, the connection is ended, which frees them all: a lock
+// held by mistake would keep the queue from every other replica.
+func (a *actor) unlockAttempted(keys []int64) {
+	ctx, cancel := a.stmt()
+	defer cancel()
+	_, err := a.conn().Exec(ctx, `SELECT count(pg_advisory_unlock(k)) FROM unnest($1::bigint[]) AS k`, keys)
+	if err == nil {
+		return
+	}
+	if _ = a.check(err); a.lost != nil {
+		return
+	}
+	a.connLost(fmt.Errorf("cannot free the locks of a failed attempt: %w", err))
 }
 
 // sqlTakeover records this replica as leader if the previous lease is

@@ -74,7 +74,9 @@
 // stuck in a statement; callers subtract their own safety margin. A
 // follower that gets the lock of a dead or cut-off leader still waits out
 // its lease: the old leader's workers have stopped by then on their own
-// deadline (safety property 2).
+// deadline (safety property 2). Leases are measured on the server's clock:
+// a step of that clock shortens or lengthens the leases in force by as
+// much, which the supervisor's safety margin must cover.
 //
 // # Keepalive bound
 //

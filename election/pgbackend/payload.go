@@ -61,8 +61,8 @@ func sameJSON(a, b []byte) bool {
 	return reflect.DeepEqual(normalizeNumbers(va), normalizeNumbers(vb))
 }
 
-// normalizeNumbers makes numbers that jsonb rewrote (1.50 → 1.50 stays,
-// 1e2 → 100) compare equal by their value.
+// normalizeNumbers compares numbers by value, since jsonb may rewrite
+// their text (1e2 becomes 100).
 func normalizeNumbers(v any) any {
 	switch t := v.(type) {
 	case json.Number:

@@ -3,6 +3,7 @@ package pgbackend
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -85,7 +86,7 @@ func scanLeader(cluster string, rows pgx.Rows) (election.LeaderRecord, error) {
 	rec.Payload = payload
 	if len(problems) > 0 {
 		rec.Err = fmt.Errorf("%w: leader record of queue %q in cluster %q: %w",
-			election.ErrCorruptRecord, queue, cluster, errors.Join(problems...))
+			election.ErrCorruptRecord, queue, cluster, joinProblems(problems))
 	}
 	return rec, nil
 }
@@ -129,7 +130,16 @@ func scanMember(cluster string, rows pgx.Rows) (election.MemberRecord, error) {
 	rec.Payload = payload
 	if len(problems) > 0 {
 		rec.Err = fmt.Errorf("%w: member record of node %q in cluster %q: %w",
-			election.ErrCorruptRecord, node, cluster, errors.Join(problems...))
+			election.ErrCorruptRecord, node, cluster, joinProblems(problems))
 	}
 	return rec, nil
+}
+
+// joinProblems makes one single-line error of a record's problems.
+func joinProblems(problems []error) error {
+	msgs := make([]string, len(problems))
+	for i, p := range problems {
+		msgs[i] = p.Error()
+	}
+	return errors.New(strings.Join(msgs, "; "))
 }

@@ -60,8 +60,9 @@ CREATE TABLE IF NOT EXISTS regent_stepdowns (
 `,
 }
 
-// SchemaVersion is the schema version this package writes and expects.
-var SchemaVersion = len(migrations)
+// SchemaVersion is the schema version this package writes and expects:
+// the number of migrations.
+const SchemaVersion = 1
 
 const createVersionTable = `
 CREATE TABLE IF NOT EXISTS regent_schema_version (
@@ -76,6 +77,9 @@ CREATE TABLE IF NOT EXISTS regent_schema_version (
 // taking it. A schema newer than this package is left alone (migrations
 // only add), with a warning.
 func migrate(ctx context.Context, conn *pgx.Conn, log hclog.Logger) error {
+	if len(migrations) != SchemaVersion {
+		return fmt.Errorf("pgbackend: %d migrations for schema version %d", len(migrations), SchemaVersion)
+	}
 	var v int
 	err := conn.QueryRow(ctx, `SELECT version FROM regent_schema_version`).Scan(&v)
 	if err == nil && v >= SchemaVersion {

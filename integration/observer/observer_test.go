@@ -9,7 +9,9 @@ import (
 
 func lines(spec ...string) string { return strings.Join(spec, "\n") + "\n" }
 
-func at(ms int) string { return fmt.Sprint(time.Unix(1000, 0).Add(time.Duration(ms) * time.Millisecond).UnixNano()) }
+func at(ms int) string {
+	return fmt.Sprint(time.Unix(1000, 0).Add(time.Duration(ms) * time.Millisecond).UnixNano())
+}
 
 func TestCheck(t *testing.T) {
 	cases := []struct {

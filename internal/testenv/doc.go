@@ -20,7 +20,8 @@
 //     when the test binary dies (parent-death signal).
 //   - Shared servers are stopped by Main after the tests; private ones by
 //     the test's Cleanup, even when the test fails. Their directories are
-//     removed with them.
+//     removed with them; those of a test binary that was killed are removed
+//     when a later one starts a server (each names its owner's pid).
 //   - Readiness is awaited by polling the server (a client round trip) up
 //     to a deadline, never by sleeping a fixed time. A server that cannot
 //     start fails the test (t.Fatal); nothing is skipped.

@@ -143,9 +143,9 @@ func (p *EtcdProc) Restart(t testing.TB) {
 
 // startEtcdProc creates the directory and starts the member.
 func startEtcdProc() (*EtcdProc, error) {
-	root, err := os.MkdirTemp("", "regent-etcd-")
+	root, err := newServerDir("regent-etcd-")
 	if err != nil {
-		return nil, fmt.Errorf("testenv: %w", err)
+		return nil, err
 	}
 	p := &EtcdProc{root: root, clientURL: "http://127.0.0.1:0"}
 	p.mu.Lock()

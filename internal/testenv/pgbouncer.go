@@ -17,9 +17,12 @@ const PgBouncerPath = "/usr/sbin/pgbouncer"
 
 // Pool modes of PgBouncer.
 const (
-	PoolSession     = "session"
+	// PoolSession gives each client one server session for its lifetime.
+	PoolSession = "session"
+	// PoolTransaction gives a client a server session per transaction.
 	PoolTransaction = "transaction"
-	PoolStatement   = "statement"
+	// PoolStatement gives a client a server session per statement.
+	PoolStatement = "statement"
 )
 
 // PgBouncer starts PgBouncer with the given pool_mode in front of the
@@ -47,7 +50,7 @@ func PgBouncer(t testing.TB, backendURL, poolMode string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	root, err := os.MkdirTemp("", "regent-pgbouncer-")
+	root, err := newServerDir("regent-pgbouncer-")
 	if err != nil {
 		t.Fatal(err)
 	}

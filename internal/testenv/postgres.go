@@ -175,9 +175,9 @@ func startPostgresProc() (*PostgresProc, error) {
 	if err != nil {
 		return nil, err
 	}
-	root, err := os.MkdirTemp("", "regent-pg-")
+	root, err := newServerDir("regent-pg-")
 	if err != nil {
-		return nil, fmt.Errorf("testenv: %w", err)
+		return nil, err
 	}
 	p := &PostgresProc{root: root}
 	if err := p.initdb(su); err != nil {

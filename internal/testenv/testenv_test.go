@@ -2,10 +2,13 @@ package testenv
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/url"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -222,5 +225,36 @@ func TestEnvOverrides(t *testing.T) {
 	t.Setenv(EnvPostgresURL, "postgres://x@127.0.0.1:1/y")
 	if u := Postgres(t); u != os.Getenv(EnvPostgresURL) {
 		t.Fatalf("Postgres with %s: %v", EnvPostgresURL, u)
+	}
+}
+
+func TestSweepServerDirs(t *testing.T) {
+	const prefix = "regent-testenv-sweep-"
+	mine, err := newServerDir(prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(mine)
+	// A directory whose owner has exited, like a SIGKILLed test binary's.
+	orphan, err := newServerDir(prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(orphan)
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	pid := strconv.Itoa(dead.Process.Pid)
+	if err := os.WriteFile(filepath.Join(orphan, ownerFile), []byte(pid), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	sweepServerDirs(prefix)
+	if _, err := os.Stat(orphan); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("orphan dir still there: %v", err)
+	}
+	if _, err := os.Stat(mine); err != nil {
+		t.Errorf("live dir removed: %v", err)
 	}
 }
