@@ -140,20 +140,20 @@ func (s *Supervisor) observeOnce(ctx context.Context, b election.Backend, report
 			}
 		}
 
-		// Split brain: more than one member claims to lead the queue.
-		var claimants []string
+		// Split brain: more than one member claims to lead the queue. A
+		// claim older than the newest one is tolerated for a lease TTL
+		// (plus a second) after the newest began: a dead replica's member
+		// record lingers until its lease expires, and a live one must
+		// have fenced itself by then.
+		var claims []Claim
 		stale := 0
 		for _, node := range sortedKeys(decoded) {
 			mq, ok := decoded[node].Queues[name]
 			if !ok {
 				continue
 			}
-			// A claim of an older term than the record's is stale: a dead
-			// replica's record that has not expired yet, or a live one
-			// whose workers must be gone by its own deadline. Only one
-			// that outlives the lease is a problem (stale_worker).
-			if mq.Role == election.RoleLeader && (!led || mq.Term >= rec.Term) {
-				claimants = append(claimants, fmt.Sprintf("%s(term %d)", node, mq.Term))
+			if mq.Role == election.RoleLeader {
+				claims = append(claims, Claim{Node: node, Term: mq.Term, Since: mq.Since})
 			}
 			if led && time.Since(rec.ElectedAt) > s.cfg.LeaseTTL+time.Second {
 				for _, t := range mq.WorkerTerms {
@@ -166,6 +166,7 @@ func (s *Supervisor) observeOnce(ctx context.Context, b election.Backend, report
 				}
 			}
 		}
+		claimants := SplitBrain(claims, s.cfg.LeaseTTL+time.Second, time.Now())
 		if m := s.cfg.Metrics; m != nil {
 			v := 0.0
 			if len(claimants) > 1 {
@@ -175,8 +176,9 @@ func (s *Supervisor) observeOnce(ctx context.Context, b election.Backend, report
 			m.StaleWorkers.WithLabelValues(name).Set(float64(stale))
 		}
 		if len(claimants) > 1 {
-			s.reportOnce(reported, "split/"+name, strings.Join(claimants, ","), func() {
-				s.log.Error("split_brain", "queue", name, "claimants", strings.Join(claimants, ", "))
+			desc := FormatClaims(claimants)
+			s.reportOnce(reported, "split/"+name, desc, func() {
+				s.log.Error("split_brain", "queue", name, "claimants", desc)
 			})
 		} else {
 			delete(reported, "split/"+name)
@@ -229,4 +231,48 @@ func FormatConflicts(cs []config.Conflict) string {
 		parts[i] = fmt.Sprintf("%s leader=%s follower=%s", c.Field, c.Leader, c.Follower)
 	}
 	return strings.Join(parts, "; ")
+}
+
+// Claim is a member's claim to lead a queue.
+type Claim struct {
+	Node  string
+	Term  int64
+	Since time.Time
+}
+
+// SplitBrain returns the claims that make a split brain: every claim, if
+// more than one remains after dropping those older than the newest claim
+// while the newest began less than grace ago (a dead replica's lingering
+// record, or a deposed leader still within its own deadline). It returns
+// nil when there is at most one claimant.
+func SplitBrain(claims []Claim, grace time.Duration, now time.Time) []Claim {
+	if len(claims) < 2 {
+		return nil
+	}
+	newest := claims[0]
+	for _, c := range claims[1:] {
+		if c.Term > newest.Term {
+			newest = c
+		}
+	}
+	var out []Claim
+	for _, c := range claims {
+		if c.Term < newest.Term && now.Sub(newest.Since) < grace {
+			continue
+		}
+		out = append(out, c)
+	}
+	if len(out) < 2 {
+		return nil
+	}
+	return out
+}
+
+// FormatClaims renders claims as "node (term N), ...".
+func FormatClaims(cs []Claim) string {
+	parts := make([]string, len(cs))
+	for i, c := range cs {
+		parts[i] = fmt.Sprintf("%s (term %d)", c.Node, c.Term)
+	}
+	return strings.Join(parts, ", ")
 }

@@ -2,7 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"os"
+	"strings"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -33,11 +36,18 @@ func electionOptions(cfg *config.Config, readOnly bool) election.Options {
 func openBackend(ctx context.Context, cfg *config.Config, opts election.Options, log hclog.Logger) (election.Backend, error) {
 	switch cfg.Backend {
 	case config.BackendPostgres:
-		return pgbackend.New(ctx, pgbackend.Config{
+		b, err := pgbackend.New(ctx, pgbackend.Config{
 			URL:              cfg.Postgres.URL,
 			DialTimeout:      cfg.Postgres.DialTimeout,
 			StatementTimeout: cfg.Postgres.StatementTimeout,
 		}, opts, log.Named("postgres"))
+		if err != nil && errors.Is(err, election.ErrUnavailable) && !strings.Contains(err.Error(), "--postgres-url") {
+			err = fmt.Errorf("%w; check --postgres-url and that the server is up", err)
+		}
+		if err != nil {
+			return nil, err
+		}
+		return b, nil
 	default:
 		return etcdbackend.New(ctx, etcdbackend.Config{
 			Endpoints:   cfg.Etcd.Endpoints,

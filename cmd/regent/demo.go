@@ -21,6 +21,7 @@ import (
 	"github.com/regentd/regent/config"
 	"github.com/regentd/regent/election"
 	"github.com/regentd/regent/internal/etcdserver"
+	"github.com/regentd/regent/worker"
 )
 
 var demoQueues = []string{"emails", "reports"}
@@ -93,6 +94,14 @@ func runDemo(ctx context.Context, out io.Writer, keep bool) error {
 	exe, err := os.Executable()
 	if err != nil {
 		return err
+	}
+	// Reap the guards of the replica we kill (they re-parent to us).
+	if becomeSubreaper() == nil {
+		reaper := worker.NewReaper()
+		rctx, stopReaper := context.WithCancel(context.WithoutCancel(ctx))
+		reaperDone := make(chan struct{})
+		go func() { defer close(reaperDone); _ = reaper.Run(rctx, 100*time.Millisecond) }()
+		defer func() { stopReaper(); <-reaperDone; reaper.ReapOnce() }()
 	}
 	dir, err := os.MkdirTemp("", "regent-demo-")
 	if err != nil {
@@ -171,6 +180,9 @@ func runDemo(ctx context.Context, out io.Writer, keep bool) error {
 	for _, q := range demoQueues {
 		say("%s is led by %s (term %d)", q, leaders[q].Node, leaders[q].Term)
 	}
+	if err := demoWaitWorkers(ctx, b, "", 20*time.Second); err != nil {
+		return err
+	}
 	if err := demoPrintStatus(ctx, b, out); err != nil {
 		return err
 	}
@@ -189,6 +201,10 @@ func runDemo(ctx context.Context, out io.Writer, keep bool) error {
 	}
 	say("new leader %s (term %d): first worker line %s after the kill", node, term, first.Sub(killedAt).Round(time.Millisecond))
 	if _, err := demoWaitLeaders(ctx, b, map[string]int64{victim.Queue: victim.Term}, 20*time.Second); err != nil {
+		return err
+	}
+	say("waiting for %s's member record to expire with its lease", victim.Node)
+	if err := demoWaitWorkers(ctx, b, victim.Node, 20*time.Second); err != nil {
 		return err
 	}
 	if err := demoPrintStatus(ctx, b, out); err != nil {
@@ -255,6 +271,48 @@ func demoWaitNewTerm(ctx context.Context, file, queue string, old int64, d time.
 		}
 	}
 	return time.Time{}, "", 0, errors.New("demo: no new leader's worker within the bound")
+}
+
+// demoWaitWorkers waits until every queue's leader runs all its workers
+// and node (if set) is no longer a member.
+func demoWaitWorkers(ctx context.Context, b election.Backend, gone string, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for {
+		doc, err := buildStatus(ctx, b, "demo", "")
+		if err == nil && demoSettled(doc, gone) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("demo: the cluster did not settle within %s", d)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func demoSettled(doc *statusDoc, gone string) bool {
+	if len(doc.Queues) != len(demoQueues) {
+		return false
+	}
+	for _, q := range doc.Queues {
+		if q.Leader == nil || len(q.Leader.Workers) == 0 {
+			return false
+		}
+		for _, w := range q.Leader.Workers {
+			if w.State != "running" {
+				return false
+			}
+		}
+		for _, f := range q.Followers {
+			if f.Node == gone {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 func demoPrintStatus(ctx context.Context, b election.Backend, out io.Writer) error {

@@ -95,11 +95,7 @@ func buildStatus(ctx context.Context, b election.Backend, cluster, onlyQueue str
 		q.Leader = ls
 	}
 
-	type claim struct {
-		node string
-		term int64
-	}
-	claims := map[string][]claim{}
+	claims := map[string][]supervisor.Claim{}
 	sort.Slice(members, func(i, j int) bool { return members[i].Node < members[j].Node })
 	for _, m := range members {
 		if doc.Cluster == "" {
@@ -119,8 +115,8 @@ func buildStatus(ctx context.Context, b election.Backend, cluster, onlyQueue str
 			// replica's member record not yet expired, or a live replica
 			// whose workers must stop by its own deadline. It is a
 			// problem only once it outlives the lease (stale_worker).
-			if mq.Role == election.RoleLeader && (q.Leader == nil || mq.Term >= q.Leader.Term) {
-				claims[name] = append(claims[name], claim{m.Node, mq.Term})
+			if mq.Role == election.RoleLeader {
+				claims[name] = append(claims[name], supervisor.Claim{Node: m.Node, Term: mq.Term, Since: mq.Since})
 			}
 			for _, t := range mq.WorkerTerms {
 				if q.Leader != nil && t < q.Leader.Term && time.Since(q.Leader.Since) > staleGrace(q.Leader) {
@@ -157,15 +153,12 @@ func buildStatus(ctx context.Context, b election.Backend, cluster, onlyQueue str
 		if q.Leader == nil && !hasProblem(q, "corrupt_record") {
 			add(q, sevCritical, "no_leader", "no replica leads queue %s", name)
 		}
-		if cs := claims[name]; len(cs) > 1 {
-			desc := ""
-			for i, c := range cs {
-				if i > 0 {
-					desc += ", "
-				}
-				desc += fmt.Sprintf("%s (term %d)", c.node, c.term)
-			}
-			add(q, sevCritical, "split_brain", "%d members claim to lead: %s", len(cs), desc)
+		grace := 11 * time.Second
+		if q.Leader != nil {
+			grace = staleGrace(q.Leader)
+		}
+		if cs := supervisor.SplitBrain(claims[name], grace, time.Now()); len(cs) > 1 {
+			add(q, sevCritical, "split_brain", "%d members claim to lead: %s", len(cs), supervisor.FormatClaims(cs))
 		}
 	}
 	for _, name := range sortedNames(qs) {
