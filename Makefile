@@ -39,6 +39,6 @@ dev:
 clean:
 	rm -rf bin
 
-## demo: embedded etcd + one replica with a sample worker (Ctrl-C to stop).
+## demo: embedded etcd, three replicas, a leader killed and the failover timed.
 demo:
-	./scripts/demo.sh
+	$(GO) run ./cmd/regent demo
