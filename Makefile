@@ -3,7 +3,7 @@ GO        ?= go
 BIN       := bin/regent
 PKGS_RACE := ./config/... ./election/... ./supervisor/... ./worker/... ./integration/observer/... ./integration/faultproxy/...
 
-.PHONY: all build test unit integration vet fmt-check bench soak demo dev clean
+.PHONY: all build test unit integration vet fmt-check bench bench-full soak demo dev clean
 
 all: build
 
@@ -28,9 +28,18 @@ unit:
 integration:
 	$(GO) test -count=1 -timeout 30m ./integration/...
 
-## bench: failover benchmark (not part of make test); prints a min/median/max table.
+## bench: failover and handover benchmarks (not part of make test): prints
+## min/median/max tables and writes them to bench.md.
+BENCH_RUNS ?= 5
+BENCH_TTLS ?= 2s
 bench:
-	$(GO) test -count=1 -timeout 60m -run '^$$' -bench . -benchtime 1x ./integration/ -args -bench-report=bench.md
+	rm -f bench.md
+	$(GO) test -count=1 -timeout 120m -run '^$$' -bench . -benchtime 1x ./integration/ \
+		-args -bench-runs=$(BENCH_RUNS) -bench-ttls=$(BENCH_TTLS) -bench-report=$(CURDIR)/bench.md | grep -E '^(\||###|ok|FAIL|---)'
+
+## bench-full: every scenario at lease TTLs 2s, 5s and 10s, 10 runs each.
+bench-full:
+	$(MAKE) bench BENCH_RUNS=10 BENCH_TTLS=2s,5s,10s
 
 ## dev: an embedded single-node etcd on 127.0.0.1:2379 (Ctrl-C to stop).
 dev:

@@ -84,7 +84,7 @@ func forEachBackend(t *testing.T, f func(t *testing.T, be backend)) {
 }
 
 // etcdBackend is the test binary's shared etcd (a separate process).
-func etcdBackend(t *testing.T) backend {
+func etcdBackend(t testing.TB) backend {
 	eps := testenv.Etcd(t)
 	hostport := strings.TrimPrefix(strings.TrimPrefix(eps[0], "http://"), "https://")
 	return backend{
@@ -98,7 +98,7 @@ func etcdBackend(t *testing.T) backend {
 }
 
 // postgresBackend is a fresh database on the test binary's PostgreSQL 15.
-func postgresBackend(t *testing.T) backend {
+func postgresBackend(t testing.TB) backend {
 	u := testenv.NewDatabase(t)
 	pu, err := url.Parse(u)
 	if err != nil {
@@ -119,7 +119,7 @@ func postgresBackend(t *testing.T) backend {
 
 // cluster is one test's regent replicas, sharing an observer file.
 type cluster struct {
-	t       *testing.T
+	t       testing.TB
 	be      backend
 	name    string
 	regent  string
@@ -128,7 +128,7 @@ type cluster struct {
 	outFile string
 }
 
-func newCluster(t *testing.T, be backend) *cluster {
+func newCluster(t testing.TB, be backend) *cluster {
 	regent, worker := binaries(t)
 	dir := t.TempDir()
 	name := fmt.Sprintf("it-%d", time.Now().UnixNano())
@@ -137,7 +137,7 @@ func newCluster(t *testing.T, be backend) *cluster {
 
 // replica is one `regent run` process.
 type replica struct {
-	t        *testing.T
+	t        testing.TB
 	node     string
 	cmd      *exec.Cmd
 	log      *syncBuffer
@@ -154,6 +154,8 @@ type replicaOpts struct {
 	extra      []string
 	workerArgs []string
 	env        []string
+	// ttl overrides the test lease TTL (renewal TTL/5, margin TTL/10).
+	ttl time.Duration
 }
 
 // start runs a replica with its own HOME and pid file.
@@ -169,9 +171,13 @@ func (c *cluster) start(o replicaOpts) *replica {
 	}
 	port := testenv.FreePort(t)
 	httpAddr := "127.0.0.1:" + strconv.Itoa(port)
+	ttl, renew, margin := testTTL, testRenew, testMargin
+	if o.ttl != 0 {
+		ttl, renew, margin = o.ttl, o.ttl/5, max(o.ttl/10, 200*time.Millisecond)
+	}
 	args := []string{"run", "--cluster", c.name, "--node-id", o.node,
-		"--lease-ttl", testTTL.String(), "--renew-interval", testRenew.String(),
-		"--fence-margin", testMargin.String(), "--retry-interval", testRetry.String(),
+		"--lease-ttl", ttl.String(), "--renew-interval", renew.String(),
+		"--fence-margin", margin.String(), "--retry-interval", testRetry.String(),
 		"--stop-timeout", "1s", "--pid-file", filepath.Join(home, "regent.pid"),
 		"--http-addr", httpAddr, "--log-level", "debug"}
 	if o.backend != nil {
