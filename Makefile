@@ -34,12 +34,19 @@ BENCH_RUNS ?= 5
 BENCH_TTLS ?= 2s
 bench:
 	rm -f bench.md
-	$(GO) test -count=1 -timeout 120m -run '^$$' -bench . -benchtime 1x ./integration/ \
+	$(GO) test -count=1 -timeout 120m -run '^$$' -bench 'Failover|Handover' -benchtime 1x ./integration/ \
 		-args -bench-runs=$(BENCH_RUNS) -bench-ttls=$(BENCH_TTLS) -bench-report=$(CURDIR)/bench.md | grep -E '^(\||###|ok|FAIL|---)'
 
 ## bench-full: every scenario at lease TTLs 2s, 5s and 10s, 10 runs each.
 bench-full:
 	$(MAKE) bench BENCH_RUNS=10 BENCH_TTLS=2s,5s,10s
+
+## soak: 3 replicas × 50 queues for SOAK_DURATION on each backend (pgbench
+## beside Postgres); reports leadership changes (there must be none).
+SOAK_DURATION ?= 10m
+soak:
+	$(GO) test -count=1 -timeout 60m -run '^$$' -bench Soak -benchtime 1x ./integration/ \
+		-args -soak-duration=$(SOAK_DURATION) | grep -E '^(\||###|ok|FAIL|---|\s+soak_test)'
 
 ## dev: an embedded single-node etcd on 127.0.0.1:2379 (Ctrl-C to stop).
 dev:
@@ -51,3 +58,29 @@ clean:
 ## demo: embedded etcd, three replicas, a leader killed and the failover timed.
 demo:
 	$(GO) run ./cmd/regent demo
+
+## Local cluster on Docker (docker-compose.yml): three regent replicas and a
+## backend, BACKEND=etcd (default) or BACKEND=postgres. Images are built here
+## (deploy/images.sh), cached by content hash; nothing is pulled.
+.PHONY: images cluster-up cluster-status cluster-down cluster-test
+BACKEND ?= etcd
+
+## images: regent:local, regent-etcd:local, regent-postgres:local.
+images:
+	./deploy/images.sh
+
+## cluster-up: start the cluster and wait until every replica is healthy.
+cluster-up:
+	BACKEND=$(BACKEND) ./deploy/cluster.sh up
+
+## cluster-status: leaders, terms, config, followers, /leader of each replica.
+cluster-status:
+	./deploy/cluster.sh status
+
+## cluster-down: remove the cluster's containers, networks and volumes.
+cluster-down:
+	./deploy/cluster.sh down
+
+## cluster-test: kill, network cut and rejoin on both backends, then tear down.
+cluster-test:
+	GO=$(GO) ./deploy/cluster.sh test

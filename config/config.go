@@ -35,6 +35,8 @@ type Config struct {
 	// Queues lists the queues this replica campaigns for, in order.
 	Queues []QueueConfig `mapstructure:"-" json:"queues"`
 
+	// Balance spreads leadership evenly over live replicas. Default true.
+	Balance bool `mapstructure:"balance" json:"balance"`
 	// Exclusive makes run exit 2 when a queue is already led. Default false.
 	Exclusive bool `mapstructure:"exclusive" json:"exclusive"`
 	// PIDFile is a local convenience only; it is never the authority.

@@ -75,6 +75,7 @@ var Settings = []Setting{
 	{Key: "renew_interval", Flag: "renew-interval", Help: "session renewal interval (default lease-ttl/5)", Scope: ScopeRun},
 	{Key: "fence_margin", Flag: "fence-margin", Help: "safety margin before the lease end at which a leader stops its workers (default lease-ttl/10, at least 200ms)", Scope: ScopeRun},
 	{Key: "retry_interval", Flag: "retry-interval", Default: 500 * time.Millisecond, Help: "follower retry interval when the backend gives no wake-up", Scope: ScopeRun},
+	{Key: "balance", Flag: "balance", Default: true, Help: "spread queue leadership evenly over the live replicas (voluntary step-down, candidacy delay)", Scope: ScopeRun},
 	{Key: "exclusive", Flag: "exclusive", Default: false, Help: "exit 2 at once if a queue is already led instead of standing by", Scope: ScopeRun},
 	{Key: "pid_file", Flag: "pid-file", Help: "write the pid here (a local convenience, never the lock)", Scope: ScopeRun},
 	{Key: "http_addr", Flag: "http-addr", Default: "127.0.0.1:9464", Help: "address of the metrics/health/status HTTP server; empty disables", Scope: ScopeRun},

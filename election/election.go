@@ -82,6 +82,11 @@ type Backend interface {
 	// backend.
 	ReleaseTerm(ctx context.Context, queue string, term int64) error
 
+	// History returns the last leadership terms of queue, newest first, at
+	// most limit of them (the backend keeps at least HistoryKeep per queue
+	// and trims older ones). Works on a read-only backend.
+	History(ctx context.Context, queue string, limit int) ([]HistoryEntry, error)
+
 	// Done is closed when the session is lost or the backend is closed.
 	// For a read-only backend it is closed only by Close.
 	Done() <-chan struct{}
@@ -154,6 +159,38 @@ type StepDownRequest struct {
 	// Term is the term that was asked to step down.
 	Term        int64     `json:"term"`
 	RequestedAt time.Time `json:"requested_at"`
+}
+
+// HistoryKeep is how many past terms per queue a backend keeps at least.
+const HistoryKeep = 20
+
+// Reasons a term ended, in HistoryEntry.EndReason.
+const (
+	// EndResign: the leader resigned cleanly (stop, step-down).
+	EndResign = "resign"
+	// EndReleased: a worker guard released the term after the leader's
+	// supervisor died and its workers were dead.
+	EndReleased = "released"
+	// EndExpiry: the lease expired without renewal (leader frozen, cut
+	// off or dead).
+	EndExpiry = "expiry"
+	// EndLost: the session was ended from outside (lease revoked, session
+	// terminated, record deleted) before the lease expired.
+	EndLost = "lost"
+)
+
+// HistoryEntry is one leadership term of a queue.
+type HistoryEntry struct {
+	Queue string    `json:"queue"`
+	Term  int64     `json:"term"`
+	Node  string    `json:"node"`
+	Host  string    `json:"host"`
+	From  time.Time `json:"from"`
+	// To is when the term ended; zero while it lasts (or if unknown).
+	To time.Time `json:"to,omitempty"`
+	// EndReason is one of EndResign, EndReleased, EndExpiry, EndLost, or
+	// empty while the term lasts.
+	EndReason string `json:"end_reason,omitempty"`
 }
 
 // Role values of member records.

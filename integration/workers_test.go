@@ -41,7 +41,10 @@ func TestRSSWatchdogRestarts(t *testing.T) {
 		if len(c.workerPIDs("q")) < 2 {
 			t.Errorf("worker not restarted: pids %v", c.workerPIDs("q"))
 		}
-		if a.log.contains("worker_exited", "crash=true") {
+		if !a.log.contains("worker_exited", "cause=rss_watchdog") {
+			t.Errorf("worker_exited does not name the RSS watchdog as the cause")
+		}
+		if a.log.contains("worker_exited", "cause=crash") {
 			t.Errorf("an RSS kill was counted as a crash")
 		}
 		if !a.leads("q") {
@@ -93,7 +96,7 @@ func TestWedgedWorkerRestarted(t *testing.T) {
 		a := c.start(replicaOpts{node: "a", workerArgs: []string{"-heartbeat-for", "300ms"},
 			extra: []string{"--heartbeat-timeout", "400ms", "--startup-grace", "200ms"}})
 		eventually(t, hangTimeout, "a wedged worker restarted", func() bool {
-			return a.log.contains("wedged_restart") && len(c.workerPIDs("q")) >= 2
+			return a.log.contains("wedged_restart") && a.log.contains("worker_exited", "cause=wedged") && len(c.workerPIDs("q")) >= 2
 		})
 	})
 }

@@ -208,3 +208,7 @@ func (p *fakePool) Fence() {
 }
 
 func (p *fakePool) Workers() []WorkerInfo { return nil }
+
+func (f *fakeBackend) History(ctx context.Context, queue string, limit int) ([]election.HistoryEntry, error) {
+	return nil, nil
+}

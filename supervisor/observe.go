@@ -210,6 +210,30 @@ func (s *Supervisor) observeOnce(ctx context.Context, b election.Backend, report
 			}
 		}
 	}
+	if s.cfg.Balance {
+		v := balanceView{live: map[string]bool{}, counts: map[string]int{}, queues: len(s.order)}
+		mine := map[string]bool{}
+		for _, name := range s.order {
+			mine[name] = true
+		}
+		for node, p := range decoded {
+			for q := range p.Queues {
+				if mine[q] {
+					v.live[node] = true
+					break
+				}
+			}
+		}
+		v.live[me] = true
+		led := map[string]election.LeaderRecord{}
+		for q, r := range byQueue {
+			if mine[q] {
+				led[q] = r
+				v.counts[r.Node]++
+			}
+		}
+		s.balance(v, led)
+	}
 	if memberChanged {
 		s.wakeMember()
 	}

@@ -192,12 +192,26 @@ loop:
 			break loop
 		case <-ctx.Done():
 			reason = reasonStop
+			// The session may have ended under us (frozen past the lease,
+			// connection killed): that is a loss, not a clean stop.
+			select {
+			case <-l.Done():
+				reason = reasonLost
+			default:
+				if !time.Now().Before(deadline) {
+					reason = reasonDeadline
+				}
+			}
 			break loop
 		case <-qs.stepDown:
 			if s.stepDownRequested(ctx, b, name, term) {
 				reason = reasonStepDown
 				break loop
 			}
+		case why := <-qs.yield:
+			log.Info("handing over", "why", why)
+			reason = reasonStepDown
+			break loop
 		case err := <-poolDone:
 			poolEnded = true
 			log.Error("worker pool ended on its own", "error", err)

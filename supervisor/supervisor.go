@@ -57,6 +57,9 @@ type Config struct {
 	FenceMargin   time.Duration
 	RetryInterval time.Duration
 	Queues        []config.QueueConfig
+	// Balance spreads leadership evenly over the live replicas (see
+	// balance.go). Off with --balance=false.
+	Balance bool
 	// Exclusive makes Run fail with an *AlreadyLedError when another
 	// replica leads one of the queues, instead of standing by.
 	Exclusive bool
@@ -108,6 +111,8 @@ type Supervisor struct {
 	healthy bool
 
 	memberWake chan struct{}
+	// nextRebalance is owned by the observer goroutine.
+	nextRebalance time.Time
 }
 
 // queueState is this replica's state for one queue. Fields after mu are
@@ -120,6 +125,8 @@ type queueState struct {
 	stepDown chan struct{}
 	// holdBack wakes the campaign loop to re-check its hold-back.
 	holdBack chan struct{}
+	// yield asks the lead loop to hand the queue over (rebalancing).
+	yield chan string
 
 	role      string
 	term      int64
@@ -166,7 +173,7 @@ func New(cfg Config) (*Supervisor, error) {
 		}
 		s.queues[q.Name] = &queueState{
 			cfg: q, published: pub, payload: payload,
-			stepDown: make(chan struct{}, 1), holdBack: make(chan struct{}, 1),
+			stepDown: make(chan struct{}, 1), holdBack: make(chan struct{}, 1), yield: make(chan string, 1),
 			role: election.RoleFollower,
 		}
 		s.order = append(s.order, q.Name)

@@ -170,3 +170,36 @@ func TestRunHelpDocumentsExitCodes(t *testing.T) {
 		}
 	}
 }
+
+// regent demo exits 0 within 30 s and leaves no process behind.
+func TestDemo(t *testing.T) {
+	start := time.Now()
+	out, stderr, code := runRegent(t, nil, "demo")
+	if code != 0 {
+		t.Fatalf("demo exit %d\n%s\n%s", code, out, stderr)
+	}
+	if d := time.Since(start); d > 30*time.Second {
+		t.Errorf("demo took %s, want under 30s", d)
+	}
+	for _, want := range []string{"SIGKILL", "new leader", "after the kill", "queue emails", "queue reports"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("demo output lacks %q:\n%s", want, out)
+		}
+	}
+	// Nothing left: no replica, guard or sample worker of the demo.
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		stat, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if i := bytes.LastIndexByte(stat, ')'); i > 0 && len(stat) > i+2 && stat[i+2] == 'Z' {
+			continue // a zombie of an init that does not reap is not running
+		}
+		c := string(bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '}))
+		if strings.HasPrefix(c, regentBin) && (strings.Contains(c, "--cluster demo") || strings.Contains(c, "demo-worker")) {
+			t.Errorf("demo left process %s behind: %s", e.Name(), c)
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/regentd/regent/config"
@@ -31,6 +32,7 @@ func newPoolFactory(cfg *config.Config, guardExe string, reaper *worker.Reaper) 
 	rel, _ := json.Marshal(guardReleaseConfig{Backend: cfg.Backend, Cluster: cfg.Cluster, Etcd: cfg.Etcd, Postgres: cfg.Postgres})
 	return func(spec supervisor.PoolSpec) supervisor.Pool {
 		q := spec.Queue
+		causes := &exitCauses{pending: map[int]string{}}
 		env := append(os.Environ(), spec.Env...)
 		env = append(env, envGuardRelease+"="+string(rel))
 		pc := worker.PoolConfig{
@@ -60,19 +62,68 @@ func newPoolFactory(cfg *config.Config, guardExe string, reaper *worker.Reaper) 
 			},
 			Deadline: spec.Deadline,
 			Logger:   spec.Logger,
-			Events:   poolEvents(spec),
+			Events:   poolEvents(spec, causes),
 		}
 		p, err := worker.NewPool(pc)
 		if err != nil {
 			return &failedPool{err: fmt.Errorf("queue %s: %w", q.Name, err)}
 		}
-		return &poolAdapter{p: p}
+		return &poolAdapter{p: p, causes: causes}
+	}
+}
+
+// Likely causes of a worker's exit, in the worker_exited event.
+const (
+	causeCrash       = "crash"
+	causeExit        = "exit"
+	causeRSSWatchdog = "rss_watchdog"
+	causeWedged      = "wedged"
+	causeFenced      = "fenced"
+	causeStop        = "stop"
+)
+
+// exitCauses remembers why each worker slot is being killed, so that its
+// exit event names the likely cause.
+type exitCauses struct {
+	mu       sync.Mutex
+	pending  map[int]string
+	stopping bool
+	fenced   bool
+}
+
+func (c *exitCauses) set(index int, cause string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.pending[index] = cause
+}
+
+func (c *exitCauses) take(e worker.Event) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cause, ok := c.pending[e.Index]
+	delete(c.pending, e.Index)
+	switch {
+	case ok:
+		return cause
+	case c.fenced || e.Exit.Cause == worker.CauseDeadline || e.Exit.Cause == worker.CauseOrphaned:
+		return causeFenced
+	case c.stopping:
+		return causeStop
+	case e.Crash:
+		return causeCrash
+	default:
+		return causeExit
 	}
 }
 
 // poolEvents turns pool events into log events and restart metrics.
-func poolEvents(spec supervisor.PoolSpec) func(worker.Event) {
+func poolEvents(spec supervisor.PoolSpec, causes *exitCauses) func(worker.Event) {
 	log := spec.Logger
+	restart := func(reason string) {
+		if spec.Events != nil {
+			spec.Events(reason)
+		}
+	}
 	return func(e worker.Event) {
 		if spec.Changed != nil {
 			defer spec.Changed()
@@ -81,20 +132,19 @@ func poolEvents(spec supervisor.PoolSpec) func(worker.Event) {
 		case worker.EventStarted:
 			log.Info("worker_spawned", "worker", e.Index, "pid", e.PID)
 		case worker.EventExited:
-			log.Info("worker_exited", "worker", e.Index, "pid", e.PID, "code", e.Exit.Code, "signal", e.Exit.Signal,
-				"cause", string(e.Exit.Cause), "crash", e.Crash)
-			if spec.Events != nil {
-				reason := "exit"
-				if e.Crash {
-					reason = "crash"
-				}
-				spec.Events(reason)
+			cause := causes.take(e)
+			sig := ""
+			if e.Exit.Signal != 0 {
+				sig = e.Exit.Signal.String()
+			}
+			log.Info("worker_exited", "worker", e.Index, "pid", e.PID, "code", e.Exit.Code, "signal", sig, "cause", cause)
+			switch cause {
+			case causeCrash, causeExit, causeRSSWatchdog, causeWedged:
+				restart(cause)
 			}
 		case worker.EventStartFailed:
 			log.Error("worker_start_failed", "worker", e.Index, "error", e.Err)
-			if spec.Events != nil {
-				spec.Events("start_failed")
-			}
+			restart("start_failed")
 		case worker.EventBackoff:
 			log.Warn("backoff", "worker", e.Index, "delay", e.Delay.Round(time.Millisecond).String())
 		case worker.EventDegraded:
@@ -104,28 +154,40 @@ func poolEvents(spec supervisor.PoolSpec) func(worker.Event) {
 		case worker.EventRSSWarning:
 			log.Warn("rss_warning", "worker", e.Index, "pid", e.PID, "rss_mb", e.RSSBytes>>20, "limit_mb", e.LimitBytes>>20)
 		case worker.EventRSSKill:
+			causes.set(e.Index, causeRSSWatchdog)
 			log.Warn("rss_watchdog_kill", "worker", e.Index, "pid", e.PID, "rss_mb", e.RSSBytes>>20, "limit_mb", e.LimitBytes>>20)
-			if spec.Events != nil {
-				spec.Events("rss_watchdog")
-			}
 		case worker.EventRSSLoop:
 			log.Error("rss_loop", "worker", e.Index, "limit_mb", e.LimitBytes>>20)
 		case worker.EventWedgeRestart:
+			causes.set(e.Index, causeWedged)
 			log.Warn("wedged_restart", "worker", e.Index, "pid", e.PID)
-			if spec.Events != nil {
-				spec.Events("wedged")
-			}
 		case worker.EventWedged:
 			log.Error("wedged", "worker", e.Index, "pid", e.PID, "detail", "restart budget spent; only reported")
 		}
 	}
 }
 
-type poolAdapter struct{ p *worker.Pool }
+type poolAdapter struct {
+	p      *worker.Pool
+	causes *exitCauses
+}
 
-func (a *poolAdapter) Run(ctx context.Context) error { return a.p.Run(ctx) }
-func (a *poolAdapter) SetDeadline(t time.Time)       { _ = a.p.ExtendDeadline(t) }
+func (a *poolAdapter) Run(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, func() {
+		a.causes.mu.Lock()
+		a.causes.stopping = true
+		a.causes.mu.Unlock()
+	})
+	defer stop()
+	return a.p.Run(ctx)
+}
+
+func (a *poolAdapter) SetDeadline(t time.Time) { _ = a.p.ExtendDeadline(t) }
+
 func (a *poolAdapter) Fence() {
+	a.causes.mu.Lock()
+	a.causes.fenced = true
+	a.causes.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	_ = a.p.Fence(ctx)

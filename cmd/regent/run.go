@@ -113,6 +113,7 @@ func runRun(cmd *cobra.Command, args []string) error {
 		RetryInterval: cfg.RetryInterval,
 		Queues:        cfg.Queues,
 		Exclusive:     cfg.Exclusive,
+		Balance:       cfg.Balance,
 		Dial: func(ctx context.Context) (election.Backend, error) {
 			return openBackend(ctx, cfg, opts, log)
 		},

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -14,7 +16,6 @@ import (
 
 	"github.com/regentd/regent/config"
 	"github.com/regentd/regent/election"
-	"github.com/regentd/regent/supervisor"
 )
 
 // Exit codes of status --check (Nagios convention).
@@ -60,7 +61,8 @@ func newStatusCmd() *cobra.Command {
 			opts := electionOptions(cfg, true)
 			host, _ := os.Hostname()
 			opts.Node = "status-" + host
-			ctx := cmd.Context()
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
 			b, err := openBackend(ctx, cfg, opts, log)
 			if err != nil {
 				if check {
@@ -74,7 +76,6 @@ func newStatusCmd() *cobra.Command {
 				defer cancel()
 				_ = b.Close(cctx)
 			}()
-			_ = history
 			render := func(w io.Writer) (*statusDoc, error) {
 				rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 				defer cancel()
@@ -83,6 +84,11 @@ func newStatusCmd() *cobra.Command {
 					return nil, err
 				}
 				doc.Cluster = cfg.Cluster
+				if history {
+					if err := addHistory(rctx, b, doc); err != nil {
+						return nil, err
+					}
+				}
 				switch {
 				case check:
 					writeCheck(w, doc)
@@ -139,7 +145,6 @@ func checkCode(doc *statusDoc) int {
 }
 
 func writeCheck(w io.Writer, doc *statusDoc) {
-	names := map[int]string{checkOK: "OK", checkWarning: "WARNING", checkCritical: "CRITICAL"}
 	code := checkCode(doc)
 	if code == checkOK {
 		fmt.Fprintf(w, "REGENT OK - cluster %s: %d queue(s), each with one leader and no conflict\n", doc.Cluster, len(doc.Queues))
@@ -150,7 +155,6 @@ func writeCheck(w io.Writer, doc *statusDoc) {
 			fmt.Fprintf(w, "REGENT %s - queue %s: %s: %s\n", strings.ToUpper(p.Severity), q.Queue, p.Code, p.Message)
 		}
 	}
-	_ = names
 }
 
 func writeHuman(w io.Writer, doc *statusDoc) {
@@ -200,6 +204,23 @@ func writeHuman(w io.Writer, doc *statusDoc) {
 					fmt.Fprintf(w, "    %s: %s: leader %s, this replica %s\n", f.Node, c.Field, c.Leader, c.Follower)
 				}
 			}
+		}
+		if len(q.History) > 0 {
+			tw = tabwriter.NewWriter(w, 0, 2, 2, ' ', 0)
+			fmt.Fprintln(tw, "  TERM\tNODE\tFROM\tTO\tENDED BY")
+			for _, h := range q.History {
+				to, why := "-", "(leading)"
+				if !h.To.IsZero() {
+					to = h.To.Local().Format("01-02 15:04:05.000")
+				}
+				if h.EndReason != "" {
+					why = h.EndReason
+				} else if q.Leader == nil || q.Leader.Term != h.Term {
+					why = "?"
+				}
+				fmt.Fprintf(tw, "  %d\t%s\t%s\t%s\t%s\n", h.Term, h.Node, h.From.Local().Format("01-02 15:04:05.000"), to, why)
+			}
+			tw.Flush()
 		}
 		if len(q.Problems) == 0 {
 			fmt.Fprintln(w, "  problems: none")
@@ -260,5 +281,3 @@ func watchStatus(ctx context.Context, b election.Backend, out io.Writer, render 
 		}
 	}
 }
-
-var _ = supervisor.Problem{}

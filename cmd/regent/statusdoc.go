@@ -22,6 +22,8 @@ type queueStatus struct {
 	Leader    *leaderStatus        `json:"leader"`
 	Followers []followerStatus     `json:"followers"`
 	Problems  []supervisor.Problem `json:"problems"`
+	// History is filled by status --history: the last terms, newest first.
+	History []election.HistoryEntry `json:"history,omitempty"`
 }
 
 type leaderStatus struct {
@@ -203,4 +205,19 @@ func staleGrace(l *leaderStatus) time.Duration {
 		}
 	}
 	return ttl + time.Second
+}
+
+// historyLimit is how many terms status --history shows per queue.
+const historyLimit = 10
+
+// addHistory attaches the last terms of every queue in doc.
+func addHistory(ctx context.Context, b election.Backend, doc *statusDoc) error {
+	for i := range doc.Queues {
+		h, err := b.History(ctx, doc.Queues[i].Queue, historyLimit)
+		if err != nil {
+			return err
+		}
+		doc.Queues[i].History = h
+	}
+	return nil
 }

@@ -27,6 +27,9 @@
 //   - Step-down requests are stored and wake Changes; ReleaseTerm with the
 //     right term lets a waiting campaigner win at once, a wrong term does
 //     nothing.
+//   - History lists a queue's terms newest first, bounded by its limit,
+//     with how each ended: resign, released, lost (session killed from
+//     outside), expiry (holder process killed).
 //   - Lifecycle: Campaign honours its context; Close is idempotent, resigns,
 //     wakes blocked calls, and later calls fail with election.ErrClosed.
 //

@@ -91,9 +91,14 @@ func testKillSession(e *env) {
 		t.Errorf("publish on a lost leadership: %v, want ErrNotLeader", err)
 	}
 	_ = la.Resign(e.ctx()) // idempotent and harmless; its error is not specified
-	if rec := e.leader(e.reader(), "q"); rec.Node != "b" || rec.Term != lb.Term() {
+	reader := e.reader()
+	if rec := e.leader(reader, "q"); rec.Node != "b" || rec.Term != lb.Term() {
 		t.Errorf("record after takeover: %s@%d, want b@%d", rec.Node, rec.Term, lb.Term())
 	}
+	checkHistory(e, reader, "q",
+		wantTerm{lb.Term(), "b", ""},
+		wantTerm{la.Term(), "a", election.EndLost},
+	)
 }
 
 // testHolderKilled runs a leader in another process, kills it with SIGKILL
@@ -125,6 +130,10 @@ func testHolderKilled(e *env) {
 	if took < LeaseTTL/2 {
 		t.Errorf("took over %v after the holder died: its lease cannot have expired", took)
 	}
+	checkHistory(e, reader, "q",
+		wantTerm{lb.Term(), "b", ""},
+		wantTerm{h.term, "holder", election.EndExpiry},
+	)
 }
 
 // testReleaseTerm checks that ReleaseTerm with a wrong term does nothing,

@@ -64,6 +64,8 @@ func Run(t *testing.T, h Harness) {
 		{"CorruptRecord", testCorruptRecord},
 		{"StepDownRequest", testStepDownRequest},
 		{"ReleaseTerm", testReleaseTerm},
+		{"History", testHistory},
+		{"HistoryTrimmed", testHistoryTrimmed},
 		{"CampaignContext", testCampaignContext},
 		{"Close", testClose},
 	}

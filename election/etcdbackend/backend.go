@@ -212,10 +212,14 @@ func (b *Backend) loseSession(reason string) {
 	}
 	b.kill()
 	b.log.Error("etcd session lost", "lease", fmt.Sprintf("%x", int64(b.lease)), "reason", reason)
-	for _, l := range b.dropAll() {
+	dropped := b.dropAll()
+	for _, l := range dropped {
 		l.markLost("session lost: " + reason)
 	}
 	b.doneMu.Do(func() { close(b.done) })
+	for _, l := range dropped {
+		b.noteLost(l)
+	}
 }
 
 // dropAll removes every active leadership from the backend's state and

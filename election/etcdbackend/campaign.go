@@ -104,6 +104,11 @@ type campaign struct {
 	// unknown (the request failed).
 	ambiguous bool
 	failing   bool
+	// end is how the previous term ended uncleanly, for its history.
+	end termEnd
+	// noHistory is set once etcd refused a creation that wrote history:
+	// later attempts go without it (see history.go).
+	noHistory bool
 }
 
 // observed is a leadership of another replica that the campaign watched.
@@ -114,16 +119,21 @@ type observed struct {
 	// sent after since, unless the campaign has seen a heartbeat or
 	// creation event after it (which moves since).
 	since time.Time
+	// beat is when the last heartbeat of lease was seen, gone when the
+	// leader key was seen deleted (zero: not seen); see endOf.
+	beat, gone time.Time
 }
 
 // snapshot is the state of a queue's keys at one revision.
 type snapshot struct {
-	rev      int64
-	leader   *mvccpb.KeyValue
-	termRev  int64  // ModRevision of the term key: the latest term
-	termRaw  []byte // value of the term key
-	released int64  // term released cleanly last
-	stepDown *mvccpb.KeyValue
+	rev         int64
+	leader      *mvccpb.KeyValue
+	termRev     int64  // ModRevision of the term key: the latest term
+	termRaw     []byte // value of the term key
+	released    int64  // term released cleanly last
+	releasedRaw []byte // value of the released key
+	stepDown    *mvccpb.KeyValue
+	history     []string // history keys of the queue, in key order
 }
 
 // run is the campaign loop.
@@ -171,6 +181,7 @@ func (c *campaign) run(ctx context.Context) (*leadership, error) {
 			continue
 		}
 		if st.termRev > 0 && st.released != st.termRev && waitedOut != st.termRev {
+			c.end = c.endOf(seen, st)
 			until := c.holdUntil(seen, st)
 			if d := time.Until(until); d > 0 {
 				c.log.Info("previous leadership ended uncleanly; holding back until its leader surely stopped trusting it",
@@ -222,6 +233,8 @@ func (c *campaign) read(ctx context.Context) (snapshot, error) {
 		clientv3.OpGet(b.keys.term(c.queue)),
 		clientv3.OpGet(b.keys.released(c.queue)),
 		clientv3.OpGet(b.keys.stepDown(c.queue)),
+		clientv3.OpGet(b.keys.history(c.queue), clientv3.WithPrefix(), clientv3.WithKeysOnly(),
+			clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend)),
 	).Commit()
 	if err != nil {
 		return snapshot{}, err
@@ -241,7 +254,12 @@ func (c *campaign) read(ctx context.Context) (snapshot, error) {
 		st.termRev, st.termRaw = kv.ModRevision, kv.Value
 	}
 	if kv := first(2); kv != nil {
-		st.released = decodeReleased(kv.Value)
+		st.released, st.releasedRaw = decodeReleased(kv.Value), kv.Value
+	}
+	if len(resp.Responses) > 4 {
+		for _, kv := range resp.Responses[4].GetResponseRange().GetKvs() {
+			st.history = append(st.history, string(kv.Key))
+		}
 	}
 	return st, nil
 }
@@ -274,10 +292,14 @@ func (c *campaign) wait(ctx context.Context, seen *observed, rev int64) error {
 				switch string(ev.Kv.Key) {
 				case hb:
 					if ev.Type == mvccpb.PUT {
-						seen.since = now
+						seen.since, seen.beat = now, now
 					}
 				case lk:
-					if ev.Type == mvccpb.DELETE || ev.Kv.CreateRevision != seen.term {
+					if ev.Type == mvccpb.DELETE {
+						seen.gone = now
+						return nil
+					}
+					if ev.Kv.CreateRevision != seen.term {
 						return nil
 					}
 				}
@@ -375,22 +397,29 @@ func (c *campaign) create(ctx context.Context, st snapshot) (*leadership, error)
 		Cluster: b.opts.Cluster, Queue: c.queue, Node: b.opts.Node, Host: b.opts.Host, PID: b.opts.PID,
 		ElectedAt: electedAt, Payload: c.payload,
 	})
-	tv := mustJSON(termValue{Node: b.opts.Node, Lease: int64(b.lease), TTLMillis: b.ttl.Milliseconds()})
+	tv := mustJSON(termValue{Node: b.opts.Node, Lease: int64(b.lease), TTLMillis: b.ttl.Milliseconds(),
+		Host: b.opts.Host, ElectedAt: electedAt})
+	hcmps, hops := c.historyOps(st)
 	rctx, cancel := context.WithTimeout(ctx, b.cfg.DialTimeout)
 	defer cancel()
 	resp, err := b.cli.Txn(rctx).
-		If(
+		If(append([]clientv3.Cmp{
 			clientv3.Compare(clientv3.CreateRevision(lk), "=", 0),
 			clientv3.Compare(clientv3.ModRevision(tk), "=", st.termRev),
-		).
-		Then(
+		}, hcmps...)...).
+		Then(append([]clientv3.Op{
 			clientv3.OpPut(lk, rec, clientv3.WithLease(b.lease)),
 			clientv3.OpPut(tk, tv),
 			clientv3.OpDelete(b.keys.stepDown(c.queue)),
-		).
+		}, hops...)...).
 		Commit()
 	if err != nil {
 		c.ambiguous = true
+		if len(hops) > 0 && historyRefused(rctx, err) {
+			c.noHistory = true
+			c.log.Warn("etcd refused the queue's history with the new leadership; campaigning without it",
+				"error", b.translate(rctx, "create leader key", err))
+		}
 		return nil, err
 	}
 	c.ambiguous = false

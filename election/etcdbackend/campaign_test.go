@@ -102,7 +102,7 @@ func TestLeaseRevokedFromOutside(t *testing.T) {
 	}
 	revoked := time.Now()
 	lostAt := closedWithin(t, la.Done(), time.Second, "a's leadership Done after revoke")
-	if d := lostAt.Sub(revoked); d > 300*time.Millisecond {
+	if d := lostAt.Sub(revoked); d > time.Second {
 		t.Errorf("a's leadership ended %s after the revoke", d)
 	}
 	closedWithin(t, a.Done(), 2*time.Second, "a's backend Done after revoke")
@@ -176,7 +176,7 @@ func TestCutOffLeaderLosesAtValidUntil(t *testing.T) {
 	if lostAt.Before(vu) {
 		t.Fatalf("a gave up %s before its ValidUntil", vu.Sub(lostAt))
 	}
-	if d := lostAt.Sub(la.ValidUntil()); d > 200*time.Millisecond {
+	if d := lostAt.Sub(la.ValidUntil()); d > 500*time.Millisecond {
 		t.Errorf("a gave up %s after its ValidUntil", d)
 	}
 	// The crash failover: b wins once etcd expires a's lease, about one
@@ -188,7 +188,9 @@ func TestCutOffLeaderLosesAtValidUntil(t *testing.T) {
 	if r.at.Before(la.ValidUntil()) {
 		t.Fatalf("b won %s before a's ValidUntil", la.ValidUntil().Sub(r.at))
 	}
-	if d := r.at.Sub(la.ValidUntil()); d > 1500*time.Millisecond {
+	// etcd checks expiries every 500 ms; a follower that held back a
+	// TTL from the deletion would win a whole TTL later.
+	if d := r.at.Sub(la.ValidUntil()); d > testTTL-200*time.Millisecond {
 		t.Errorf("b won %s after a's ValidUntil, want about etcd's expiry delay", d)
 	}
 	px.unblock()

@@ -28,9 +28,13 @@
 //	                         its CreateRevision is the term
 //	queues/<queue>/term      no lease; written with every new leader key:
 //	                         its ModRevision is the latest term, its value
-//	                         that leadership's lease and TTL
+//	                         that leadership's lease and TTL, node, host
+//	                         and election time
 //	queues/<queue>/released  no lease; written when a term ends cleanly
-//	                         (resign, ReleaseTerm): the term released
+//	                         (resign, ReleaseTerm): the term released,
+//	                         how and when
+//	history/<queue>/<term>   no lease; one per earlier term (20 digits):
+//	                         node, host, from, to, end reason
 //	queues/<queue>/stepdown  step-down request, on its own lease of
 //	                         StepDownTTL; deleted by the next leadership
 //	members/<node>           member record (JSON), on the node's lease
@@ -67,6 +71,24 @@
 //     is already past, so failover takes about one TTL; after a revoke it
 //     waits at most one TTL. A follower that never watched the old term
 //     holds back a full TTL from when it finds it ended.
+//
+// # History
+//
+// The latest term of a queue is described by its term key (and its
+// released key once it ended cleanly); every earlier term by a history
+// key. The transaction that creates a leadership also writes the history
+// key of the term before it and deletes the oldest history keys, so that
+// election.HistoryKeep terms are kept with the latest: history costs
+// nothing per renewal and no request of its own per handover. How the
+// previous term ended: the released key says resign (Resign, Close) or
+// released (ReleaseTerm), with the releaser's time. Otherwise, a leader
+// still alive whose key was deleted or lease revoked before its own
+// ValidUntil records "lost" itself, at once; failing that, the follower
+// judges "lost" if it watched the key vanish well before the lease could
+// have run out (last heartbeat seen + TTL - margin), else "expiry" (the
+// leader died, froze or was cut off), with the time it saw the key go.
+// A refused history write (an ACL, say) never blocks a campaign: it
+// retries without history and logs it.
 //
 // While a step-down request names another node, candidates hold back for
 // StepDownHoldBack after the request (judged from its lease's remaining

@@ -193,6 +193,7 @@ func (l *leadership) watch(ctx context.Context, rev int64) {
 	for {
 		if reason := l.follow(ctx, rev); reason != "" {
 			l.markLost(reason)
+			b.noteLost(l)
 			return
 		}
 		// The watch broke off: pause a little so that a watch that keeps
@@ -208,6 +209,7 @@ func (l *leadership) watch(ctx context.Context, rev int64) {
 			b.log.Debug("cannot read leader key", "queue", l.queue, "error", err)
 		case len(resp.Kvs) == 0:
 			l.markLost("leader key deleted")
+			b.noteLost(l)
 			return
 		case resp.Kvs[0].CreateRevision != l.term:
 			l.markLost("leader key replaced")

@@ -22,19 +22,27 @@ type leaderValue struct {
 	Payload   []byte    `json:"payload,omitempty"`
 }
 
-// termValue is the stored value of a queue's term key.
+// termValue is the stored value of a queue's term key. Host and
+// ElectedAt make it the history entry of the latest term (see history.go).
 type termValue struct {
 	Node string `json:"node"`
 	// Lease is the lease the leadership was held under.
 	Lease int64 `json:"lease"`
 	// TTLMillis is that lease's TTL: how long after its last renewal the
 	// leader may still trust its leadership.
-	TTLMillis int64 `json:"ttl_ms"`
+	TTLMillis int64     `json:"ttl_ms"`
+	Host      string    `json:"host,omitempty"`
+	ElectedAt time.Time `json:"elected_at,omitzero"`
 }
 
-// releasedValue is the stored value of a queue's released key.
+// releasedValue is the stored value of a queue's released key. Reason
+// (election.EndResign or election.EndReleased) and At say how and when
+// the term ended, for its history entry; values written before they
+// existed lack them.
 type releasedValue struct {
-	Term int64 `json:"term"`
+	Term   int64     `json:"term"`
+	Reason string    `json:"reason,omitempty"`
+	At     time.Time `json:"at,omitzero"`
 }
 
 // memberValue is the stored value of a member key: election.MemberRecord
@@ -142,11 +150,17 @@ func decodeTerm(raw []byte) (v termValue, ok bool) {
 // decodeReleased decodes the value of a released key; 0 if it cannot be
 // decoded.
 func decodeReleased(raw []byte) int64 {
+	return decodeReleasedValue(raw).Term
+}
+
+// decodeReleasedValue decodes the value of a released key; the zero value
+// if it cannot be decoded.
+func decodeReleasedValue(raw []byte) releasedValue {
 	var v releasedValue
 	if err := json.Unmarshal(raw, &v); err != nil {
-		return 0
+		return releasedValue{}
 	}
-	return v.Term
+	return v
 }
 
 // corrupt builds the error of an undecodable value: it wraps

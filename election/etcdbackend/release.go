@@ -3,19 +3,29 @@ package etcdbackend
 import (
 	"context"
 	"fmt"
+	"time"
 
+	"github.com/regentd/regent/election"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // release deletes the leader key of queue if, and only if, its
 // CreateRevision is term, and in the same transaction records the term as
 // released cleanly, so that followers take over without holding back. It
-// reports whether the key was deleted.
+// reports whether the key was deleted. The term's history records it as
+// resigned.
 func (b *Backend) release(ctx context.Context, queue string, term int64) (bool, error) {
+	return b.releaseAs(ctx, queue, term, election.EndResign)
+}
+
+// releaseAs is release with the end reason to record in the term's
+// history (election.EndResign or election.EndReleased).
+func (b *Backend) releaseAs(ctx context.Context, queue string, term int64, reason string) (bool, error) {
 	lk := b.keys.leader(queue)
+	rv := mustJSON(releasedValue{Term: term, Reason: reason, At: time.Now().UTC().Round(0)})
 	resp, err := b.cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(lk), "=", term)).
-		Then(clientv3.OpDelete(lk), clientv3.OpPut(b.keys.released(queue), mustJSON(releasedValue{Term: term}))).
+		Then(clientv3.OpDelete(lk), clientv3.OpPut(b.keys.released(queue), rv)).
 		Commit()
 	if err != nil {
 		return false, err
@@ -43,7 +53,7 @@ func (b *Backend) ReleaseTerm(ctx context.Context, queue string, term int64) err
 	defer end()
 	rctx, cancel := b.request(octx)
 	defer cancel()
-	ok, err := b.release(rctx, queue, term)
+	ok, err := b.releaseAs(rctx, queue, term, election.EndReleased)
 	if err != nil {
 		return b.opErr(rctx, fmt.Sprintf("release term %d of %s", term, queue), err)
 	}

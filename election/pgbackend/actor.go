@@ -43,6 +43,9 @@ type actor struct {
 	tryNow      bool
 	lost        error // set when the session ended (read-write)
 	connErr     error // last reconnection failure (read-only)
+	// lostLeads are the leaderships still trusted when the session ended,
+	// for their history (see noteLost).
+	lostLeads []lostLead
 }
 
 // command is a function run on the actor goroutine.
@@ -328,6 +331,7 @@ func (a *actor) connLost(cause error) error {
 	}
 	a.lost = fmt.Errorf("%w: %s", election.ErrSessionLost, msg)
 	a.b.log.Error("session lost", "error", msg)
+	a.lostLeads = a.trustedLeads()
 	// Leaderships end before anything that may block.
 	a.loseAll(a.lost)
 	_ = conn.Close(ctx)
@@ -384,6 +388,7 @@ func (a *actor) stop(reason error) {
 	}
 	a.b.subs.closeAll()
 	a.b.markDone()
+	a.noteLost()
 	a.cancel()
 }
 
@@ -413,10 +418,13 @@ func (a *actor) shutdown() {
 			q.lead = nil
 		}
 	}
-	ctx, cancel := a.stmt()
-	defer cancel()
-	_, err := a.sess.conn.Exec(ctx, sqlShutdown, a.b.s.Cluster, a.b.s.Node, queues, terms,
-		noticePayload(a.b.s.Cluster, "", kindMember))
+	err := a.withHistory("shutdown", func(history bool) error {
+		ctx, cancel := a.stmt()
+		defer cancel()
+		_, err := a.sess.conn.Exec(ctx, withHistoryEnd(sqlShutdownWith, sqlShutdownSelect, "rel", election.EndResign, history),
+			a.b.s.Cluster, a.b.s.Node, queues, terms, noticePayload(a.b.s.Cluster, "", kindMember))
+		return err
+	})
 	if err != nil {
 		a.b.log.Warn("clean shutdown failed", "error", scrub(err.Error(), a.b.pgcfg.Password))
 		return
@@ -424,14 +432,16 @@ func (a *actor) shutdown() {
 	a.b.log.Debug("resigned and left", "queues", queues)
 }
 
-// sqlShutdown releases the given leaderships (waking each queue's
+// sqlShutdownWith and sqlShutdownSelect make the statement of shutdown:
+// it releases the given leaderships (CTE rel; waking each queue's
 // followers), deletes the member record and frees every advisory lock.
-const sqlShutdown = `
+const (
+	sqlShutdownWith = `
 WITH rel AS (
 	UPDATE regent_leaders SET released = true, expires_at = LEAST(expires_at, now())
 	WHERE cluster = $1 AND node = $2 AND lock_pid = pg_backend_pid() AND released IS NOT TRUE
 	  AND (queue, term) IN (SELECT * FROM unnest($3::text[], $4::bigint[]))
-	RETURNING queue
+	RETURNING ` + historyReturning + `
 ), mem AS (
 	DELETE FROM regent_members WHERE cluster = $1 AND node = $2 AND session_pid = pg_backend_pid()
 	RETURNING node
@@ -440,8 +450,10 @@ WITH rel AS (
 	WHERE pg_notify('` + NotifyChannel + `', json_build_object('cluster', $1::text, 'queue', rel.queue, 'kind', '` + kindReleased + `')::text) IS NOT NULL
 	UNION ALL
 	SELECT 1 FROM mem WHERE pg_notify('` + NotifyChannel + `', $5) IS NOT NULL
-)
+)`
+	sqlShutdownSelect = `
 SELECT (SELECT count(*) FROM n), pg_advisory_unlock_all()`
+)
 
 // conn returns the connection, for commands (never nil: commands run only
 // while connected).

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -109,10 +110,11 @@ func (b *Backend) migrate(ctx context.Context, sess *session) error {
 	return fmt.Errorf("pgbackend: %s", scrub(err.Error(), b.pgcfg.Password))
 }
 
+// scrubURLError is the text of a URL parse error without the password.
 func scrubURLError(err error, url string) string {
 	msg := err.Error()
 	if url != "" {
-		msg = replaceAll(msg, url, RedactURL(url))
+		msg = strings.ReplaceAll(msg, url, RedactURL(url))
 	}
 	if cfg, perr := pgx.ParseConfig(url); perr == nil {
 		msg = scrub(msg, cfg.Password)

@@ -7,6 +7,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/regentd/regent/election"
 )
 
 // queueState is the actor's view of one queue this replica campaigns for
@@ -192,7 +194,11 @@ func (a *actor) unlockAttempted(keys []int64) {
 // same statement (so in the same transaction); else it returns how long
 // the previous lease still runs. Run only while holding the queue's lock.
 const sqlTakeover = `
-WITH up AS (
+WITH ` + sqlTakeoverUp + sqlTakeoverSelect
+
+// sqlTakeoverUp is the part of sqlTakeover that records the new leader,
+// as a CTE named up returning the new term.
+const sqlTakeoverUp = `up AS (
 	INSERT INTO regent_leaders AS l
 		(cluster, queue, node, host, pid, term, payload, payload_raw,
 		 elected_at, renewed_at, expires_at, lock_pid, released)
@@ -206,7 +212,11 @@ WITH up AS (
 		expires_at = excluded.expires_at, lock_pid = excluded.lock_pid, released = false
 	WHERE l.released IS TRUE OR l.expires_at IS NULL OR l.expires_at <= now()
 	RETURNING l.term
-)
+)`
+
+// sqlTakeoverSelect is the result of sqlTakeover: the new term, or how
+// long the previous lease still runs.
+const sqlTakeoverSelect = `
 SELECT up.term, NULL::bigint FROM up WHERE pg_notify('` + NotifyChannel + `', $9) IS NOT NULL
 UNION ALL
 SELECT NULL, GREATEST(CEIL(EXTRACT(EPOCH FROM (l.expires_at - now())) * 1e6)::bigint, 0)
@@ -225,13 +235,19 @@ func (a *actor) takeover(q *queueState) {
 	w := q.waiters[0]
 	s := &a.b.s
 	jsonText, raw := encodePayload(w.payload)
-	ctx, cancel := a.stmt()
-	defer cancel()
-	sent := time.Now()
+	var sent time.Time
 	var term, waitMicros *int64
-	err := a.conn().QueryRow(ctx, sqlTakeover, s.Cluster, q.name, s.Node, s.Host, s.PID,
-		jsonText, raw, s.LeaseTTL.Microseconds(), noticePayload(s.Cluster, q.name, kindElected),
-	).Scan(&term, &waitMicros)
+	err := a.withHistory("takeover", func(history bool) error {
+		sql, args := sqlTakeover, []any{s.Cluster, q.name, s.Node, s.Host, s.PID,
+			jsonText, raw, s.LeaseTTL.Microseconds(), noticePayload(s.Cluster, q.name, kindElected)}
+		if history {
+			sql, args = sqlTakeoverHistory, append(args, election.HistoryKeep)
+		}
+		ctx, cancel := a.stmt()
+		defer cancel()
+		sent = time.Now()
+		return a.conn().QueryRow(ctx, sql, args...).Scan(&term, &waitMicros)
+	})
 	if err != nil {
 		if a.check(err) != nil && a.lost != nil {
 			return

@@ -56,8 +56,8 @@ func (b *Backend) open(ctx context.Context) (*session, error) {
 // unavailable wraps a connection failure in election.ErrUnavailable,
 // naming the target and never the password.
 func (b *Backend) unavailable(what string, err error) error {
-	return fmt.Errorf("%w: %s %s: %s", election.ErrUnavailable, what, targets(&b.pgcfg.Config),
-		scrub(err.Error(), b.pgcfg.Password))
+	msg := strings.ReplaceAll(scrub(err.Error(), b.pgcfg.Password), "\n\t", "; ")
+	return fmt.Errorf("%w: %s %s: %s", election.ErrUnavailable, what, targets(&b.pgcfg.Config), msg)
 }
 
 func (b *Backend) prepare(ctx context.Context, sess *session) error {

@@ -29,7 +29,8 @@
 // expires_at (the lease, on the server's clock), lock_pid (the server pid
 // of the holding session) and released. regent_members holds member
 // records (live while expires_at > now() and their session exists);
-// regent_stepdowns holds step-down requests. Every change is announced
+// regent_stepdowns holds step-down requests; regent_history the last
+// terms of each queue. Every change is announced
 // with NOTIFY on NotifyChannel, payload {"cluster","queue","kind"}.
 //
 // # State machine of a queue, per replica
@@ -63,6 +64,24 @@
 //     (ReleaseTerm) or taken: that leadership is lost, its lock freed.
 //     Resign marks the row released, frees the lock and notifies in one
 //     statement, so followers take over within milliseconds.
+//
+// # History
+//
+// regent_history (schema version 2) holds one row per term of a queue:
+// node, host, started_at, ended_at, end_reason. The statements that change
+// leadership write it themselves, so in the same transaction: the takeover
+// opens the new term's row, closes the previous one if still open and
+// keeps the newest election.HistoryKeep rows of the queue; resign and
+// Close close it as "resign", ReleaseTerm as "released". An unclean end
+// looks the same to a follower whether the leader died or its session was
+// ended from outside (the lock is freed early either way), so the
+// takeover records "expiry", ended at the old lease's expiry, and a
+// leader that survives the end of its session while its lease still ran
+// (pg_terminate_backend by an administrator, a server restart) records
+// "lost" first, through one short-lived connection. A stale session ended
+// by a follower had an expired lease: "expiry". Nothing is written per
+// renewal; a statement whose history part fails is run again without it
+// and the failure logged, so history never blocks an election.
 //
 // # Trust window
 //

@@ -56,17 +56,13 @@ func (a *actor) resign(l *leadership) error {
 	}
 	l.lose(errResigned)
 	s := &a.b.s
-	ctx, cancel := a.stmt()
-	defer cancel()
-	_, err := a.conn().Exec(ctx, `
-WITH r AS (
-	UPDATE regent_leaders SET released = true, expires_at = LEAST(expires_at, now())
-	WHERE cluster = $1 AND queue = $2 AND term = $3 AND node = $4
-	  AND lock_pid = pg_backend_pid() AND released IS NOT TRUE
-	RETURNING queue
-)
-SELECT (SELECT count(*) FROM r WHERE pg_notify('`+NotifyChannel+`', $6) IS NOT NULL), pg_advisory_unlock($5)`,
-		s.Cluster, l.queue, l.term, s.Node, q.key, noticePayload(s.Cluster, l.queue, kindReleased))
+	err := a.withHistory("resign", func(history bool) error {
+		ctx, cancel := a.stmt()
+		defer cancel()
+		_, err := a.conn().Exec(ctx, withHistoryEnd(sqlResignWith, sqlResignSelect, "r", election.EndResign, history),
+			s.Cluster, l.queue, l.term, s.Node, q.key, noticePayload(s.Cluster, l.queue, kindReleased))
+		return err
+	})
 	if err != nil {
 		if err = a.check(err); a.lost != nil {
 			// The session's end freed the lock; the lease expires.
@@ -86,6 +82,21 @@ SELECT (SELECT count(*) FROM r WHERE pg_notify('`+NotifyChannel+`', $6) IS NOT N
 	a.forget(q)
 	return nil
 }
+
+// sqlResignWith and sqlResignSelect make the statement of resign: it
+// releases the record of one term (CTE r), wakes followers and frees the
+// lock.
+const (
+	sqlResignWith = `
+WITH r AS (
+	UPDATE regent_leaders SET released = true, expires_at = LEAST(expires_at, now())
+	WHERE cluster = $1 AND queue = $2 AND term = $3 AND node = $4
+	  AND lock_pid = pg_backend_pid() AND released IS NOT TRUE
+	RETURNING ` + historyReturning + `
+)`
+	sqlResignSelect = `
+SELECT (SELECT count(*) FROM r WHERE pg_notify('` + NotifyChannel + `', $6) IS NOT NULL), pg_advisory_unlock($5)`
+)
 
 // setMember upserts this replica's member record, tied to this session.
 func (a *actor) setMember(role string, payload []byte) error {
@@ -192,17 +203,13 @@ func (a *actor) members() ([]election.MemberRecord, error) {
 // wakes followers.
 func (a *actor) releaseTerm(queue string, term int64) error {
 	s := &a.b.s
-	ctx, cancel := a.stmt()
-	defer cancel()
 	var n int
-	err := a.conn().QueryRow(ctx, `
-WITH r AS (
-	UPDATE regent_leaders SET released = true, expires_at = LEAST(expires_at, now())
-	WHERE cluster = $1 AND queue = $2 AND term = $3 AND released IS NOT TRUE
-	RETURNING queue
-)
-SELECT count(*) FROM r WHERE pg_notify('`+NotifyChannel+`', $4) IS NOT NULL`,
-		s.Cluster, queue, term, noticePayload(s.Cluster, queue, kindReleased)).Scan(&n)
+	err := a.withHistory("release term", func(history bool) error {
+		ctx, cancel := a.stmt()
+		defer cancel()
+		return a.conn().QueryRow(ctx, withHistoryEnd(sqlReleaseWith, sqlReleaseSelect, "r", election.EndReleased, history),
+			s.Cluster, queue, term, noticePayload(s.Cluster, queue, kindReleased)).Scan(&n)
+	})
 	if err != nil {
 		return fmt.Errorf("pgbackend: release term: %w", a.check(err))
 	}
@@ -211,6 +218,19 @@ SELECT count(*) FROM r WHERE pg_notify('`+NotifyChannel+`', $4) IS NOT NULL`,
 	}
 	return nil
 }
+
+// sqlReleaseWith and sqlReleaseSelect make the statement of releaseTerm:
+// it releases the record of one term (CTE r) and wakes followers.
+const (
+	sqlReleaseWith = `
+WITH r AS (
+	UPDATE regent_leaders SET released = true, expires_at = LEAST(expires_at, now())
+	WHERE cluster = $1 AND queue = $2 AND term = $3 AND released IS NOT TRUE
+	RETURNING ` + historyReturning + `
+)`
+	sqlReleaseSelect = `
+SELECT count(*) FROM r WHERE pg_notify('` + NotifyChannel + `', $4) IS NOT NULL`
+)
 
 // requestStepDown records a step-down request against the current term.
 func (a *actor) requestStepDown(queue, to string) error {

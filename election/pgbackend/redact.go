@@ -65,5 +65,3 @@ func targets(c *pgconn.Config) string {
 	}
 	return strings.Join(parts, ",")
 }
-
-func replaceAll(s, old, repl string) string { return strings.ReplaceAll(s, old, repl) }

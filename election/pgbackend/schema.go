@@ -58,11 +58,25 @@ CREATE TABLE IF NOT EXISTS regent_stepdowns (
 	PRIMARY KEY (cluster, queue)
 );
 `,
+	// 2: leadership history (see history.go).
+	`
+CREATE TABLE IF NOT EXISTS regent_history (
+	cluster    text NOT NULL,
+	queue      text NOT NULL,
+	term       bigint NOT NULL,
+	node       text,
+	host       text,
+	started_at timestamptz,
+	ended_at   timestamptz,
+	end_reason text,
+	PRIMARY KEY (cluster, queue, term)
+);
+`,
 }
 
 // SchemaVersion is the schema version this package writes and expects:
 // the number of migrations.
-const SchemaVersion = 1
+const SchemaVersion = 2
 
 const createVersionTable = `
 CREATE TABLE IF NOT EXISTS regent_schema_version (

@@ -39,6 +39,7 @@ type Proxy struct {
 	mode  Mode
 	conns map[*link]struct{}
 	done  bool
+	delay time.Duration
 	wg    sync.WaitGroup
 }
 
@@ -68,6 +69,14 @@ func (p *Proxy) SetMode(m Mode) {
 	p.mu.Lock()
 	p.mode = m
 	p.cond.Broadcast()
+	p.mu.Unlock()
+}
+
+// SetLatency delays every forwarded chunk by d in each direction (0 for
+// none), to push a replica's backend round trips near its deadlines.
+func (p *Proxy) SetLatency(d time.Duration) {
+	p.mu.Lock()
+	p.delay = d
 	p.mu.Unlock()
 }
 
@@ -165,6 +174,12 @@ func (p *Proxy) pipe(l *link, src, dst net.Conn, toServer bool) {
 		if n > 0 {
 			if !p.waitForward(l, toServer) {
 				return
+			}
+			p.mu.Lock()
+			d := p.delay
+			p.mu.Unlock()
+			if d > 0 {
+				time.Sleep(d)
 			}
 			if _, werr := dst.Write(buf[:n]); werr != nil {
 				return
