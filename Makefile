@@ -67,20 +67,20 @@ BACKEND ?= etcd
 
 ## images: regent:local, regent-etcd:local, regent-postgres:local.
 images:
-	./deploy/images.sh
+	bash deploy/images.sh
 
 ## cluster-up: start the cluster and wait until every replica is healthy.
 cluster-up:
-	BACKEND=$(BACKEND) ./deploy/cluster.sh up
+	BACKEND=$(BACKEND) bash deploy/cluster.sh up
 
 ## cluster-status: leaders, terms, config, followers, /leader of each replica.
 cluster-status:
-	./deploy/cluster.sh status
+	bash deploy/cluster.sh status
 
 ## cluster-down: remove the cluster's containers, networks and volumes.
 cluster-down:
-	./deploy/cluster.sh down
+	bash deploy/cluster.sh down
 
 ## cluster-test: kill, network cut and rejoin on both backends, then tear down.
 cluster-test:
-	GO=$(GO) ./deploy/cluster.sh test
+	GO=$(GO) bash deploy/cluster.sh test

@@ -44,7 +44,7 @@ compose() {
 # name already set in the environment is kept.
 images() {
   local out line var
-  out=$(deploy/images.sh "$@")
+  out=$(bash deploy/images.sh "$@")
   while IFS= read -r line; do
     var=${line%%=*}
     if [ -z "${!var:-}" ]; then export "$line"; fi
@@ -105,6 +105,10 @@ cmd_status() {
   echo
   for s in "${REPLICAS[@]}"; do
     id=$(cid "$s")
+    if [ "$(docker inspect -f '{{.State.Running}}' "$id" 2>/dev/null)" != true ]; then
+      echo "$s  not running"
+      continue
+    fi
     port=$(docker port "$id" 9464/tcp 2>/dev/null | head -n1 || true)
     for q in "${QUEUES[@]}"; do
       if docker exec "$id" httpcheck "http://127.0.0.1:9464/leader?queue=$q" >/dev/null 2>&1; then code=200; else code=503; fi

@@ -75,6 +75,10 @@ type Backend interface {
 	// ok is false when there is none.
 	StepDownRequest(ctx context.Context, queue string) (req StepDownRequest, ok bool, err error)
 
+	// StepDownRequests returns every pending step-down request of the
+	// cluster, in one read. Works on a read-only backend.
+	StepDownRequests(ctx context.Context) ([]StepDownRequest, error)
+
 	// ReleaseTerm clears the leader record of queue if, and only if, it still
 	// holds term, and wakes followers. A worker guard calls it after the
 	// supervisor that led has died and every worker of that term is dead,

@@ -27,7 +27,8 @@ import (
 type balanceView struct {
 	live   map[string]bool // live members that campaign for our queues
 	counts map[string]int  // queues of ours led, per node
-	queues int
+	queues int             // our queues
+	led    int             // our queues that have a leader
 }
 
 // share returns floor and ceil of the fair share.
@@ -78,7 +79,9 @@ func (s *Supervisor) balance(v balanceView, leaders map[string]election.LeaderRe
 	now := time.Now()
 	hold := s.cfg.RetryInterval * 4
 	surplus := v.surplus(me)
-	if surplus > 0 && now.Before(s.nextRebalance) {
+	if surplus > 0 && (now.Before(s.nextRebalance) || v.led < v.queues) {
+		// One batch at a time: wait until the queues handed over last
+		// time have a leader again before handing over more.
 		surplus = 0
 	}
 	yielded := 0

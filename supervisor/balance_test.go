@@ -17,14 +17,14 @@ func TestBalanceShares(t *testing.T) {
 		surplus  int
 		holdBack bool
 	}{
-		{"alone leads all", balanceView{live("a"), map[string]int{"a": 10}, 10}, "a", 0, false},
-		{"newcomer: leader above ceil", balanceView{live("a", "b"), map[string]int{"a": 10}, 10}, "a", 5, true},
-		{"newcomer holds nothing", balanceView{live("a", "b"), map[string]int{"a": 10}, 10}, "b", 0, false},
-		{"balanced 3 of 10", balanceView{live("a", "b", "c"), map[string]int{"a": 4, "b": 3, "c": 3}, 10}, "a", 0, true},
-		{"at ceil while another below floor", balanceView{live("a", "b", "c"), map[string]int{"a": 2, "b": 2}, 4}, "a", 1, true},
-		{"floor fine", balanceView{live("a", "b", "c"), map[string]int{"a": 2, "b": 1, "c": 1}, 4}, "a", 0, true},
-		{"below ceil campaigns", balanceView{live("a", "b", "c"), map[string]int{"a": 2, "b": 1, "c": 1}, 4}, "b", 0, false},
-		{"300 over 3 after a join", balanceView{live("a", "b", "c"), map[string]int{"a": 150, "b": 150}, 300}, "a", 50, true},
+		{"alone leads all", balanceView{live("a"), map[string]int{"a": 10}, 10, 10}, "a", 0, false},
+		{"newcomer: leader above ceil", balanceView{live("a", "b"), map[string]int{"a": 10}, 10, 10}, "a", 5, true},
+		{"newcomer holds nothing", balanceView{live("a", "b"), map[string]int{"a": 10}, 10, 10}, "b", 0, false},
+		{"balanced 3 of 10", balanceView{live("a", "b", "c"), map[string]int{"a": 4, "b": 3, "c": 3}, 10, 10}, "a", 0, true},
+		{"at ceil while another below floor", balanceView{live("a", "b", "c"), map[string]int{"a": 2, "b": 2}, 4, 4}, "a", 1, true},
+		{"floor fine", balanceView{live("a", "b", "c"), map[string]int{"a": 2, "b": 1, "c": 1}, 4, 4}, "a", 0, true},
+		{"below ceil campaigns", balanceView{live("a", "b", "c"), map[string]int{"a": 2, "b": 1, "c": 1}, 4, 4}, "b", 0, false},
+		{"300 over 3 after a join", balanceView{live("a", "b", "c"), map[string]int{"a": 150, "b": 150}, 300, 300}, "a", 50, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -212,3 +212,13 @@ func (p *fakePool) Workers() []WorkerInfo { return nil }
 func (f *fakeBackend) History(ctx context.Context, queue string, limit int) ([]election.HistoryEntry, error) {
 	return nil, nil
 }
+
+func (f *fakeBackend) StepDownRequests(ctx context.Context) ([]election.StepDownRequest, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []election.StepDownRequest
+	for _, r := range f.stepDowns {
+		out = append(out, r)
+	}
+	return out, nil
+}

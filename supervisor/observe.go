@@ -64,6 +64,14 @@ func (s *Supervisor) observeOnce(ctx context.Context, b election.Backend, report
 	if err != nil {
 		return fmt.Errorf("read members: %w", err)
 	}
+	reqs, err := b.StepDownRequests(rctx)
+	if err != nil {
+		return fmt.Errorf("read step-down requests: %w", err)
+	}
+	stepDowns := map[string]election.StepDownRequest{}
+	for _, r := range reqs {
+		stepDowns[r.Queue] = r
+	}
 	me := s.cfg.Identity.Node
 	byQueue := map[string]election.LeaderRecord{}
 	for _, r := range leaders {
@@ -184,30 +192,30 @@ func (s *Supervisor) observeOnce(ctx context.Context, b election.Backend, report
 			delete(reported, "split/"+name)
 		}
 
-		// Step-down requests: the leader checks in its lead loop; a
-		// follower not named by --to holds back.
+		// Step-down requests: the leader of the asked term steps down; a
+		// follower not named by --to holds back (the backends also hold
+		// back inside Campaign).
+		req, asked := stepDowns[name]
+		if !asked {
+			continue
+		}
 		if role == election.RoleLeader {
-			select {
-			case qs.stepDown <- struct{}{}:
-			default:
+			s.mu.Lock()
+			mine := qs.term == req.Term
+			s.mu.Unlock()
+			if mine && req.To != me {
+				select {
+				case qs.stepDown <- struct{}{}:
+				default:
+				}
 			}
 			continue
 		}
-		req, ok, err := b.StepDownRequest(rctx, name)
-		if err != nil || !ok || req.To == "" || req.To == me {
+		if req.To == "" || req.To == me {
 			continue
 		}
 		if age := time.Since(req.RequestedAt); age >= 0 && age < s.cfg.StepDownHold {
-			s.mu.Lock()
-			until := time.Now().Add(s.cfg.StepDownHold - age)
-			if until.After(qs.holdUntil) {
-				qs.holdUntil = until
-			}
-			s.mu.Unlock()
-			select {
-			case qs.holdBack <- struct{}{}:
-			default:
-			}
+			s.holdQueue(qs, time.Now().Add(s.cfg.StepDownHold-age))
 		}
 	}
 	if s.cfg.Balance {
@@ -230,6 +238,7 @@ func (s *Supervisor) observeOnce(ctx context.Context, b election.Backend, report
 			if mine[q] {
 				led[q] = r
 				v.counts[r.Node]++
+				v.led++
 			}
 		}
 		s.balance(v, led)

@@ -204,10 +204,10 @@ loop:
 			}
 			break loop
 		case <-qs.stepDown:
-			if s.stepDownRequested(ctx, b, name, term) {
-				reason = reasonStepDown
-				break loop
-			}
+			// The observer saw a step-down request for this very term.
+			log.Info("handing over", "why", "step-down requested")
+			reason = reasonStepDown
+			break loop
 		case why := <-qs.yield:
 			log.Info("handing over", "why", why)
 			reason = reasonStepDown
@@ -287,15 +287,4 @@ func (s *Supervisor) setLeaseGauge(queue string, deadline time.Time) {
 	if s.cfg.Metrics != nil {
 		s.cfg.Metrics.LeaseRemaining.WithLabelValues(queue).Set(max(0, time.Until(deadline).Seconds()))
 	}
-}
-
-// stepDownRequested reports whether a pending step-down asks term to go.
-func (s *Supervisor) stepDownRequested(ctx context.Context, b election.Backend, queue string, term int64) bool {
-	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	req, ok, err := b.StepDownRequest(rctx, queue)
-	if err != nil || !ok {
-		return false
-	}
-	return req.Term == term && req.To != s.cfg.Identity.Node
 }

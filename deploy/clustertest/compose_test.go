@@ -190,7 +190,7 @@ func (c *cluster) refreshPort(s string) {
 func (c *cluster) teardown() {
 	t := c.t
 	if t.Failed() {
-		if out, err := c.composeRun(time.Minute, c.env, "logs", "--no-color", "--tail=60"); err == nil {
+		if out, err := c.composeRun(time.Minute, c.env, "logs", "--no-color", "--tail=300"); err == nil {
 			t.Logf("logs of %s:\n%s", c.project, out)
 		}
 	}
@@ -344,9 +344,12 @@ func sameLeaders(a, b map[string]leader) bool {
 	return true
 }
 
-// waitFollower waits until replica s is healthy, leads no queue and is
-// listed as a follower of every queue in its own /status.
-func (c *cluster) waitFollower(s string, queues []string, d time.Duration) {
+// waitRejoined waits until replica s, back after a fault, is healthy and
+// stands by as a follower of at least one queue in its own /status, and
+// checks that it leads no queue under a term it held before the fault
+// (held: queue -> its term then; a queue it leads later must have come to
+// it by a new election, such as a balancing handover).
+func (c *cluster) waitRejoined(s string, held map[string]int64, d time.Duration) {
 	c.t.Helper()
 	var why string
 	ok := poll(d, func() bool {
@@ -359,21 +362,18 @@ func (c *cluster) waitFollower(s string, queues []string, d time.Duration) {
 			why = err.Error()
 			return false
 		}
-		for _, q := range queues {
-			if c.leads(s, q) {
-				why = "leads " + q
-				return false
+		follows := false
+		for _, qs := range doc.Queues {
+			if qs.Leader != nil && qs.Leader.Node == s && qs.Leader.Term <= held[qs.Queue] {
+				c.t.Errorf("%s leads %s under term %d again after the fault (it held term %d)", s, qs.Queue, qs.Leader.Term, held[qs.Queue])
 			}
-			found := false
-			for _, qs := range doc.Queues {
-				for _, f := range qs.Followers {
-					found = found || (qs.Queue == q && f.Node == s)
-				}
+			for _, f := range qs.Followers {
+				follows = follows || f.Node == s
 			}
-			if !found {
-				why = "not a follower of " + q + " in /status"
-				return false
-			}
+		}
+		if !follows {
+			why = "not listed as a follower of any queue"
+			return false
 		}
 		return true
 	})

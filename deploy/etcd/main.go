@@ -40,9 +40,8 @@ func run(args []string) int {
 	select {
 	case <-e.Server.ReadyNotify():
 		e.GetLogger().Info("member ready to serve clients")
-	case sig := <-stop:
+	case <-stop:
 		e.GetLogger().Info("stopping before ready")
-		_ = sig
 		return 0
 	case err := <-e.Err():
 		fmt.Fprintf(os.Stderr, "etcd: %v\n", err)

@@ -70,6 +70,9 @@ type queueState struct {
 	// heldUntil its ValidUntil when it was lost (zero while held).
 	heldTerm  int64
 	heldUntil time.Time
+	// expiredTerm is the last term given up because ValidUntil passed
+	// without a renewal: its pending release records an expiry.
+	expiredTerm int64
 }
 
 // New connects to etcd, checks within cfg.DialTimeout that it answers and,

@@ -35,7 +35,7 @@
 //	                         how and when
 //	history/<queue>/<term>   no lease; one per earlier term (20 digits):
 //	                         node, host, from, to, end reason
-//	queues/<queue>/stepdown  step-down request, on its own lease of
+//	stepdown/<queue>         step-down request, on its own lease of
 //	                         StepDownTTL; deleted by the next leadership
 //	members/<node>           member record (JSON), on the node's lease
 //	leases/<lease in hex>    heartbeat, on that lease: rewritten after each
@@ -80,8 +80,10 @@
 // key of the term before it and deletes the oldest history keys, so that
 // election.HistoryKeep terms are kept with the latest: history costs
 // nothing per renewal and no request of its own per handover. How the
-// previous term ended: the released key says resign (Resign, Close) or
-// released (ReleaseTerm), with the releaser's time. Otherwise, a leader
+// previous term ended: the released key says resign (Resign, Close),
+// released (ReleaseTerm) or, for a key given up when the leader's trust
+// window ran out and released later, expiry; with the releaser's time.
+// Otherwise, a leader
 // still alive whose key was deleted or lease revoked before its own
 // ValidUntil records "lost" itself, at once; failing that, the follower
 // judges "lost" if it watched the key vanish well before the lease could

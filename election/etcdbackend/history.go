@@ -166,10 +166,7 @@ func (c *campaign) previousEntry(st snapshot) (string, bool) {
 	v := historyValue{Node: tv.Node, Host: tv.Host, From: tv.ElectedAt}
 	switch rv := decodeReleasedValue(st.releasedRaw); {
 	case rv.Term == st.termRev:
-		v.EndReason, v.To = rv.Reason, rv.At
-		if v.EndReason == "" {
-			v.EndReason = election.EndResign
-		}
+		v.EndReason, v.To = releasedReason(rv), rv.At
 	case c.end.term == st.termRev:
 		v.EndReason, v.To = c.end.reason, c.end.at
 	default:
@@ -180,6 +177,16 @@ func (c *campaign) previousEntry(st snapshot) (string, bool) {
 	}
 	v.To = v.To.UTC().Round(0)
 	return mustJSON(v), true
+}
+
+// releasedReason is the end reason a released key records; a clean
+// resign when it records none it knows (written by an older regent).
+func releasedReason(rv releasedValue) string {
+	switch rv.Reason {
+	case election.EndReleased, election.EndExpiry:
+		return rv.Reason
+	}
+	return election.EndResign
 }
 
 // historyRefused reports whether a failed creation request that carried
@@ -246,11 +253,9 @@ func (b *Backend) History(ctx context.Context, queue string, limit int) ([]elect
 	defer end()
 	rctx, cancel := b.request(octx)
 	defer cancel()
+	// Every kept key is read (the history is trimmed), so that skipped
+	// entries do not count against limit.
 	hopts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend)}
-	if limit > 0 {
-		// One more: the newest key may be the latest term, counted once.
-		hopts = append(hopts, clientv3.WithLimit(int64(limit)+1))
-	}
 	resp, err := b.cli.Txn(rctx).Then(
 		clientv3.OpGet(b.keys.term(queue)),
 		clientv3.OpGet(b.keys.released(queue)),
@@ -319,10 +324,7 @@ func (b *Backend) latestTerm(queue string, termKV, releasedKV, leaderKV []*mvccp
 		rv = decodeReleasedValue(releasedKV[0].Value)
 	}
 	if rv.Term == e.Term {
-		e.EndReason, e.To = rv.Reason, rv.At
-		if e.EndReason == "" {
-			e.EndReason = election.EndResign
-		}
+		e.EndReason, e.To = releasedReason(rv), rv.At
 		return e, true
 	}
 	e.EndReason = election.EndExpiry

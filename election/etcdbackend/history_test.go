@@ -126,7 +126,7 @@ func TestHistoryOpsTrim(t *testing.T) {
 		{name: "overfull", st: snapshot{termRev: 100, termRaw: tv, history: keys(seq(1, 99)...)},
 			put: true, trimTo: k.historyKey("q", 100-keep+1)},
 		{name: "recorded by the loser", st: snapshot{termRev: keep + 1, termRaw: tv, history: keys(seq(1, keep+1)...)},
-			trimTo: k.historyKey("q", 3)},
+			trimTo: k.historyKey("q", 2)},
 		{name: "junk keys ignored", st: snapshot{termRev: 3, termRaw: tv,
 			history: append(keys(1, 2), k.history("q")+"zzz", k.history("q")+"1")}, put: true},
 		{name: "undecodable term key", st: snapshot{termRev: 3, termRaw: []byte("{"), history: keys(1, 2)}},
@@ -176,6 +176,8 @@ func TestPreviousEntryReasons(t *testing.T) {
 		{"resigned", snapshot{termRev: 5, termRaw: tv, releasedRaw: rel(5, election.EndResign)}, termEnd{}, election.EndResign},
 		{"released", snapshot{termRev: 5, termRaw: tv, releasedRaw: rel(5, election.EndReleased)}, termEnd{}, election.EndReleased},
 		{"released by an older regent", snapshot{termRev: 5, termRaw: tv, releasedRaw: []byte(`{"term":5}`)}, termEnd{}, election.EndResign},
+		{"given up at its deadline", snapshot{termRev: 5, termRaw: tv, releasedRaw: rel(5, election.EndExpiry)}, termEnd{}, election.EndExpiry},
+		{"unknown reason", snapshot{termRev: 5, termRaw: tv, releasedRaw: rel(5, "boom")}, termEnd{}, election.EndResign},
 		{"judged lost", snapshot{termRev: 5, termRaw: tv, releasedRaw: rel(4, election.EndResign)},
 			termEnd{term: 5, at: at, reason: election.EndLost}, election.EndLost},
 		{"not judged", snapshot{termRev: 5, termRaw: tv}, termEnd{term: 4, reason: election.EndLost}, election.EndExpiry},
@@ -224,10 +226,11 @@ func TestHistoryInEtcd(t *testing.T) {
 	}
 
 	// Hostile values under the history prefix are skipped, never a panic.
-	i := 0
+	// Their terms lie between l1's and the next (each put is a revision).
+	i := l1.Term()
 	for name, raw := range hostile {
 		i++
-		if _, err := cli.Put(ctx, ro.keys.historyKey("q", int64(i)), string(raw)); err != nil {
+		if _, err := cli.Put(ctx, ro.keys.historyKey("q", i), string(raw)); err != nil {
 			t.Fatalf("put %s: %v", name, err)
 		}
 	}

@@ -39,7 +39,11 @@ func (k keyspace) released(q string) string { return k.queue(q) + "released" }
 
 // stepDown holds the pending step-down request of the queue, on its own
 // short lease.
-func (k keyspace) stepDown(q string) string { return k.queue(q) + "stepdown" }
+func (k keyspace) stepDown(q string) string { return k.stepDowns() + q }
+
+// stepDowns is the prefix of every queue's step-down request, kept apart
+// from the queues' keys so that all pending requests are one cheap range.
+func (k keyspace) stepDowns() string { return k.root() + "stepdown/" }
 
 // members is the prefix of the member records.
 func (k keyspace) members() string { return k.root() + "members/" }

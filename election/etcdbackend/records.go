@@ -36,8 +36,9 @@ type termValue struct {
 }
 
 // releasedValue is the stored value of a queue's released key. Reason
-// (election.EndResign or election.EndReleased) and At say how and when
-// the term ended, for its history entry; values written before they
+// (election.EndResign, election.EndReleased, or election.EndExpiry for a
+// leadership given up when its trust window ran out) and At say how and
+// when the term ended, for its history entry; values written before they
 // existed lack them.
 type releasedValue struct {
 	Term   int64     `json:"term"`

@@ -19,7 +19,7 @@ func (b *Backend) release(ctx context.Context, queue string, term int64) (bool, 
 }
 
 // releaseAs is release with the end reason to record in the term's
-// history (election.EndResign or election.EndReleased).
+// history (see releasedValue).
 func (b *Backend) releaseAs(ctx context.Context, queue string, term int64, reason string) (bool, error) {
 	lk := b.keys.leader(queue)
 	rv := mustJSON(releasedValue{Term: term, Reason: reason, At: time.Now().UTC().Round(0)})
@@ -123,7 +123,13 @@ func (b *Backend) releasePending(ctx context.Context, queue string, term int64) 
 		}
 		term = resp.Kvs[0].CreateRevision
 	}
-	ok, err := b.release(ctx, queue, term)
+	reason := election.EndResign
+	b.mu.Lock()
+	if qs := b.queues[queue]; qs != nil && qs.expiredTerm == term {
+		reason = election.EndExpiry // given up when its trust window ran out
+	}
+	b.mu.Unlock()
+	ok, err := b.releaseAs(ctx, queue, term, reason)
 	if err != nil {
 		return err
 	}

@@ -155,6 +155,7 @@ func (b *Backend) expire() time.Duration {
 		if qs.active != nil {
 			held = append(held, qs.active)
 			b.pending[q] = qs.active.term
+			qs.expiredTerm = qs.active.term
 			qs.active = nil
 		}
 	}

@@ -1,6 +1,7 @@
 package etcdbackend
 
 import (
+	"strings"
 	"context"
 	"fmt"
 	"time"
@@ -117,4 +118,31 @@ func (b *Backend) StepDownRequest(ctx context.Context, queue string) (election.S
 		return election.StepDownRequest{}, false, err
 	}
 	return req, true, nil
+}
+
+// StepDownRequests returns every pending step-down request of the
+// cluster in one range read. Undecodable requests are skipped.
+func (b *Backend) StepDownRequests(ctx context.Context) ([]election.StepDownRequest, error) {
+	octx, end, err := b.op(ctx, false)
+	if err != nil {
+		return nil, err
+	}
+	defer end()
+	rctx, cancel := b.request(octx)
+	defer cancel()
+	prefix := b.keys.stepDowns()
+	resp, err := b.cli.Get(rctx, prefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, b.opErr(rctx, "read step-down requests", err)
+	}
+	out := make([]election.StepDownRequest, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		key := string(kv.Key)
+		req, err := decodeStepDown(strings.TrimPrefix(key, prefix), key, kv.Value)
+		if err != nil {
+			continue
+		}
+		out = append(out, req)
+	}
+	return out, nil
 }

@@ -245,6 +245,17 @@ func (b *Backend) StepDownRequest(ctx context.Context, queue string) (election.S
 	return req, ok, err
 }
 
+// StepDownRequests returns every pending step-down request of the cluster.
+func (b *Backend) StepDownRequests(ctx context.Context) ([]election.StepDownRequest, error) {
+	var out []election.StepDownRequest
+	err := b.act.call(ctx, func(a *actor) error {
+		var err error
+		out, err = a.stepDownRequests()
+		return err
+	})
+	return out, err
+}
+
 // ReleaseTerm marks queue's leader record released if it still holds
 // term, and wakes followers.
 func (b *Backend) ReleaseTerm(ctx context.Context, queue string, term int64) error {

@@ -279,3 +279,30 @@ WHERE s.cluster = $1 AND s.queue = $2 AND l.released IS NOT TRUE AND l.expires_a
 	}
 	return req, true, nil
 }
+
+// stepDownRequests reads every pending step-down request of the cluster.
+func (a *actor) stepDownRequests() ([]election.StepDownRequest, error) {
+	ctx, cancel := a.stmt()
+	defer cancel()
+	rows, err := a.conn().Query(ctx, `
+SELECT s.queue, s.to_node, s.term, s.requested_at
+FROM regent_stepdowns s
+JOIN regent_leaders l ON l.cluster = s.cluster AND l.queue = s.queue AND l.term = s.term
+WHERE s.cluster = $1 AND l.released IS NOT TRUE AND l.expires_at > now()`, a.b.s.Cluster)
+	if err != nil {
+		return nil, fmt.Errorf("pgbackend: read step-down requests: %w", a.check(err))
+	}
+	defer rows.Close()
+	var out []election.StepDownRequest
+	for rows.Next() {
+		var r election.StepDownRequest
+		if err := rows.Scan(&r.Queue, &r.To, &r.Term, &r.RequestedAt); err != nil {
+			return nil, fmt.Errorf("pgbackend: read step-down requests: %w", a.check(err))
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("pgbackend: read step-down requests: %w", a.check(err))
+	}
+	return out, nil
+}

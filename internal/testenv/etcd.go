@@ -229,13 +229,15 @@ func runEtcdRole() int {
 	log := hclog.New(&hclog.LoggerOptions{Name: "etcd", Output: os.Stderr, Level: hclog.Warn})
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer cancel()
-	srv, err := etcdserver.Start(ctx, etcdserver.Config{
+	cfg := etcdserver.Config{
 		Dir:           os.Getenv(envEtcdDir),
 		ClientURL:     os.Getenv(envEtcdClientURL),
 		PeerURL:       "http://127.0.0.1:0",
 		UnsafeNoFsync: true,
 		Logger:        log,
-	})
+	}
+	applyMemberEnv(&cfg) // members of an EtcdCluster
+	srv, err := etcdserver.Start(ctx, cfg)
 	if err != nil {
 		log.Error("cannot start etcd", "error", err)
 		return 1

@@ -1,0 +1,259 @@
+package integration
+
+import (
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/regentd/regent/integration/faultproxy"
+)
+
+var (
+	randomSeed     = flag.Int64("random-seed", 0, "seed of TestRandomFaults (0: time-based); the seed is logged, pass it back to replay a run's fault schedule")
+	randomDuration = flag.Duration("random-duration", 2*time.Minute, "how long TestRandomFaults injects faults, per backend (one backend after the other)")
+)
+
+const (
+	randomReplicas = 3
+	randomQueues   = 20
+	// randomTick is the workers' line interval, hence the observer's
+	// timer resolution, in the random run (20 queues write at once).
+	randomTick = 10 * time.Millisecond
+	// randomMaxFaults is how many replicas may be faulted at once.
+	randomMaxFaults = 2
+	// randomSettle bounds the wait for a leader running workers on every
+	// queue (at start and after healing): 60 guards and workers spawned
+	// and moved by the balancer take tens of seconds on a loaded 2-core
+	// machine. A hang detector, not a liveness target.
+	randomSettle = 3 * time.Minute
+)
+
+// Kinds of random fault.
+const (
+	faultKill      = "sigkill"   // SIGKILL, down for a while, started again
+	faultStop      = "sigstop"   // SIGSTOP for a while, then SIGCONT
+	faultBlackhole = "blackhole" // its proxy holds back all traffic, then passes
+	faultRestart   = "restart"   // SIGTERM (must exit 0), started again
+)
+
+var faultKinds = []string{faultKill, faultStop, faultBlackhole, faultRestart}
+
+// plannedFault is one entry of the seeded schedule.
+type plannedFault struct {
+	at      time.Duration // from the start of the run
+	replica int
+	kind    string
+	hold    time.Duration // how long the fault lasts
+}
+
+// faultSchedule derives the whole fault schedule from the seed, before
+// the run, so that a seed replays the same faults at the same offsets
+// (a fault whose replica is still faulted at its time is skipped, which
+// depends on timing only through SIGTERM exits and restarts).
+func faultSchedule(rng *rand.Rand, d time.Duration) []plannedFault {
+	uniform := func(lo, hi time.Duration) time.Duration {
+		return lo + time.Duration(rng.Int64N(int64(hi-lo)))
+	}
+	var out []plannedFault
+	at := uniform(time.Second, 3*time.Second)
+	for at < d {
+		f := plannedFault{at: at, replica: rng.IntN(randomReplicas), kind: faultKinds[rng.IntN(len(faultKinds))]}
+		switch f.kind {
+		case faultKill:
+			f.hold = uniform(0, 2*testTTL)
+		case faultStop, faultBlackhole:
+			f.hold = uniform(testTTL/2, 5*testTTL/2)
+		case faultRestart:
+			f.hold = uniform(0, time.Second)
+		}
+		out = append(out, f)
+		at += uniform(500*time.Millisecond, 3*time.Second)
+	}
+	return out
+}
+
+// seededTB prefixes every failure message with the run's seed.
+type seededTB struct {
+	*testing.T
+	seed int64
+}
+
+func (s *seededTB) prefix() string {
+	return fmt.Sprintf("[seed %d, replay with -random-seed %d] ", s.seed, s.seed)
+}
+
+func (s *seededTB) Errorf(format string, args ...any) {
+	s.T.Helper()
+	s.T.Errorf(s.prefix()+format, args...)
+}
+
+func (s *seededTB) Fatalf(format string, args ...any) {
+	s.T.Helper()
+	s.T.Fatalf(s.prefix()+format, args...)
+}
+
+func (s *seededTB) Error(args ...any) {
+	s.T.Helper()
+	s.T.Error(append([]any{s.prefix()}, args...)...)
+}
+
+func (s *seededTB) Fatal(args ...any) {
+	s.T.Helper()
+	s.T.Fatal(append([]any{s.prefix()}, args...)...)
+}
+
+// chaosSlot is one replica of the random run, always behind its own proxy.
+type chaosSlot struct {
+	opts   replicaOpts
+	r      *replica
+	p      *faultproxy.Proxy
+	fault  string // "" while healthy
+	healAt time.Time
+}
+
+// 3 replicas × 20 queues under repeated random faults (SIGKILL and
+// restart, SIGSTOP/SIGCONT, a partition through a replica's proxy,
+// graceful restart) for -random-duration on each backend, seeded by
+// -random-seed. Afterwards every fault is healed and the matrix's
+// end-of-case properties are asserted over every queue.
+func TestRandomFaults(t *testing.T) {
+	seed := *randomSeed
+	if seed == 0 {
+		seed = time.Now().UnixNano()
+	}
+	t.Logf("random faults: seed %d (replay with -random-seed %d), %s per backend, %d replicas × %d queues",
+		seed, seed, *randomDuration, randomReplicas, randomQueues)
+	for i, name := range []string{"etcd", "postgres"} {
+		// One backend after the other: run in parallel, 120 guards and
+		// workers of a 2 s lease overload 2 cores (guards then start
+		// after their first deadline, see the report of issue 5).
+		t.Run(name, func(t *testing.T) {
+			st := &seededTB{T: t, seed: seed}
+			var be backend
+			if name == "etcd" {
+				be = etcdBackend(st)
+			} else {
+				be = postgresBackend(st)
+			}
+			runChaos(st, be, rand.New(rand.NewPCG(uint64(seed), uint64(i))))
+		})
+	}
+}
+
+func runChaos(t *seededTB, be backend, rng *rand.Rand) {
+	c := newCluster(t, be)
+	tail := newTailReader(t, c.outFile)
+	var queues []string
+	for i := 0; i < randomQueues; i++ {
+		queues = append(queues, fmt.Sprintf("r%02d", i))
+	}
+	slots := make([]*chaosSlot, randomReplicas)
+	for i := range slots {
+		p, err := faultproxy.Start(be.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(p.Close)
+		s := &chaosSlot{p: p, opts: replicaOpts{
+			node:       fmt.Sprintf("r%d", i+1),
+			queues:     queues,
+			backend:    be.viaProxy(p.Addr()),
+			workerArgs: []string{"-interval", randomTick.String()},
+			extra:      []string{"--log-level", "info"},
+		}}
+		s.r = c.start(s.opts)
+		slots[i] = s
+	}
+	began := time.Now()
+	c.waitLeadersRunning(tail.Lines, queues, 250*time.Millisecond, randomSettle)
+	t.Logf("%s: every queue led %s after the replicas started", be.name, time.Since(began).Round(time.Millisecond))
+
+	schedule := faultSchedule(rng, *randomDuration)
+	t.Logf("%s: %d faults scheduled over %s", be.name, len(schedule), *randomDuration)
+	counts := map[string]int{}
+	start := time.Now()
+	next := 0
+	for {
+		now := time.Now()
+		active := 0
+		for _, s := range slots {
+			if s.fault != "" && !now.Before(s.healAt) {
+				heal(t, c, s)
+			}
+			if s.fault != "" {
+				active++
+			}
+			if (s.fault == "" || s.fault == faultStop || s.fault == faultBlackhole) && s.r.exited() {
+				t.Fatalf("%s: replica %s exited unexpectedly (fault %q): %v", be.name, s.opts.node, s.fault, s.r.exitErr)
+			}
+		}
+		if next == len(schedule) && active == 0 {
+			break
+		}
+		if next < len(schedule) && now.Sub(start) >= schedule[next].at {
+			f := schedule[next]
+			next++
+			s := slots[f.replica]
+			if s.fault != "" || active >= randomMaxFaults {
+				t.Logf("%s: +%.1fs skip %s of %s (busy)", be.name, now.Sub(start).Seconds(), f.kind, s.opts.node)
+				continue
+			}
+			t.Logf("%s: +%.1fs %s %s for %s", be.name, now.Sub(start).Seconds(), f.kind, s.opts.node, f.hold.Round(time.Millisecond))
+			inject(s, f.kind)
+			s.fault, s.healAt = f.kind, now.Add(f.hold)
+			counts[f.kind]++
+			continue
+		}
+		time.Sleep(20 * time.Millisecond) // schedule pacing
+	}
+	t.Logf("%s: injected %v in %s; every fault healed", be.name, counts, time.Since(start).Round(time.Millisecond))
+
+	reps := make([]*replica, len(slots))
+	for i, s := range slots {
+		reps[i] = s.r
+	}
+	healed := time.Now()
+	rep := c.finishHealed(reps, queues, tail.Lines, randomTick, randomSettle)
+	t.Logf("%s: end-of-run checks took %s", be.name, time.Since(healed).Round(time.Millisecond))
+	changes := 0
+	for _, ivs := range rep.Queues {
+		changes += len(ivs) - 1
+	}
+	t.Logf("%s: %d leadership changes over %d queues, max overlap %s, %d torn lines", be.name, changes, len(rep.Queues), rep.MaxOverlap, tail.bad)
+}
+
+// inject starts a fault on the slot's replica.
+func inject(s *chaosSlot, kind string) {
+	switch kind {
+	case faultKill:
+		s.r.kill()
+	case faultStop:
+		s.r.signal(syscall.SIGSTOP)
+	case faultBlackhole:
+		s.p.SetMode(faultproxy.Blackhole)
+	case faultRestart:
+		s.r.signal(syscall.SIGTERM)
+	}
+}
+
+// heal ends the slot's fault.
+func heal(t *seededTB, c *cluster, s *chaosSlot) {
+	t.Helper()
+	switch s.fault {
+	case faultKill:
+		s.r = c.start(s.opts)
+	case faultStop:
+		s.r.signal(syscall.SIGCONT)
+	case faultBlackhole:
+		s.p.SetMode(faultproxy.Pass)
+	case faultRestart:
+		if code := s.r.wait(hangTimeout); code != 0 {
+			t.Errorf("replica %s exited %d after SIGTERM; want 0", s.opts.node, code)
+		}
+		s.r = c.start(s.opts)
+	}
+	s.fault = ""
+}
