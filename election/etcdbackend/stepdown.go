@@ -1,9 +1,9 @@
 package etcdbackend
 
 import (
-	"strings"
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/regentd/regent/election"
