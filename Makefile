@@ -41,6 +41,10 @@ bench:
 bench-full:
 	$(MAKE) bench BENCH_RUNS=10 BENCH_TTLS=2s,5s,10s
 
+## bench-balance: the balance test at 300 queues × 3 replicas (issue: scale).
+bench-balance:
+	$(GO) test -count=1 -timeout 60m -v -run 'TestBalance' ./integration/ -args -balance-queues=300 | grep -E 'balance_test|^(ok|FAIL|---)'
+
 ## soak: 3 replicas × 50 queues for SOAK_DURATION on each backend (pgbench
 ## beside Postgres); reports leadership changes (there must be none).
 SOAK_DURATION ?= 10m
