@@ -280,11 +280,16 @@ func (s *Supervisor) runSession(ctx context.Context, b election.Backend) error {
 // publishMembers writes this replica's member record whenever woken.
 func (s *Supervisor) publishMembers(ctx context.Context, b election.Backend) {
 	var last []byte
+	// Worker RSS changes without events: republish it now and then (a
+	// write only when the payload changed, at most every 5 s).
+	tick := time.NewTicker(5 * time.Second)
+	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-s.memberWake:
+		case <-tick.C:
 		}
 		payload, role := s.memberPayload()
 		if string(payload) == string(last) {

@@ -1,7 +1,9 @@
 // Package observer is the external judge of regent's safety: it reads the
 // lines test workers append — "term node pid unix-nano queue worker" — and
 // checks, per queue, that the workers of two different terms never ran at
-// the same instant, and that terms only increase over time.
+// the same instant, and that terms only increase over time. CheckHistory
+// then checks that every term seen in the workers was recorded as a
+// leadership in the backend's own history.
 package observer
 
 import (

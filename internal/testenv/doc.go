@@ -1,7 +1,12 @@
 // Package testenv provides real servers to tests: an etcd member and a
 // PostgreSQL 15 server shared by every test of one test binary, private ones
 // a test may stop, kill and restart, throwaway Postgres databases, and
-// PgBouncer in front of a Postgres server.
+// PgBouncer in front of a Postgres server. A private multi-member etcd
+// cluster (NewEtcdCluster: one helper process per member, fixed loopback
+// client and peer ports, members killed, stopped and restarted one by one
+// or together, the raft leader found with Leader) and restarts of a
+// private Postgres server in fast or immediate shutdown mode (RestartWith)
+// serve fault-injection tests.
 //
 // A package that uses it wraps its tests with Main:
 //
