@@ -1,7 +1,7 @@
 # regent — build, test, benchmark.
 GO        ?= go
 BIN       := bin/regent
-PKGS_RACE := ./config/... ./election/... ./supervisor/... ./worker/... ./integration/observer/... ./integration/faultproxy/...
+PKGS_RACE := ./config/... ./election/... ./supervisor/... ./worker/... ./integration/observer/... ./integration/faultproxy/... ./internal/... ./deploy/...
 
 .PHONY: all build test unit integration vet fmt-check bench bench-full soak demo dev clean
 

@@ -10,8 +10,9 @@
 // Invariants:
 //
 //   - Flags and ETCD_* environment variables are etcd's own (embed.Config
-//     registers them); a flag wins over its environment variable. Only
-//     --initial-cluster-state and --version are added here, as in etcd.
+//     registers them); as in etcd, setting both a flag and its variable is
+//     an error. Only --initial-cluster-state and --version are added here,
+//     as etcd's main adds them.
 //   - The process runs one member and exits: 0 after SIGTERM or SIGINT once
 //     the member has stopped (etcd's graceful close), 1 if the member cannot
 //     start or stops on its own, 2 on a usage error.

@@ -11,7 +11,6 @@ import (
 	"go.etcd.io/etcd/api/v3/version"
 	"go.etcd.io/etcd/pkg/v3/flags"
 	"go.etcd.io/etcd/server/v3/embed"
-	"go.uber.org/zap"
 )
 
 // parseConfig builds the member's configuration from args and ETCD_*
@@ -41,8 +40,20 @@ func parseConfig(args []string) (*embed.Config, error) {
 		fmt.Printf("etcd Version: %s (regent local image)\nGo Version: %s\n", version.Version, runtime.Version())
 		return nil, nil
 	}
-	// Environment variables fill in the flags that were not given.
-	if err := flags.SetFlagsFromEnv(zap.NewNop(), "ETCD", fs); err != nil {
+	// Environment variables fill in the flags that were not given; as in
+	// etcd, a variable that a flag would shadow is an error.
+	var conflict error
+	fs.Visit(func(f *flag.Flag) {
+		if env := flags.FlagToEnv("ETCD", f.Name); os.Getenv(env) != "" && conflict == nil {
+			conflict = fmt.Errorf("both --%s and %s are set; unset one", f.Name, env)
+		}
+	})
+	if conflict != nil {
+		return nil, conflict
+	}
+	// A nil logger: etcd's helper would otherwise log through zap, and exit
+	// through it on the conflict checked above.
+	if err := flags.SetFlagsFromEnv(nil, "ETCD", fs); err != nil {
 		return nil, err
 	}
 

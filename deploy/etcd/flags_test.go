@@ -6,7 +6,6 @@ import (
 
 func TestParseConfig(t *testing.T) {
 	t.Setenv("ETCD_INITIAL_CLUSTER", "a=http://a:2380,b=http://b:2380")
-	t.Setenv("ETCD_NAME", "ignored-because-the-flag-wins")
 	cfg, err := parseConfig([]string{
 		"--name=a", "--data-dir", t.TempDir(),
 		"--listen-client-urls=http://0.0.0.0:2379", "--advertise-client-urls=http://a:2379",
@@ -17,7 +16,7 @@ func TestParseConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	if cfg.Name != "a" {
-		t.Errorf("name %q, want a (flag over env)", cfg.Name)
+		t.Errorf("name %q, want a", cfg.Name)
 	}
 	if cfg.InitialCluster != "a=http://a:2380,b=http://b:2380" {
 		t.Errorf("initial cluster %q, want the env value", cfg.InitialCluster)
@@ -48,6 +47,13 @@ func TestParseConfigErrors(t *testing.T) {
 				t.Errorf("parseConfig(%q) succeeded", args)
 			}
 		})
+	}
+}
+
+func TestParseConfigEnvShadowedByFlag(t *testing.T) {
+	t.Setenv("ETCD_NAME", "b")
+	if _, err := parseConfig([]string{"--name=a", "--data-dir", t.TempDir()}); err == nil {
+		t.Error("ETCD_NAME and --name both set: no error")
 	}
 }
 
