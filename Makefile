@@ -3,7 +3,7 @@ GO        ?= go
 BIN       := bin/regent
 PKGS_RACE := ./config/... ./election/... ./supervisor/... ./worker/... ./integration/observer/... ./integration/faultproxy/... ./internal/... ./deploy/...
 
-.PHONY: all build test unit integration vet fmt-check bench bench-full soak demo dev clean
+.PHONY: all build test unit integration vet fmt-check matrix bench bench-full bench-balance soak demo dev clean
 
 all: build
 
@@ -27,6 +27,11 @@ unit:
 
 integration:
 	$(GO) test -count=1 -timeout 30m ./integration/...
+
+## matrix: the fault-injection matrix and the seeded random-fault run
+## (issue: proof; not yet part of make test).
+matrix:
+	$(GO) test -count=1 -timeout 40m -tags matrix -run 'Matrix|Random' ./integration/
 
 ## bench: failover and handover benchmarks (not part of make test): prints
 ## min/median/max tables and writes them to bench.md.

@@ -220,7 +220,11 @@ func (b *Backend) History(ctx context.Context, queue string, limit int) ([]elect
 		out, err = a.history(queue, limit)
 		return err
 	})
-	return out, err
+	if err != nil {
+		// out may still be written by the actor when ctx ended first.
+		return nil, err
+	}
+	return out, nil
 }
 
 // history runs sqlHistory.
