@@ -180,7 +180,11 @@ func (b *Backend) Leader(ctx context.Context, queue string) (election.LeaderReco
 		rec, err = a.leader(queue)
 		return err
 	})
-	return rec, err
+	if err != nil {
+		// The actor may still write rec after a cancelled call: never read it then.
+		return election.LeaderRecord{}, err
+	}
+	return rec, nil
 }
 
 // Leaders returns every live leader record of the cluster, ordered by
@@ -192,7 +196,10 @@ func (b *Backend) Leaders(ctx context.Context) ([]election.LeaderRecord, error) 
 		recs, err = a.leaders()
 		return err
 	})
-	return recs, err
+	if err != nil {
+		return nil, err
+	}
+	return recs, nil
 }
 
 // SetMember publishes this replica's member record. It is renewed with
@@ -214,7 +221,10 @@ func (b *Backend) Members(ctx context.Context) ([]election.MemberRecord, error) 
 		recs, err = a.members()
 		return err
 	})
-	return recs, err
+	if err != nil {
+		return nil, err
+	}
+	return recs, nil
 }
 
 // Changes returns a channel signalled on every NOTIFY about this cluster.
@@ -242,7 +252,10 @@ func (b *Backend) StepDownRequest(ctx context.Context, queue string) (election.S
 		req, ok, err = a.stepDownRequest(queue)
 		return err
 	})
-	return req, ok, err
+	if err != nil {
+		return election.StepDownRequest{}, false, err
+	}
+	return req, ok, nil
 }
 
 // StepDownRequests returns every pending step-down request of the cluster.
@@ -253,7 +266,10 @@ func (b *Backend) StepDownRequests(ctx context.Context) ([]election.StepDownRequ
 		out, err = a.stepDownRequests()
 		return err
 	})
-	return out, err
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 // ReleaseTerm marks queue's leader record released if it still holds
