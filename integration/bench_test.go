@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"sort"
 	"strings"
 	"syscall"
@@ -266,5 +265,3 @@ func BenchmarkHandover(b *testing.B) {
 	}
 	writeTable(b, rows, "Handover: Resign → next Campaign returns (backend API, loopback)")
 }
-
-var _ = exec.Command

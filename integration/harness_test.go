@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -388,10 +387,29 @@ func (c *cluster) proxy() *faultproxy.Proxy {
 	return p
 }
 
-// workerPIDsAlive lists live processes running the test worker binary
-// whose environment names node.
+// workerPIDsAlive lists live test worker processes of node.
 func (c *cluster) workerPIDsAlive(node string) []int {
 	var pids []int
+	for _, w := range c.liveWorkers() {
+		if w.node == node {
+			pids = append(pids, w.pid)
+		}
+	}
+	return pids
+}
+
+// liveWorker is one running test worker process of the cluster.
+type liveWorker struct {
+	pid   int
+	node  string
+	queue string
+	term  int64
+}
+
+// liveWorkers lists the test worker processes (not zombies) whose
+// environment names this cluster.
+func (c *cluster) liveWorkers() []liveWorker {
+	var out []liveWorker
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
@@ -404,14 +422,22 @@ func (c *cluster) workerPIDsAlive(node string) []int {
 		}
 		stat, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
 		if i := bytes.LastIndexByte(stat, ')'); i > 0 && len(stat) > i+2 && stat[i+2] == 'Z' {
-			continue // zombie: dead, awaiting reaping
+			continue
 		}
 		env, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "environ"))
-		if bytes.Contains(env, []byte("REGENT_NODE="+node+"\x00")) && bytes.Contains(env, []byte("REGENT_CLUSTER="+c.name+"\x00")) {
-			pids = append(pids, pid)
+		vars := map[string]string{}
+		for _, kv := range bytes.Split(env, []byte{0}) {
+			if k, v, ok := strings.Cut(string(kv), "="); ok && strings.HasPrefix(k, "REGENT_") {
+				vars[k] = v
+			}
 		}
+		if vars["REGENT_CLUSTER"] != c.name {
+			continue
+		}
+		term, _ := strconv.ParseInt(vars["REGENT_TERM"], 10, 64)
+		out = append(out, liveWorker{pid: pid, node: vars["REGENT_NODE"], queue: vars["REGENT_QUEUE"], term: term})
 	}
-	return pids
+	return out
 }
 
 // syncBuffer is a goroutine-safe log buffer.
@@ -450,8 +476,6 @@ func (b *syncBuffer) contains(parts ...string) bool {
 	}
 	return false
 }
-
-var _ = net.JoinHostPort
 
 // followers returns the follower nodes of queue in `status --json`.
 func (c *cluster) followers(queue string) []string {

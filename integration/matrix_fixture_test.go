@@ -1,13 +1,10 @@
 package integration
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -135,48 +132,6 @@ func (c *cluster) checkHistory(rep *observer.Report, queues []string) {
 	if len(problems) > 0 {
 		c.t.Errorf("terms seen in the workers but not recorded as leaderships:\n%s", strings.Join(problems, "\n"))
 	}
-}
-
-// liveWorker is one running test worker process of the cluster.
-type liveWorker struct {
-	pid   int
-	node  string
-	queue string
-	term  int64
-}
-
-// liveWorkers lists the test worker processes (not zombies) whose
-// environment names this cluster.
-func (c *cluster) liveWorkers() []liveWorker {
-	var out []liveWorker
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		exe, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe"))
-		if err != nil || exe != c.worker {
-			continue
-		}
-		stat, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if i := bytes.LastIndexByte(stat, ')'); i > 0 && len(stat) > i+2 && stat[i+2] == 'Z' {
-			continue
-		}
-		env, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "environ"))
-		vars := map[string]string{}
-		for _, kv := range bytes.Split(env, []byte{0}) {
-			if k, v, ok := strings.Cut(string(kv), "="); ok && strings.HasPrefix(k, "REGENT_") {
-				vars[k] = v
-			}
-		}
-		if vars["REGENT_CLUSTER"] != c.name {
-			continue
-		}
-		term, _ := strconv.ParseInt(vars["REGENT_TERM"], 10, 64)
-		out = append(out, liveWorker{pid: pid, node: vars["REGENT_NODE"], queue: vars["REGENT_QUEUE"], term: term})
-	}
-	return out
 }
 
 // leaderAt is the node and term whose workers run a queue.

@@ -2,7 +2,6 @@ package integration
 
 import (
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"regexp"
@@ -231,5 +230,3 @@ func TestStatusCheckCodes(t *testing.T) {
 		c.check()
 	})
 }
-
-var _ = fmt.Sprint
