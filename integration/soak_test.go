@@ -49,6 +49,10 @@ func BenchmarkSoak(b *testing.B) {
 				}
 				return len(seen) == len(queues)
 			})
+			// Balancing moves queues after they first run: the soak counts
+			// from a balanced, quiet cluster (no new term for a while).
+			c.waitBalanced([]string{"r1", "r2", "r3"}, len(queues), 3*time.Minute)
+			c.waitQuiet(queues, soakQuiet, 3*time.Minute)
 			settled := time.Now()
 			var load *exec.Cmd
 			if name == "postgres" {
@@ -92,6 +96,29 @@ func BenchmarkSoak(b *testing.B) {
 			}
 		})
 	}
+}
+
+// soakQuiet is how long no new term may start before the soak counts.
+const soakQuiet = 10 * time.Second
+
+// waitQuiet waits until every queue runs workers and no new term has
+// started on any of them for quiet.
+func (c *cluster) waitQuiet(queues []string, quiet, d time.Duration) {
+	c.t.Helper()
+	eventually(c.t, d, fmt.Sprintf("no new term on %d queues for %s", len(queues), quiet), func() bool {
+		rep := observer.Check(c.lines(), 0)
+		var newest time.Time
+		for _, q := range queues {
+			ivs := rep.Queues[q]
+			if len(ivs) == 0 {
+				return false
+			}
+			if f := ivs[len(ivs)-1].First; f.After(newest) {
+				newest = f
+			}
+		}
+		return time.Since(newest) >= quiet
+	})
 }
 
 // startPgbench loads the test Postgres server with pgbench in its own
