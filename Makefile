@@ -3,7 +3,7 @@ GO        ?= go
 BIN       := bin/regent
 PKGS_RACE := ./config/... ./election/... ./supervisor/... ./worker/... ./integration/observer/... ./integration/faultproxy/... ./internal/... ./deploy/...
 
-.PHONY: all build test unit integration vet fmt-check matrix bench bench-full bench-balance soak demo dev clean
+.PHONY: all build test unit fuzz integration vet fmt-check matrix bench bench-full bench-balance soak demo dev clean
 
 all: build
 
@@ -11,8 +11,13 @@ build:
 	$(GO) build -o $(BIN) ./cmd/regent
 
 ## test: everything CI runs: format, vet, race-checked unit and contract tests,
-## then the multi-process integration tests against real etcd and PostgreSQL.
-test: fmt-check vet unit integration
+## every fuzz target briefly, then the multi-process integration tests
+## against real etcd and PostgreSQL.
+test: fmt-check vet unit fuzz integration
+
+# In make test, each fuzz target runs 3s (15 targets: about a minute and a
+# half with the builds); `make test FUZZTIME=10s` overrides it.
+test: FUZZTIME = 3s
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -24,6 +29,21 @@ vet:
 unit:
 	$(GO) test -race -count=1 -timeout 15m $(PKGS_RACE)
 	$(GO) test -count=1 -timeout 5m ./cmd/...
+
+## fuzz: every fuzz target (each `func Fuzz...` in a _test.go file, found
+## automatically) for FUZZTIME, one after another; seed corpora in each
+## package's testdata/fuzz. A crasher is written there: keep it, it is then
+## a regular test case, and fix the code.
+FUZZTIME ?= 5s
+fuzz:
+	@set -e; for f in $$(find . -name '*_test.go' -not -path './.git/*' | xargs grep -l '^func Fuzz' | sort); do \
+		dir=$$(dirname $$f); \
+		for t in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$f); do \
+			printf '%s %s: ' "$$dir" "$$t"; \
+			out=$$($(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) -parallel 2 $$dir 2>&1) || { echo FAIL; echo "$$out"; exit 1; }; \
+			echo "$$out" | grep 'execs:' | tail -1 | sed 's/^fuzz: //'; \
+		done; \
+	done
 
 integration:
 	$(GO) test -count=1 -timeout 30m ./integration/...

@@ -13,6 +13,12 @@ import (
 var regentBin string
 
 func TestMain(m *testing.M) {
+	for _, a := range os.Args[1:] {
+		if strings.HasPrefix(a, "-test.fuzzworker") {
+			// A fuzz worker runs only the fuzz target: no binary needed.
+			os.Exit(m.Run())
+		}
+	}
 	dir, err := os.MkdirTemp("", "regent-cli-")
 	if err != nil {
 		panic(err)

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
 	"github.com/spf13/cobra"
 
@@ -147,14 +148,27 @@ func checkCode(doc *statusDoc) int {
 func writeCheck(w io.Writer, doc *statusDoc) {
 	code := checkCode(doc)
 	if code == checkOK {
-		fmt.Fprintf(w, "REGENT OK - cluster %s: %d queue(s), each with one leader and no conflict\n", doc.Cluster, len(doc.Queues))
+		fmt.Fprintf(w, "REGENT OK - cluster %s: %d queue(s), each with one leader and no conflict\n", checkText(doc.Cluster), len(doc.Queues))
 		return
 	}
 	for _, q := range doc.Queues {
 		for _, p := range q.Problems {
-			fmt.Fprintf(w, "REGENT %s - queue %s: %s: %s\n", strings.ToUpper(p.Severity), q.Queue, p.Code, p.Message)
+			fmt.Fprintf(w, "REGENT %s - queue %s: %s: %s\n", strings.ToUpper(p.Severity), checkText(q.Queue), p.Code, checkText(p.Message))
 		}
 	}
+}
+
+// checkText makes text read from the backend (queue and node names in a
+// member's payload, record errors) safe for a --check line: control
+// characters become spaces, so that no record can end the line early and
+// forge another ("REGENT OK ...").
+func checkText(s string) string {
+	return strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' '
+		}
+		return r
+	}, s)
 }
 
 func writeHuman(w io.Writer, doc *statusDoc) {

@@ -43,7 +43,8 @@ func (k keyspace) historyKey(q string, term int64) string {
 // if key is not one.
 func (k keyspace) termOfHistory(q, key string) (int64, bool) {
 	s, ok := strings.CutPrefix(key, k.history(q))
-	if !ok || len(s) != historyDigits {
+	if !ok || len(s) != historyDigits || strings.Trim(s, "0123456789") != "" {
+		// Digits only: ParseInt also takes a sign.
 		return 0, false
 	}
 	term, err := strconv.ParseInt(s, 10, 64)
@@ -160,7 +161,8 @@ func (c *campaign) historyOps(st snapshot) ([]clientv3.Cmp, []clientv3.Op) {
 // which ended: cleanly (the released key names it) or as judged by endOf.
 func (c *campaign) previousEntry(st snapshot) (string, bool) {
 	tv, ok := decodeTerm(st.termRaw)
-	if !ok || tv.Node == "" {
+	if !ok || validName("node", tv.Node) != nil {
+		// History would not read back an entry without a valid node.
 		return "", false
 	}
 	v := historyValue{Node: tv.Node, Host: tv.Host, From: tv.ElectedAt}

@@ -3,6 +3,7 @@ package etcdbackend
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/regentd/regent/election"
@@ -139,10 +140,15 @@ func decodeStepDown(queue, key string, raw []byte) (election.StepDownRequest, er
 	return election.StepDownRequest{Queue: queue, To: v.To, Term: v.Term, RequestedAt: v.RequestedAt}, nil
 }
 
+// maxTTLMillis is the longest TTL a term key may record: the longest
+// time.Duration (about 292 years; etcd's own limit is shorter).
+const maxTTLMillis = math.MaxInt64 / int64(time.Millisecond)
+
 // decodeTerm decodes the value of a term key; ok is false if it cannot be
-// decoded or makes no sense.
+// decoded or makes no sense (a TTL that is not positive, or too long for a
+// time.Duration).
 func decodeTerm(raw []byte) (v termValue, ok bool) {
-	if err := json.Unmarshal(raw, &v); err != nil || v.TTLMillis <= 0 {
+	if err := json.Unmarshal(raw, &v); err != nil || v.TTLMillis <= 0 || v.TTLMillis > maxTTLMillis {
 		return termValue{}, false
 	}
 	return v, true
@@ -161,7 +167,21 @@ func decodeReleasedValue(raw []byte) releasedValue {
 	if err := json.Unmarshal(raw, &v); err != nil {
 		return releasedValue{}
 	}
+	// At is in UTC, or zero (unknown) when it lies outside the years
+	// JSON can hold once in UTC (written with an offset at year 0 or 9999).
+	if u := v.At.UTC(); encodable(u) {
+		v.At = u
+	} else {
+		v.At = time.Time{}
+	}
 	return v
+}
+
+// encodable reports whether t can be written as JSON (years 0 to 9999 in
+// its own location).
+func encodable(t time.Time) bool {
+	_, err := t.MarshalJSON()
+	return err == nil
 }
 
 // corrupt builds the error of an undecodable value: it wraps

@@ -284,6 +284,11 @@ func (r historyRow) entry(cluster, queue string) (election.HistoryEntry, error) 
 		return e, bad("empty node")
 	}
 	e.Node = *r.node
+	for _, t := range []*time.Time{r.from, r.to, r.expiresAt} {
+		if t != nil && !encodable(*t) {
+			return e, bad(fmt.Sprintf("time %s out of range", t.UTC().Format(time.RFC3339)))
+		}
+	}
 	if r.host != nil {
 		e.Host = *r.host
 	}
@@ -313,7 +318,9 @@ func (r historyRow) entry(cluster, queue string) (election.HistoryEntry, error) 
 		}
 	case r.expired != nil && *r.expired:
 		e.EndReason = election.EndExpiry
-		e.To = *r.expiresAt
+		if r.expiresAt != nil {
+			e.To = *r.expiresAt
+		}
 	}
 	return e, nil
 }

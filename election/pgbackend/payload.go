@@ -38,7 +38,7 @@ func decodePayload(typ, text *string, raw []byte) ([]byte, error) {
 		return raw, nil
 	}
 	if *typ != "object" {
-		return nil, fmt.Errorf("payload is a JSON %s, not an object", *typ)
+		return nil, fmt.Errorf("payload is a JSON %q, not an object", *typ)
 	}
 	if raw != nil && text != nil && sameJSON(raw, []byte(*text)) {
 		return raw, nil

@@ -33,106 +33,143 @@ WHERE cluster = $1 AND expires_at > now()
   AND EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = m.session_pid)
 ORDER BY node`
 
-// scanLeader reads one row of leaderColumns. A row that cannot be decoded
-// is returned with Err set (wrapping election.ErrCorruptRecord) and every
-// field that could be read.
+// leaderRow is one row of leaderColumns as scanned, every nullable
+// column a pointer.
+type leaderRow struct {
+	queue                string
+	node, host           *string
+	pid                  *int32
+	term                 *int64
+	ptype, ptext         *string
+	raw                  []byte
+	electedAt, renewedAt *time.Time
+	noExpiry             bool
+}
+
+// scanLeader reads one row of leaderColumns and decodes it (decodeLeaderRow).
 func scanLeader(cluster string, rows pgx.Rows) (election.LeaderRecord, error) {
-	var (
-		queue                string
-		node, host           *string
-		pid                  *int32
-		term                 *int64
-		ptype, ptext         *string
-		raw                  []byte
-		electedAt, renewedAt *time.Time
-		noExpiry             bool
-	)
-	if err := rows.Scan(&queue, &node, &host, &pid, &term, &ptype, &ptext, &raw, &electedAt, &renewedAt, &noExpiry); err != nil {
+	var r leaderRow
+	if err := rows.Scan(&r.queue, &r.node, &r.host, &r.pid, &r.term, &r.ptype, &r.ptext, &r.raw,
+		&r.electedAt, &r.renewedAt, &r.noExpiry); err != nil {
 		return election.LeaderRecord{}, err
 	}
-	rec := election.LeaderRecord{Cluster: cluster, Queue: queue}
+	return decodeLeaderRow(cluster, r), nil
+}
+
+// decodeLeaderRow decodes one row of leaderColumns. A row that cannot be
+// decoded gives a record with Err set (wrapping election.ErrCorruptRecord
+// and naming the queue) and every field that could be read.
+func decodeLeaderRow(cluster string, r leaderRow) election.LeaderRecord {
+	rec := election.LeaderRecord{Cluster: cluster, Queue: r.queue}
 	var problems []error
-	if node == nil || *node == "" {
+	if r.node == nil || *r.node == "" {
 		problems = append(problems, errors.New("empty node"))
 	} else {
-		rec.Node = *node
+		rec.Node = *r.node
 	}
-	if host != nil {
-		rec.Host = *host
+	if r.host != nil {
+		rec.Host = *r.host
 	}
-	if pid != nil {
-		rec.PID = int(*pid)
+	if r.pid != nil {
+		rec.PID = int(*r.pid)
 	}
-	if term == nil || *term < 1 {
+	if r.term == nil || *r.term < 1 {
 		problems = append(problems, errors.New("term below 1"))
 	} else {
-		rec.Term = *term
+		rec.Term = *r.term
 	}
-	if electedAt == nil {
+	switch {
+	case r.electedAt == nil:
 		problems = append(problems, errors.New("no election time"))
-	} else {
-		rec.ElectedAt = *electedAt
+	case !encodable(*r.electedAt):
+		problems = append(problems, fmt.Errorf("election time %s out of range", r.electedAt.UTC().Format(time.RFC3339)))
+	default:
+		rec.ElectedAt = *r.electedAt
 	}
-	if renewedAt != nil {
-		rec.RenewedAt = *renewedAt
+	if r.renewedAt != nil {
+		if encodable(*r.renewedAt) {
+			rec.RenewedAt = *r.renewedAt
+		} else {
+			problems = append(problems, fmt.Errorf("renewal time %s out of range", r.renewedAt.UTC().Format(time.RFC3339)))
+		}
 	}
-	if noExpiry {
+	if r.noExpiry {
 		problems = append(problems, errors.New("no lease expiry"))
 	}
-	payload, err := decodePayload(ptype, ptext, raw)
+	payload, err := decodePayload(r.ptype, r.ptext, r.raw)
 	if err != nil {
 		problems = append(problems, err)
 	}
 	rec.Payload = payload
 	if len(problems) > 0 {
 		rec.Err = fmt.Errorf("%w: leader record of queue %q in cluster %q: %w",
-			election.ErrCorruptRecord, queue, cluster, joinProblems(problems))
+			election.ErrCorruptRecord, r.queue, cluster, joinProblems(problems))
 	}
-	return rec, nil
+	return rec
 }
 
-// scanMember reads one row of selectMembers, like scanLeader.
+// memberRow is one row of selectMembers as scanned.
+type memberRow struct {
+	node         string
+	host, role   *string
+	pid          *int32
+	ptype, ptext *string
+	raw          []byte
+	lastSeen     *time.Time
+}
+
+// scanMember reads one row of selectMembers and decodes it (decodeMemberRow).
 func scanMember(cluster string, rows pgx.Rows) (election.MemberRecord, error) {
-	var (
-		node         string
-		host, role   *string
-		pid          *int32
-		ptype, ptext *string
-		raw          []byte
-		lastSeen     *time.Time
-	)
-	if err := rows.Scan(&node, &host, &pid, &role, &ptype, &ptext, &raw, &lastSeen); err != nil {
+	var r memberRow
+	if err := rows.Scan(&r.node, &r.host, &r.pid, &r.role, &r.ptype, &r.ptext, &r.raw, &r.lastSeen); err != nil {
 		return election.MemberRecord{}, err
 	}
-	rec := election.MemberRecord{Cluster: cluster, Node: node}
+	return decodeMemberRow(cluster, r), nil
+}
+
+// decodeMemberRow decodes one row of selectMembers, like decodeLeaderRow.
+func decodeMemberRow(cluster string, r memberRow) election.MemberRecord {
+	rec := election.MemberRecord{Cluster: cluster, Node: r.node}
 	var problems []error
-	if node == "" {
+	if r.node == "" {
 		problems = append(problems, errors.New("empty node"))
 	}
-	if host != nil {
-		rec.Host = *host
+	if r.host != nil {
+		rec.Host = *r.host
 	}
-	if pid != nil {
-		rec.PID = int(*pid)
+	if r.pid != nil {
+		rec.PID = int(*r.pid)
 	}
-	if role == nil || *role == "" {
+	if r.role == nil || *r.role == "" {
 		problems = append(problems, errors.New("empty role"))
 	} else {
-		rec.Role = *role
+		rec.Role = *r.role
 	}
-	if lastSeen != nil {
-		rec.LastSeen = *lastSeen
+	if r.lastSeen != nil {
+		if encodable(*r.lastSeen) {
+			rec.LastSeen = *r.lastSeen
+		} else {
+			problems = append(problems, fmt.Errorf("last seen time %s out of range", r.lastSeen.UTC().Format(time.RFC3339)))
+		}
 	}
-	payload, err := decodePayload(ptype, ptext, raw)
+	payload, err := decodePayload(r.ptype, r.ptext, r.raw)
 	if err != nil {
 		problems = append(problems, err)
 	}
 	rec.Payload = payload
 	if len(problems) > 0 {
 		rec.Err = fmt.Errorf("%w: member record of node %q in cluster %q: %w",
-			election.ErrCorruptRecord, node, cluster, joinProblems(problems))
+			election.ErrCorruptRecord, r.node, cluster, joinProblems(problems))
 	}
-	return rec, nil
+	return rec
+}
+
+// encodable reports whether t can be written as JSON (years 0 to 9999):
+// PostgreSQL stores later times, which would make the status document
+// unencodable.
+func encodable(t time.Time) bool {
+	_, err := t.MarshalJSON()
+	return err == nil
 }
 
 // joinProblems makes one single-line error of a record's problems.
