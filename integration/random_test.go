@@ -128,6 +128,7 @@ type chaosSlot struct {
 	p      *faultproxy.Proxy
 	fault  string // "" while healthy
 	healAt time.Time
+	past   []*replica // earlier processes of this slot (killed, restarted)
 }
 
 // 3 replicas × 20 queues under repeated random faults (SIGKILL and
@@ -285,6 +286,17 @@ func runChaos(t *seededTB, be backend, targets []string, rng *rand.Rand) {
 		changes += len(ivs) - 1
 	}
 	t.Logf("%s: %d leadership changes over %d queues, max overlap %s, %d torn lines", be.name, changes, len(rep.Queues), rep.MaxOverlap, tail.bad)
+	// How often a guard started after the deadline on its argv: caught
+	// up from its control pipe, or (no renewal queued) refused.
+	var caughtUp, refused int
+	for _, s := range slots {
+		for _, r := range append(s.past, s.r) {
+			out := r.log.String()
+			caughtUp += strings.Count(out, "deadline on argv passed before start")
+			refused += strings.Count(out, "deadline passed before start")
+		}
+	}
+	t.Logf("%s: guards that started after their argv deadline: %d caught up from the control pipe, %d refused", be.name, caughtUp, refused)
 }
 
 // healthy reports whether the replica's /healthz answers 200 (it runs
@@ -313,6 +325,7 @@ func heal(t *seededTB, c *cluster, s *chaosSlot) {
 	t.Helper()
 	switch s.fault {
 	case faultKill:
+		s.past = append(s.past, s.r)
 		s.r = c.start(s.opts)
 	case faultStop:
 		s.r.signal(syscall.SIGCONT)
@@ -322,6 +335,7 @@ func heal(t *seededTB, c *cluster, s *chaosSlot) {
 		if code := s.r.wait(hangTimeout); code != 0 {
 			t.Errorf("replica %s exited %d after SIGTERM; want 0", s.opts.node, code)
 		}
+		s.past = append(s.past, s.r)
 		s.r = c.start(s.opts)
 	}
 	s.fault = ""
