@@ -48,11 +48,12 @@ fuzz:
 integration:
 	$(GO) test -count=1 -timeout 30m ./integration/...
 
-## matrix: the fault matrix (also part of make test) and the seeded
-## random-fault run (3 replicas x 20 queues, 2 min per backend; not yet in
-## make test). Replay a run with ARGS='-random-seed=N'.
+## matrix: only the fault matrix and the seeded random-fault run (3
+## replicas x 20 queues, 2 min per backend), both also part of make test
+## (integration). Replay a random run with ARGS='-random-seed=N' (the seed
+## is printed at its start and in every failure).
 matrix:
-	$(GO) test -count=1 -timeout 40m -tags matrix -run 'Matrix|Random' ./integration/ -args $(ARGS)
+	$(GO) test -count=1 -timeout 40m -v -run 'Matrix|Random' ./integration/ -args $(ARGS)
 
 ## bench: failover and handover benchmarks (not part of make test): prints
 ## min/median/max tables and writes them to bench.md.

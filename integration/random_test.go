@@ -1,28 +1,24 @@
-//go:build matrix
-
 package integration
 
 import (
 	"flag"
 	"fmt"
 	"math/rand/v2"
+	"sort"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/regentd/regent/integration/faultproxy"
+	"github.com/regentd/regent/integration/observer"
+	"github.com/regentd/regent/internal/testenv"
 )
 
 var (
 	randomSeed     = flag.Int64("random-seed", 0, "seed of TestRandomFaults (0: time-based); the seed is logged, pass it back to replay a run's fault schedule")
 	randomDuration = flag.Duration("random-duration", 2*time.Minute, "how long TestRandomFaults injects faults, per backend (one backend after the other)")
-	// The default is longer than the other tests' 2 s: 20 queues per
-	// replica spawn 20 guards (each an exec of the regent binary) at once,
-	// and on a loaded 2-core machine a guard may start after the first
-	// deadline it was given, which fails the start (see worker/guard.go,
-	// "deadline passed before start") and feeds a churn of terms; with
-	// -random-ttl=2s the run shows it.
-	randomTTL = flag.Duration("random-ttl", 5*time.Second, "lease TTL of TestRandomFaults' replicas (renewal TTL/5, margin TTL/10); fault durations scale with it")
+	randomTTL      = flag.Duration("random-ttl", testTTL, "lease TTL of TestRandomFaults' replicas (renewal TTL/5, margin TTL/10); fault durations scale with it")
 )
 
 const (
@@ -34,11 +30,22 @@ const (
 	// randomMaxFaults is how many replicas may be faulted at once.
 	randomMaxFaults = 2
 	// randomSettle bounds the wait for a leader running workers on every
-	// queue (at start and after healing): 60 guards and workers spawned
-	// and moved by the balancer take tens of seconds on a loaded 2-core
-	// machine. A hang detector, not a liveness target.
-	randomSettle = 3 * time.Minute
+	// queue at the start (60 guards and workers spawned, then moved by the
+	// balancer; measured 0.9-1.5 s on a loaded 2-core machine) and in
+	// the end-of-run checks. A hang detector, not a liveness target.
+	randomSettle = 30 * time.Second
 )
+
+// randomGapBound is the longest a queue may go without a worker during
+// the run and until every queue is led again after the last heal. One
+// fault of its leader leaves a queue without workers for at most the
+// documented TTL + 1 s (frozen or cut off; less after a kill or a
+// restart); with two replicas faulted at once the takeover can itself be
+// interrupted, which chains two of them. Plus the matrix's slack for a
+// loaded machine.
+func randomGapBound(ttl time.Duration) time.Duration {
+	return 2*(ttl+time.Second) + boundSlack
+}
 
 // Kinds of random fault.
 const (
@@ -121,20 +128,31 @@ type chaosSlot struct {
 	p      *faultproxy.Proxy
 	fault  string // "" while healthy
 	healAt time.Time
+	past   []*replica // earlier processes of this slot (killed, restarted)
 }
 
 // 3 replicas × 20 queues under repeated random faults (SIGKILL and
 // restart, SIGSTOP/SIGCONT, a partition through a replica's proxy,
 // graceful restart) for -random-duration on each backend, seeded by
-// -random-seed. Afterwards every fault is healed and the matrix's
-// end-of-case properties are asserted over every queue.
+// -random-seed. No queue may go without a worker for longer than
+// randomGapBound, during the run or after it until every queue is led
+// again. Afterwards every fault is healed and the matrix's end-of-case
+// properties are asserted over every queue: one leader each, `status
+// --check` OK, no replica exited, no orphan worker, a clean stop, no
+// overlap of terms.
 func TestRandomFaults(t *testing.T) {
 	seed := *randomSeed
 	if seed == 0 {
 		seed = time.Now().UnixNano()
 	}
-	t.Logf("random faults: seed %d (replay with -random-seed %d), %s per backend, %d replicas × %d queues, lease TTL %s",
-		seed, seed, *randomDuration, randomReplicas, randomQueues, *randomTTL)
+	msg := fmt.Sprintf("random faults: seed %d, %s per backend, %d replicas × %d queues, lease TTL %s; replay: go test -count=1 -run 'TestRandomFaults' ./integration/ -args -random-seed=%d (-run 'TestRandomFaults/etcd' or '/postgres' for one backend)",
+		seed, *randomDuration, randomReplicas, randomQueues, *randomTTL, seed)
+	t.Log(msg)
+	if !testing.Verbose() {
+		// Also on the test binary's own output, which go test shows when
+		// the package fails, even by a timeout that loses the test's log.
+		fmt.Println("TestRandomFaults:", msg)
+	}
 	for i, name := range []string{"etcd", "postgres"} {
 		// One backend after the other: run in parallel, their 120 guards
 		// and workers on 2 cores already loaded by other tests took
@@ -142,17 +160,28 @@ func TestRandomFaults(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			st := &seededTB{T: t, seed: seed}
 			var be backend
+			var targets []string // the server behind each replica's proxy
 			if name == "etcd" {
-				be = etcdBackend(st)
+				// A private three-member cluster; each replica reaches
+				// its own member through its proxy, so that a blackhole
+				// cuts that replica off entirely.
+				ec := testenv.NewEtcdCluster(st, 3)
+				be = etcdClusterBackend(ec)
+				for _, ep := range ec.Endpoints() {
+					targets = append(targets, strings.TrimPrefix(ep, "http://"))
+				}
 			} else {
 				be = postgresBackend(st)
+				targets = []string{be.addr}
 			}
-			runChaos(st, be, rand.New(rand.NewPCG(uint64(seed), uint64(i))))
+			runChaos(st, be, targets, rand.New(rand.NewPCG(uint64(seed), uint64(i))))
 		})
 	}
 }
 
-func runChaos(t *seededTB, be backend, rng *rand.Rand) {
+// runChaos runs the random faults on be; replica i's proxy forwards to
+// targets[i % len(targets)].
+func runChaos(t *seededTB, be backend, targets []string, rng *rand.Rand) {
 	c := newCluster(t, be)
 	tail := newTailReader(t, c.outFile)
 	var queues []string
@@ -161,7 +190,7 @@ func runChaos(t *seededTB, be backend, rng *rand.Rand) {
 	}
 	slots := make([]*chaosSlot, randomReplicas)
 	for i := range slots {
-		p, err := faultproxy.Start(be.addr)
+		p, err := faultproxy.Start(targets[i%len(targets)])
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -229,6 +258,22 @@ func runChaos(t *seededTB, be backend, rng *rand.Rand) {
 	}
 	t.Logf("%s: injected %v in %s; every fault healed", be.name, counts, time.Since(start).Round(time.Millisecond))
 
+	// Leaders again within bounds: every queue led after the last heal,
+	// and no queue ever without a worker for longer than the bound.
+	bound := randomGapBound(*randomTTL)
+	c.waitLeadersRunning(tail.Lines, queues, 250*time.Millisecond, bound)
+	gaps := workerGaps(tail.Lines(), queues, start, time.Now())
+	for i, g := range gaps[:min(3, len(gaps))] {
+		t.Logf("%s: longest gaps: %d. %s without a worker on %s from +%.1fs (bound %s)",
+			be.name, i+1, g.d.Round(time.Millisecond), g.queue, g.from.Sub(start).Seconds(), bound)
+	}
+	for _, g := range gaps {
+		if g.d > bound {
+			t.Errorf("%s: queue %s had no worker for %s from +%.1fs; bound %s",
+				be.name, g.queue, g.d.Round(time.Millisecond), g.from.Sub(start).Seconds(), bound)
+		}
+	}
+
 	reps := make([]*replica, len(slots))
 	for i, s := range slots {
 		reps[i] = s.r
@@ -241,6 +286,17 @@ func runChaos(t *seededTB, be backend, rng *rand.Rand) {
 		changes += len(ivs) - 1
 	}
 	t.Logf("%s: %d leadership changes over %d queues, max overlap %s, %d torn lines", be.name, changes, len(rep.Queues), rep.MaxOverlap, tail.bad)
+	// How often a guard started after the deadline on its argv: caught
+	// up from its control pipe, or (no renewal queued) refused.
+	var caughtUp, refused int
+	for _, s := range slots {
+		for _, r := range append(s.past, s.r) {
+			out := r.log.String()
+			caughtUp += strings.Count(out, "deadline on argv passed before start")
+			refused += strings.Count(out, "deadline passed before start")
+		}
+	}
+	t.Logf("%s: guards that started after their argv deadline: %d caught up from the control pipe, %d refused", be.name, caughtUp, refused)
 }
 
 // healthy reports whether the replica's /healthz answers 200 (it runs
@@ -269,6 +325,7 @@ func heal(t *seededTB, c *cluster, s *chaosSlot) {
 	t.Helper()
 	switch s.fault {
 	case faultKill:
+		s.past = append(s.past, s.r)
 		s.r = c.start(s.opts)
 	case faultStop:
 		s.r.signal(syscall.SIGCONT)
@@ -278,7 +335,47 @@ func heal(t *seededTB, c *cluster, s *chaosSlot) {
 		if code := s.r.wait(hangTimeout); code != 0 {
 			t.Errorf("replica %s exited %d after SIGTERM; want 0", s.opts.node, code)
 		}
+		s.past = append(s.past, s.r)
 		s.r = c.start(s.opts)
 	}
 	s.fault = ""
+}
+
+// workerGap is a time during which no worker of a queue wrote a line.
+type workerGap struct {
+	queue string
+	from  time.Time
+	d     time.Duration
+}
+
+// workerGaps returns, longest first, each queue's longest time between
+// from and to without a worker line (of any node or term).
+func workerGaps(lines []observer.Line, queues []string, from, to time.Time) []workerGap {
+	last := map[string]time.Time{}
+	worst := map[string]workerGap{}
+	for _, q := range queues {
+		last[q] = from
+	}
+	note := func(q string, at time.Time) {
+		if d := at.Sub(last[q]); d > worst[q].d {
+			worst[q] = workerGap{queue: q, from: last[q], d: d}
+		}
+	}
+	for _, l := range lines {
+		prev, ok := last[l.Queue]
+		if !ok || l.At.Before(from) || l.At.After(to) {
+			continue
+		}
+		if l.At.After(prev) {
+			note(l.Queue, l.At)
+			last[l.Queue] = l.At
+		}
+	}
+	out := make([]workerGap, 0, len(queues))
+	for _, q := range queues {
+		note(q, to)
+		out = append(out, worst[q])
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].d > out[j].d })
+	return out
 }

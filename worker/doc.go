@@ -24,7 +24,11 @@
 //     supervisor's group does not reach it) and ignores SIGTERM, SIGINT,
 //     SIGHUP and SIGQUIT: the supervisor owns stopping. They are caught,
 //     not set to SIG_IGN, which the worker would inherit through exec;
-//   - refuses to start the worker if the deadline has already passed;
+//   - before it starts the worker, reads the control lines already queued
+//     (without waiting): the supervisor may have renewed while the guard
+//     was being started, and the newest deadline is the one that counts;
+//     it refuses to start the worker if that deadline has already passed,
+//     or if a term or kill line was queued;
 //   - starts the worker in a process group of its own, with the guard's
 //     environment, directory and stdio, and PR_SET_PDEATHSIG=SIGKILL, so
 //     that a guard killed outright takes the worker with it;
@@ -79,7 +83,9 @@
 //     started again until ExtendDeadline moves the deadline (never, after
 //     Fence);
 //   - every guard has the latest deadline: ExtendDeadline and the
-//     registration of a new process are serialized;
+//     registration of a new process are serialized, and a process is
+//     registered as soon as its guard is spawned, so that the renewals
+//     made while a slow guard starts are queued on its control pipe;
 //   - Run returns only when every worker's tree is dead; stopping uses a
 //     fresh context (context.WithoutCancel), SIGTERM, StopTimeout, SIGKILL,
 //     and never ends later than the deadline (the guards enforce it);

@@ -10,6 +10,10 @@ var (
 	// ErrDeadlinePassed is returned when a worker would start with its
 	// deadline already behind it: it is never started.
 	ErrDeadlinePassed = errors.New("worker: deadline passed")
+	// ErrStoppedBeforeStart is returned when the worker was stopped
+	// (Kill, Stop, a fenced pool) while its guard was still starting: it
+	// is never started.
+	ErrStoppedBeforeStart = errors.New("worker: stopped before start")
 	// ErrStart is returned when the guard or the worker command could not
 	// be started.
 	ErrStart = errors.New("worker: start failed")

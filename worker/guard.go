@@ -147,10 +147,6 @@ func (g *guard) run(ctl *os.File) int {
 	defer signal.Stop(sigs)
 
 	deadline := g.opts.deadline
-	if monoNow() >= deadline {
-		g.say(msgError, "deadline passed before start")
-		return GuardExitError
-	}
 	var lock *os.File
 	if g.opts.groupLock != "" {
 		var err error
@@ -169,6 +165,20 @@ func (g *guard) run(ctl *os.File) int {
 		g.say(msgError, err.Error())
 		return GuardExitNotStarted
 	}
+	// The deadline on argv may be stale: on a loaded host the guard can
+	// start after it, while the supervisor has renewed since and queued
+	// newer deadlines on the control pipe. Take in what is already there,
+	// then judge by the newest deadline; the safety rule is unchanged: no
+	// start past the newest deadline the guard knows.
+	early, leftover, stopped := catchUpControl(ctl, &deadline)
+	if stopped {
+		g.say(msgError, msgStoppedBeforeStart)
+		return GuardExitError
+	}
+	if monoNow() >= deadline {
+		g.say(msgError, msgDeadlinePassedBeforeStart)
+		return GuardExitError
+	}
 	pid, release, err := forkWorker(path, g.opts.argv)
 	if err != nil {
 		g.say(msgError, "exec "+path+": "+err.Error())
@@ -184,8 +194,11 @@ func (g *guard) run(ctl *os.File) int {
 	readers.Add(1)
 	go func() {
 		defer readers.Done()
-		readControl(ctl, ctlLines, ctlEOF, stopRead)
+		readControl(ctl, leftover, ctlLines, ctlEOF, stopRead)
 	}()
+	if early {
+		g.say(msgNote, "deadline on argv passed before start; started with a newer one from the control pipe")
+	}
 
 	timer := time.NewTimer(time.Duration(deadline - monoNow()))
 	defer timer.Stop()
@@ -310,12 +323,62 @@ func exitStatusOf(ws unix.WaitStatus, cause Cause) ExitStatus {
 	}
 }
 
+// catchUpControl reads, without waiting, every control line already
+// queued on f before the worker starts, and applies it: a deadline line
+// replaces *deadline (the newest one wins, later or earlier); a term or
+// kill line means the supervisor no longer wants this worker, and stopped
+// is true. It stops at the first read that would block, or at EOF or an
+// error, which it leaves for readControl to find again. leftover is an
+// incomplete last line, for readControl to continue. early reports whether
+// the deadline on argv had passed and a queued one replaced it.
+func catchUpControl(f *os.File, deadline *int64) (early bool, leftover []byte, stopped bool) {
+	initial := *deadline
+	var buf []byte
+	chunk := make([]byte, 4096)
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return false, nil, false
+	}
+	for {
+		var n int
+		var rerr error
+		// The callback returns true: one non-blocking read, never a
+		// wait for the poller.
+		if err := rc.Read(func(fd uintptr) bool {
+			n, rerr = unix.Read(int(fd), chunk)
+			return true
+		}); err != nil || rerr != nil || n <= 0 {
+			break // EAGAIN (nothing more queued), EOF or an error
+		}
+		buf = append(buf, chunk[:n]...)
+		for {
+			i := bytes.IndexByte(buf, '\n')
+			if i < 0 {
+				break
+			}
+			verb, rest := splitMsg(string(buf[:i]))
+			buf = buf[i+1:]
+			switch verb {
+			case msgDeadline:
+				if v, err := strconv.ParseInt(rest, 10, 64); err == nil {
+					*deadline = v
+				}
+			case msgTerm, msgKill:
+				stopped = true
+			}
+		}
+	}
+	early = monoNow() >= initial && *deadline != initial
+	return early, buf, stopped
+}
+
 // readControl sends each control line to lines and closes eof when the
 // pipe ends (EOF, or an error: either way no renewal can come any more).
-// It returns early when stop is closed.
-func readControl(f *os.File, lines chan<- string, eof chan<- struct{}, stop <-chan struct{}) {
+// buf holds bytes already read (an incomplete line). It returns early
+// when stop is closed.
+func readControl(f *os.File, buf []byte, lines chan<- string, eof chan<- struct{}, stop <-chan struct{}) {
 	defer close(eof)
-	buf := make([]byte, 0, 256)
+	buf = append(make([]byte, 0, 256), buf...)
 	chunk := make([]byte, 256)
 	for {
 		n, err := f.Read(chunk)

@@ -19,6 +19,10 @@ import (
 const (
 	testGuardArg     = "regent-test-guard"
 	testHookGuardArg = "regent-test-guard-hook"
+	// testSlowGuardArg: a guard that takes slowGuardDelay to start, as a
+	// guard exec'd on a loaded host does.
+	testSlowGuardArg = "regent-test-guard-slow"
+	slowGuardDelay   = 1500 * time.Millisecond
 )
 
 var (
@@ -30,6 +34,9 @@ func TestMain(m *testing.M) {
 	if len(os.Args) > 1 {
 		switch os.Args[1] {
 		case testGuardArg:
+			os.Exit(GuardMain(os.Args[2:]))
+		case testSlowGuardArg:
+			time.Sleep(slowGuardDelay) // the slow start under test
 			os.Exit(GuardMain(os.Args[2:]))
 		case testHookGuardArg:
 			os.Exit(RunGuard(os.Args[2:], GuardConfig{OnOrphaned: testOrphanHook}))

@@ -123,6 +123,9 @@ func startPool(t *testing.T, cfg PoolConfig, args ...string) *runningPool {
 	out := &outputs{}
 	spec := testSpec(t, out, args...)
 	spec.StopTimeout = cfg.Spec.StopTimeout
+	if cfg.Spec.GuardArgs != nil {
+		spec.GuardArgs = cfg.Spec.GuardArgs
+	}
 	cfg.Spec = spec
 	if cfg.Deadline.IsZero() {
 		cfg.Deadline = time.Now().Add(time.Minute)

@@ -49,6 +49,15 @@ type Process struct {
 // cannot be started yields an error wrapping ErrStart, a deadline already
 // passed one wrapping ErrDeadlinePassed.
 func Start(ctx context.Context, spec Spec) (*Process, error) {
+	return start(ctx, spec, nil)
+}
+
+// start is Start; spawned, if set, is called with the process as soon as
+// the guard runs, before it has reported the worker's pid, so that the
+// caller can send it deadlines (ExtendDeadline), Kill or Stop while it
+// starts: a guard that starts slowly catches up with them before it starts
+// the worker. If start then fails, the process handed to spawned is dead.
+func start(ctx context.Context, spec Spec, spawned func(*Process)) (*Process, error) {
 	spec, err := spec.withDefaults()
 	if err != nil {
 		return nil, err
@@ -112,6 +121,9 @@ func Start(ctx context.Context, spec Spec) (*Process, error) {
 	reportDone := make(chan struct{})
 	go p.readReports(repR, reportDone) // ends at the report pipe's EOF
 	go p.wait(repR, reportDone)        // the only caller of cmd.Wait
+	if spawned != nil {
+		spawned(p)
+	}
 
 	select {
 	case <-p.pidKnown:
@@ -144,8 +156,11 @@ func (p *Process) emitter(stream string) func(string) {
 func (p *Process) startError() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if strings.HasPrefix(p.startErr, "deadline passed") {
+	switch {
+	case strings.HasPrefix(p.startErr, msgDeadlinePassedBeforeStart):
 		return ErrDeadlinePassed
+	case strings.HasPrefix(p.startErr, msgStoppedBeforeStart):
+		return ErrStoppedBeforeStart
 	}
 	if p.startErr != "" {
 		return fmt.Errorf("%w: %s", ErrStart, p.startErr)

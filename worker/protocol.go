@@ -37,6 +37,17 @@ const (
 	msgExit  = "exit"
 )
 
+// Texts of the guard's error reports that the supervisor tells apart: the
+// worker was not started, and it is nobody's fault.
+const (
+	// msgDeadlinePassedBeforeStart: the newest deadline the guard knew
+	// (argv, then the deadline lines already queued) had passed.
+	msgDeadlinePassedBeforeStart = "deadline passed before start"
+	// msgStoppedBeforeStart: a term or kill line was queued before the
+	// worker started.
+	msgStoppedBeforeStart = "stopped before start"
+)
+
 // Fixed descriptors of the guard process.
 const (
 	guardControlFD = 3
@@ -47,7 +58,8 @@ const (
 // worker's code, or 128+signal when the worker was killed by a signal.
 const (
 	// GuardExitError: bad arguments, no control pipe, deadline already
-	// passed at start, or an internal failure.
+	// passed at start, stopped (term or kill) before start, or an
+	// internal failure.
 	GuardExitError = 125
 	// GuardExitNotStarted: the worker command could not be found or
 	// executed.

@@ -59,7 +59,7 @@ func (s *slot) run(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			if errors.Is(err, ErrDeadlinePassed) {
+			if errors.Is(err, ErrDeadlinePassed) || errors.Is(err, ErrStoppedBeforeStart) {
 				delay = 0
 				continue
 			}
@@ -122,11 +122,21 @@ func (s *slot) start(ctx context.Context, deadline time.Time) (*Process, error) 
 	spec.Env = env
 
 	p.update(s.index, func(st *slotStatus) { st.State = StateStarting })
-	proc, err := Start(ctx, spec)
+	// The process is registered as soon as its guard runs, so that the
+	// deadlines of renewals made while it starts reach it (and a Fence
+	// stops it): under load a guard can take longer to start than the
+	// deadline it was handed lasts.
+	var spawned *Process
+	proc, err := start(ctx, spec, func(proc *Process) {
+		spawned = proc
+		p.register(s.index, proc)
+	})
 	if err != nil {
+		if spawned != nil {
+			p.unregister(s.index, spawned)
+		}
 		return nil, err
 	}
-	p.register(s.index, proc)
 	now := p.cfg.Clock.Now()
 	p.update(s.index, func(st *slotStatus) {
 		st.State = StateRunning
