@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"net/http"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -49,11 +50,15 @@ func BenchmarkCost(b *testing.B) {
 	var rows []costRow
 	notes := map[string]string{}
 	for _, beName := range strings.Split(*scaleBackends, ",") {
+		var pg *testenv.PostgresProc
+		if beName == "postgres" {
+			pg = benchPostgres(b, testenv.DefaultMaxConnections)
+		}
 		for _, q := range qs {
 			r := costRow{backend: beName, queues: q, failed: "the run failed: see the log"}
 			b.Run(fmt.Sprintf("%s/%d", beName, q), func(b *testing.B) {
 				var note string
-				r, note = runCost(b, beName, q)
+				r, note = runCost(b, beName, q, pg)
 				notes[beName] = note
 			})
 			rows = append(rows, r)
@@ -82,7 +87,7 @@ func BenchmarkCost(b *testing.B) {
 	reportTable(b, sb.String())
 }
 
-func runCost(b *testing.B, beName string, q int) (costRow, string) {
+func runCost(b *testing.B, beName string, q int, pg *testenv.PostgresProc) (costRow, string) {
 	r := costRow{backend: beName, queues: q}
 	var meter serverMeter
 	var be backend
@@ -91,8 +96,8 @@ func runCost(b *testing.B, beName string, q int) (costRow, string) {
 		meter = newEtcdMeter(b, p.Endpoints(), p.MetricsURL())
 		be = backend{name: "etcd", args: []string{"--backend", "etcd", "--etcd-endpoints", strings.Join(p.Endpoints(), ",")}}
 	} else {
-		u := testenv.NewDatabase(b)
-		meter = &pgMeter{url: u}
+		u := pg.NewDatabase(b)
+		meter = &pgMeter{url: u, adminURL: pg.URL()}
 		be = backend{name: "postgres", args: []string{"--backend", "postgres", "--postgres-url", u}, pgURL: u}
 	}
 	c := newCluster(b, be)
@@ -136,11 +141,17 @@ func runCost(b *testing.B, beName string, q int) (costRow, string) {
 	sessions := func() string {
 		var parts []string
 		for k, v := range meter.sessions(b) {
-			if k == "" {
+			switch {
+			case beName == "etcd":
 				k = "leases"
+			case k == "":
+				k = "(no application_name)"
+			default:
+				k = k[strings.LastIndexByte(k, ':')+1:] // regent:<cluster>:<node>
 			}
 			parts = append(parts, fmt.Sprintf("%s=%d", k, v))
 		}
+		sort.Strings(parts)
 		return strings.Join(parts, " ")
 	}
 	u0, u1, c0, c1 := window(a.cmd.Process.Pid)

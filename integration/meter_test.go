@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +21,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+
+	"github.com/regentd/regent/internal/testenv"
 )
 
 // Server-side and /proc meters shared by the cost and scale benchmarks.
@@ -209,14 +212,36 @@ func (m *etcdMeter) what() string {
 	return "etcd: req = gRPC messages received by the member (grpc_server_msg_received_total), writes = etcd_mvcc_put_total + etcd_mvcc_delete_total, sessions = leases (LeaseLeases)"
 }
 
-// pgMeter reads one database's statistics.
+// pgMeter reads one database's statistics on a server started by
+// benchPostgres (with pg_stat_statements).
 type pgMeter struct {
-	url string
+	url      string // the measured database
+	adminURL string // the server's postgres database, with pg_stat_statements
 }
 
-func (m *pgMeter) conn(t testing.TB) (*pgx.Conn, context.Context, func()) {
+// benchPostgres starts a private server for a benchmark: pg_stat_statements
+// loaded (its counts are kept in shared memory as statements end, while
+// pg_stat_database's transaction counts of a session that touches no
+// table wait for a later flush) and max_connections as given.
+func benchPostgres(b *testing.B, maxConns int) *testenv.PostgresProc {
+	p := testenv.NewPostgresWith(b, testenv.PostgresOptions{MaxConnections: maxConns,
+		Settings: []string{"shared_preload_libraries=pg_stat_statements", "pg_stat_statements.track_utility=on"}})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	c, err := pgx.Connect(ctx, m.url)
+	defer cancel()
+	c, err := pgx.Connect(ctx, p.URL())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close(context.Background())
+	if _, err := c.Exec(ctx, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements"); err != nil {
+		b.Fatal(err)
+	}
+	return p
+}
+
+func pgConn(t testing.TB, u string) (*pgx.Conn, context.Context, func()) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	c, err := pgx.Connect(ctx, u)
 	if err != nil {
 		cancel()
 		t.Fatalf("postgres meter: %v", err)
@@ -224,18 +249,45 @@ func (m *pgMeter) conn(t testing.TB) (*pgx.Conn, context.Context, func()) {
 	return c, ctx, func() { _ = c.Close(context.Background()); cancel() }
 }
 
-// counts: requests are transactions (xact_commit + xact_rollback of the
-// database: every statement outside a transaction block is one), writes
-// the rows inserted, updated and deleted in its tables. Backends flush
-// their statistics at most every second, so a window of tens of seconds
-// is exact to a second's worth.
+var spaces = regexp.MustCompile(`\s+`)
+
+// counts: requests are statements executed in the database
+// (pg_stat_statements calls, by statement), writes the rows inserted,
+// updated and deleted in its tables (pg_stat_user_tables; flushed by the
+// sessions within a second or so, exact over a long window).
 func (m *pgMeter) counts(t testing.TB) serverCounts {
-	c, ctx, done := m.conn(t)
-	defer done()
-	var sc serverCounts
-	if err := c.QueryRow(ctx, `SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()`).Scan(&sc.requests); err != nil {
-		t.Fatalf("pg_stat_database: %v", err)
+	sc := serverCounts{byKind: map[string]float64{}}
+	c, ctx, done := pgConn(t, m.adminURL)
+	rows, err := c.Query(ctx, `SELECT query, calls::float8 FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
+		WHERE d.datname = $1`, dbName(m.url))
+	if err != nil {
+		done()
+		t.Fatalf("pg_stat_statements: %v", err)
 	}
+	for rows.Next() {
+		var q string
+		var n float64
+		if err := rows.Scan(&q, &n); err != nil {
+			done()
+			t.Fatal(err)
+		}
+		if strings.Contains(q, "pg_stat_user_tables") {
+			continue // the meter's own
+		}
+		q = strings.TrimSpace(spaces.ReplaceAllString(q, " "))
+		if len(q) > 40 {
+			q = q[:40] + "…"
+		}
+		sc.requests += n
+		sc.byKind["`"+strings.ReplaceAll(q, "|", "/")+"`"] += n
+	}
+	err = rows.Err()
+	done()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, ctx, done = pgConn(t, m.url)
+	defer done()
 	if err := c.QueryRow(ctx, `SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0)::float8 FROM pg_stat_user_tables`).Scan(&sc.writes); err != nil {
 		t.Fatalf("pg_stat_user_tables: %v", err)
 	}
@@ -243,9 +295,18 @@ func (m *pgMeter) counts(t testing.TB) serverCounts {
 	return sc
 }
 
+// dbName is the database of a postgres:// URL.
+func dbName(u string) string {
+	pu, err := url.Parse(u)
+	if err != nil {
+		return ""
+	}
+	return strings.TrimPrefix(pu.Path, "/")
+}
+
 // sessions counts the database's connections by application_name.
 func (m *pgMeter) sessions(t testing.TB) map[string]int {
-	c, ctx, done := m.conn(t)
+	c, ctx, done := pgConn(t, m.url)
 	defer done()
 	rows, err := c.Query(ctx, `SELECT coalesce(application_name, ''), count(*) FROM pg_stat_activity
 		WHERE datname = current_database() AND pid <> pg_backend_pid() GROUP BY 1`)
@@ -268,7 +329,7 @@ func (m *pgMeter) sessions(t testing.TB) map[string]int {
 }
 
 func (m *pgMeter) what() string {
-	return "Postgres: req = xact_commit + xact_rollback of the database (pg_stat_database), writes = rows inserted+updated+deleted (pg_stat_user_tables), sessions = pg_stat_activity rows by application_name"
+	return "Postgres: req = statements executed in the database (pg_stat_statements calls), writes = rows inserted+updated+deleted (pg_stat_user_tables), sessions = pg_stat_activity rows by application_name"
 }
 
 // regentLeads counts the queues a replica leads, from its /metrics.

@@ -78,7 +78,7 @@ func BenchmarkScale(b *testing.B) {
 		var pg *testenv.PostgresProc
 		if beName == "postgres" {
 			// One server for the backend's rows, a database per row.
-			pg = testenv.NewPostgresWith(b, testenv.PostgresOptions{MaxConnections: *scaleMaxConns})
+			pg = benchPostgres(b, *scaleMaxConns)
 		}
 		var meterNote string
 		for _, q := range qs {
@@ -91,6 +91,7 @@ func BenchmarkScale(b *testing.B) {
 				r := scaleResult{impl: impl, failed: "the run failed: see the log"}
 				b.Run(fmt.Sprintf("%s/%d/%s", beName, q, impl), func(b *testing.B) {
 					r, meterNote = runScale(b, beName, q, impl, pg)
+					b.Log(r.line(beName, q))
 				})
 				res = append(res, r)
 			}
@@ -169,7 +170,7 @@ func runScale(b *testing.B, beName string, q int, impl string, pg *testenv.Postg
 		be = backend{name: "etcd", args: []string{"--backend", "etcd", "--etcd-endpoints", strings.Join(etcdEPs, ",")}}
 	} else {
 		u := pg.NewDatabase(b)
-		meter = &pgMeter{url: u}
+		meter = &pgMeter{url: u, adminURL: pg.URL()}
 		be = backend{name: "postgres", args: []string{"--backend", "postgres", "--postgres-url", u}, pgURL: u}
 		if impl == "alternative" && scaleReplicas*q+20 > *scaleMaxConns {
 			r.failed = fmt.Sprintf("needs %d×%d = %d connections, over the bench server's max_connections %d (every connection is a server process; 2 cores)", scaleReplicas, q, scaleReplicas*q, *scaleMaxConns)

@@ -108,8 +108,9 @@ func newDatabaseOn(t testing.TB, base string) string {
 // may stop, kill and restart. Its URL stays the same across restarts.
 // Methods must be called from the test's goroutine.
 type PostgresProc struct {
-	root     string // temporary dir: data/, sock/, postgres.log
-	maxConns int    // max_connections
+	root     string   // temporary dir: data/, sock/, postgres.log
+	maxConns int      // max_connections
+	settings []string // extra -c settings
 
 	mu   sync.Mutex
 	port int
@@ -132,6 +133,9 @@ type PostgresOptions struct {
 	// DefaultMaxConnections. Benchmarks that open a connection per queue
 	// raise it; every connection is a server process.
 	MaxConnections int
+	// Settings are extra server settings, "name=value" each (postgres -c),
+	// e.g. "shared_preload_libraries=pg_stat_statements".
+	Settings []string
 }
 
 // NewPostgresWith starts a private PostgreSQL server with opts, destroyed
@@ -214,7 +218,7 @@ func startPostgresProc(opts PostgresOptions) (*PostgresProc, error) {
 	if opts.MaxConnections <= 0 {
 		opts.MaxConnections = DefaultMaxConnections
 	}
-	p := &PostgresProc{root: root, maxConns: opts.MaxConnections}
+	p := &PostgresProc{root: root, maxConns: opts.MaxConnections, settings: opts.Settings}
 	if err := p.initdb(su); err != nil {
 		_ = os.RemoveAll(root)
 		return nil, err
@@ -258,7 +262,7 @@ func (p *PostgresProc) startLocked(port int) error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(filepath.Join(postgresBin(), "postgres"),
+	args := []string{
 		"-D", filepath.Join(p.root, "data"),
 		"-p", strconv.Itoa(port),
 		"-k", filepath.Join(p.root, "sock"),
@@ -267,9 +271,13 @@ func (p *PostgresProc) startLocked(port int) error {
 		// still reach the kernel, so Kill loses nothing.
 		"-c", "fsync=off",
 		"-c", "full_page_writes=off",
-		"-c", "max_connections="+strconv.Itoa(p.maxConns),
+		"-c", "max_connections=" + strconv.Itoa(p.maxConns),
 		"-c", "log_min_messages=warning",
-	)
+	}
+	for _, kv := range p.settings {
+		args = append(args, "-c", kv)
+	}
+	cmd := exec.Command(filepath.Join(postgresBin(), "postgres"), args...)
 	su.apply(cmd)
 	// SIGQUIT: immediate shutdown if the test binary dies.
 	proc, err := startChild("postgres", cmd, filepath.Join(p.root, "postgres.log"), syscall.SIGQUIT)
