@@ -43,7 +43,7 @@ bench:
 	rm -f bench.md
 	$(MAKE) bench-failover bench-cost bench-scale BENCH_APPEND=1
 
-BENCH_FILTER := grep -E '^(\||###|ok|FAIL|---|Measured|panic|\s+\w+_test.go)'
+BENCH_FILTER := grep -E '^(\||\#\#\#|ok|FAIL|---|Measured|panic|\s+\w+_test.go)'
 BENCH_REPORT  = $(CURDIR)/bench.md
 
 ## bench-failover: failover and handover times (min/median/max).
