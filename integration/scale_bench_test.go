@@ -31,6 +31,7 @@ const (
 	scaleReplicas = 3
 	scaleTTL      = 10 * time.Second // production default; renewal TTL/5
 	scaleQuiet    = 10 * time.Second // settling before the window
+	etcdRSSLimit  = 4 << 30
 )
 
 // scaleResult is one measured row.
@@ -163,8 +164,22 @@ func runScale(b *testing.B, beName string, q int, impl string, pg *testenv.Postg
 	var meter serverMeter
 	var be backend
 	var etcdEPs []string
+	// guard fails the row when the backend server's memory runs away (at
+	// 1,000 queues etcd grew past 20 GiB and was OOM-killed): a shared
+	// machine must not be taken down by a benchmark.
+	guard := func() string { return "" }
 	if beName == "etcd" {
 		p := testenv.NewEtcd(b)
+		guard = func() string {
+			pid := p.PID()
+			if pid == 0 {
+				return "the etcd member died"
+			}
+			if u, err := readProcUsage(pid); err == nil && u.rssBytes > etcdRSSLimit {
+				return fmt.Sprintf("etcd's RSS reached %s MiB (limit %s MiB): stopped", mb(float64(u.rssBytes)), mb(etcdRSSLimit))
+			}
+			return ""
+		}
 		etcdEPs = p.Endpoints()
 		meter = newEtcdMeter(b, etcdEPs, p.MetricsURL())
 		be = backend{name: "etcd", args: []string{"--backend", "etcd", "--etcd-endpoints", strings.Join(etcdEPs, ",")}}
@@ -188,7 +203,11 @@ func runScale(b *testing.B, beName string, q int, impl string, pg *testenv.Postg
 	}
 	floor, ceil := q/scaleReplicas, (q+scaleReplicas-1)/scaleReplicas
 	var counts []int
+	var why string
 	_, ok := waitFor(*scaleSettle, func() bool {
+		if why = guard(); why != "" {
+			return true
+		}
 		counts = el.leads()
 		sum := 0
 		for _, n := range counts {
@@ -207,6 +226,10 @@ func runScale(b *testing.B, beName string, q int, impl string, pg *testenv.Postg
 		return true
 	})
 	r.settle = time.Since(start)
+	if why != "" {
+		r.failed = fmt.Sprintf("while settling, after %s: %s (queues led per replica %v)", secs(r.settle), why, counts)
+		return r, meter.what()
+	}
 	if !ok {
 		r.failed = fmt.Sprintf("did not settle within %s (queues led per replica %v)", *scaleSettle, counts)
 		return r, meter.what()
@@ -243,6 +266,9 @@ func runScale(b *testing.B, beName string, q int, impl string, pg *testenv.Postg
 	killAt := time.Now()
 	el.kill(0)
 	_, ok = waitFor(*scaleSettle, func() bool {
+		if why = guard(); why != "" {
+			return true
+		}
 		counts = el.leads()
 		sum := 0
 		for _, n := range counts[1:] {
@@ -251,6 +277,9 @@ func runScale(b *testing.B, beName string, q int, impl string, pg *testenv.Postg
 		return sum == q
 	})
 	r.failov = time.Since(killAt)
+	if why != "" {
+		r.failed = "during failover: " + why
+	}
 	if !ok {
 		r.failed = fmt.Sprintf("the killed replica's queues had no leader within %s (%v)", *scaleSettle, counts)
 	}
