@@ -3,7 +3,7 @@ GO        ?= go
 BIN       := bin/regent
 PKGS_RACE := ./config/... ./election/... ./supervisor/... ./worker/... ./integration/observer/... ./integration/faultproxy/... ./internal/... ./deploy/...
 
-.PHONY: all build test unit fuzz integration vet fmt-check matrix bench bench-full bench-balance soak demo dev clean
+.PHONY: all build test unit fuzz integration vet fmt-check matrix bench bench-failover bench-cost bench-scale bench-full bench-balance soak demo dev clean
 
 all: build
 
@@ -55,18 +55,44 @@ integration:
 matrix:
 	$(GO) test -count=1 -timeout 40m -v -run 'Matrix|Random' ./integration/ -args $(ARGS)
 
-## bench: failover and handover benchmarks (not part of make test): prints
-## min/median/max tables and writes them to bench.md.
+## bench: every benchmark below (failover and handover, steady-state
+## cost, scale), not part of make test: prints markdown tables and writes
+## them to bench.md. Runs on a fresh clone (every server is started here).
 BENCH_RUNS ?= 5
 BENCH_TTLS ?= 2s
 bench:
 	rm -f bench.md
+	$(MAKE) bench-failover bench-cost bench-scale BENCH_APPEND=1
+
+BENCH_FILTER := grep -E '^(\||\#\#\#|ok|FAIL|---|Measured|panic|\s+\w+_test.go)'
+BENCH_REPORT  = $(CURDIR)/bench.md
+
+## bench-failover: failover and handover times (min/median/max).
+bench-failover:
+	$(if $(BENCH_APPEND),,rm -f bench.md)
 	$(GO) test -count=1 -timeout 120m -run '^$$' -bench 'Failover|Handover' -benchtime 1x ./integration/ \
-		-args -bench-runs=$(BENCH_RUNS) -bench-ttls=$(BENCH_TTLS) -bench-report=$(CURDIR)/bench.md | grep -E '^(\||###|ok|FAIL|---)'
+		-args -bench-runs=$(BENCH_RUNS) -bench-ttls=$(BENCH_TTLS) -bench-report=$(BENCH_REPORT) | $(BENCH_FILTER)
+
+## bench-cost: steady-state backend requests/s, sessions, RSS and CPU of
+## one replica leading COST_QUEUES queues, then of a follower (issue 5).
+COST_QUEUES  ?= 1,100,1000
+BENCH_WINDOW ?= 30s
+bench-cost:
+	$(if $(BENCH_APPEND),,rm -f bench.md)
+	$(GO) test -count=1 -timeout 60m -run '^$$' -bench 'Cost' -benchtime 1x ./integration/ \
+		-args -cost-queues=$(COST_QUEUES) -scale-window=$(BENCH_WINDOW) -bench-report=$(BENCH_REPORT) | $(BENCH_FILTER)
+
+## bench-scale: 3 replicas x SCALE_QUEUES leadership-only queues on each
+## backend, regent against one session and one lock per queue (issue 7).
+SCALE_QUEUES ?= 10,100,1000,5000
+bench-scale:
+	$(if $(BENCH_APPEND),,rm -f bench.md)
+	$(GO) test -count=1 -timeout 120m -run '^$$' -bench 'Scale' -benchtime 1x ./integration/ \
+		-args -scale-queues=$(SCALE_QUEUES) -scale-window=$(BENCH_WINDOW) -bench-report=$(BENCH_REPORT) | $(BENCH_FILTER)
 
 ## bench-full: every scenario at lease TTLs 2s, 5s and 10s, 10 runs each.
 bench-full:
-	$(MAKE) bench BENCH_RUNS=10 BENCH_TTLS=2s,5s,10s
+	$(MAKE) bench-failover BENCH_RUNS=10 BENCH_TTLS=2s,5s,10s
 
 ## bench-balance: the balance test at 300 queues × 3 replicas (issue: scale).
 bench-balance:

@@ -81,7 +81,7 @@ var Settings = []Setting{
 	{Key: "http_addr", Flag: "http-addr", Default: "127.0.0.1:9464", Help: "address of the metrics/health/status HTTP server; empty disables", Scope: ScopeRun},
 
 	{Key: "command", Help: "worker command and arguments (after -- on the command line)", Scope: ScopeRun, PerQueue: true},
-	{Key: "concurrency", Flag: "concurrency", Default: 1, Help: "workers per queue", Scope: ScopeRun, PerQueue: true},
+	{Key: "concurrency", Flag: "concurrency", Default: 1, Help: "workers per queue; 0 = leadership only: the leader spawns no process (leadership shows in status, /leader and metrics)", Scope: ScopeRun, PerQueue: true},
 	{Key: "max_rss_mb", Flag: "max-rss", Default: 0, Help: "RSS cap per worker process tree in MiB; 0 = off", Scope: ScopeRun, PerQueue: true},
 	{Key: "stop_timeout", Flag: "stop-timeout", Default: 10 * time.Second, Help: "grace between SIGTERM and SIGKILL when stopping a worker", Scope: ScopeRun, PerQueue: true},
 	{Key: "restart.initial_backoff", Flag: "restart-initial-backoff", Default: time.Second, Help: "first restart delay after a crash", Scope: ScopeRun, PerQueue: true},

@@ -116,11 +116,13 @@ func (q *QueueConfig) Validate() error {
 	if !ValidName(q.Name) {
 		return invalid("queue %q: use 1-128 letters, digits, '-', '_' or '.' (--queue)", q.Name)
 	}
-	if len(q.Command) == 0 || strings.TrimSpace(q.Command[0]) == "" {
-		return invalid("queue %s has no worker command: give it after -- (regent run --queue %s -- cmd args) or set command in the config file", q.Name, q.Name)
+	if q.Concurrency < 0 || q.Concurrency > 10000 {
+		return invalid("queue %s: concurrency %d must be between 0 (leadership only) and 10000 (--concurrency)", q.Name, q.Concurrency)
 	}
-	if q.Concurrency < 1 || q.Concurrency > 10000 {
-		return invalid("queue %s: concurrency %d must be between 1 and 10000 (--concurrency)", q.Name, q.Concurrency)
+	// A leadership-only queue (concurrency 0) spawns nothing, so it needs
+	// no command; one given is kept (and published) but never run.
+	if q.Concurrency > 0 && (len(q.Command) == 0 || strings.TrimSpace(q.Command[0]) == "") {
+		return invalid("queue %s has no worker command: give it after -- (regent run --queue %s -- cmd args), set command in the config file, or set concurrency 0 for leadership only", q.Name, q.Name)
 	}
 	if q.MaxRSSMB < 0 {
 		return invalid("queue %s: max_rss_mb %d must be 0 (off) or positive (--max-rss)", q.Name, q.MaxRSSMB)

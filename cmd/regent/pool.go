@@ -32,6 +32,9 @@ func newPoolFactory(cfg *config.Config, guardExe string, reaper *worker.Reaper) 
 	rel, _ := json.Marshal(guardReleaseConfig{Backend: cfg.Backend, Cluster: cfg.Cluster, Etcd: cfg.Etcd, Postgres: cfg.Postgres})
 	return func(spec supervisor.PoolSpec) supervisor.Pool {
 		q := spec.Queue
+		if q.Concurrency == 0 {
+			return leadershipOnlyPool{}
+		}
 		causes := &exitCauses{pending: map[int]string{}}
 		env := append(os.Environ(), spec.Env...)
 		env = append(env, envGuardRelease+"="+string(rel))
@@ -214,3 +217,16 @@ func (f *failedPool) Run(ctx context.Context) error    { return f.err }
 func (f *failedPool) SetDeadline(time.Time)            {}
 func (f *failedPool) Fence()                           {}
 func (f *failedPool) Workers() []supervisor.WorkerInfo { return nil }
+
+// leadershipOnlyPool is the pool of a queue with concurrency 0: leadership
+// is taken, renewed and published, but no guard or worker is spawned, so
+// there is nothing to fence, restart or report as a crash loop.
+type leadershipOnlyPool struct{}
+
+func (leadershipOnlyPool) Run(ctx context.Context) error {
+	<-ctx.Done()
+	return nil
+}
+func (leadershipOnlyPool) SetDeadline(time.Time)            {}
+func (leadershipOnlyPool) Fence()                           {}
+func (leadershipOnlyPool) Workers() []supervisor.WorkerInfo { return []supervisor.WorkerInfo{} }

@@ -97,6 +97,15 @@ func (p *EtcdProc) Endpoints() []string {
 	return append([]string(nil), p.endpoints...)
 }
 
+// MetricsURL returns the URL of the member's Prometheus metrics. etcd
+// serves /metrics on its client URL (HTTP/1 beside gRPC), so scraping it
+// needs no listener of its own and counts no gRPC request.
+func (p *EtcdProc) MetricsURL() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.endpoints[0] + "/metrics"
+}
+
 // PID returns the process id of the running member, or 0.
 func (p *EtcdProc) PID() int {
 	p.mu.Lock()

@@ -53,7 +53,7 @@ func Postgres(t testing.TB) string {
 	}
 	requireMain(t)
 	sharedPostgres.once.Do(func() {
-		p, err := startPostgresProc()
+		p, err := startPostgresProc(PostgresOptions{})
 		if err != nil {
 			sharedPostgres.err = err
 			return
@@ -72,7 +72,20 @@ func Postgres(t testing.TB) string {
 // the end of the test.
 func NewDatabase(t testing.TB) string {
 	t.Helper()
-	base := Postgres(t)
+	return newDatabaseOn(t, Postgres(t))
+}
+
+// NewDatabase creates a fresh database on this server and returns a
+// superuser URL to it, dropped at the end of the test.
+func (p *PostgresProc) NewDatabase(t testing.TB) string {
+	t.Helper()
+	return newDatabaseOn(t, p.URL())
+}
+
+// newDatabaseOn creates a fresh database on the server of the superuser
+// URL base, dropped at the end of the test.
+func newDatabaseOn(t testing.TB, base string) string {
+	t.Helper()
 	name := "regent_test_" + randomHex(6)
 	ident := pgx.Identifier{name}.Sanitize()
 	if err := pgExec(base, "CREATE DATABASE "+ident); err != nil {
@@ -95,7 +108,9 @@ func NewDatabase(t testing.TB) string {
 // may stop, kill and restart. Its URL stays the same across restarts.
 // Methods must be called from the test's goroutine.
 type PostgresProc struct {
-	root string // temporary dir: data/, sock/, postgres.log
+	root     string   // temporary dir: data/, sock/, postgres.log
+	maxConns int      // max_connections
+	settings []string // extra -c settings
 
 	mu   sync.Mutex
 	port int
@@ -106,8 +121,29 @@ type PostgresProc struct {
 // the test.
 func NewPostgres(t testing.TB) *PostgresProc {
 	t.Helper()
+	return NewPostgresWith(t, PostgresOptions{})
+}
+
+// DefaultMaxConnections is max_connections of the servers testenv starts.
+const DefaultMaxConnections = 300
+
+// PostgresOptions tunes a private server started by NewPostgresWith.
+type PostgresOptions struct {
+	// MaxConnections is the server's max_connections. Default
+	// DefaultMaxConnections. Benchmarks that open a connection per queue
+	// raise it; every connection is a server process.
+	MaxConnections int
+	// Settings are extra server settings, "name=value" each (postgres -c),
+	// e.g. "shared_preload_libraries=pg_stat_statements".
+	Settings []string
+}
+
+// NewPostgresWith starts a private PostgreSQL server with opts, destroyed
+// at the end of the test.
+func NewPostgresWith(t testing.TB, opts PostgresOptions) *PostgresProc {
+	t.Helper()
 	requireMain(t)
-	p, err := startPostgresProc()
+	p, err := startPostgresProc(opts)
 	if err != nil {
 		t.Fatalf("postgres: %v", err)
 	}
@@ -170,7 +206,7 @@ func (p *PostgresProc) Restart(t testing.TB) {
 }
 
 // startPostgresProc runs initdb in a new directory and starts the server.
-func startPostgresProc() (*PostgresProc, error) {
+func startPostgresProc(opts PostgresOptions) (*PostgresProc, error) {
 	su, err := lookupServiceUser()
 	if err != nil {
 		return nil, err
@@ -179,7 +215,10 @@ func startPostgresProc() (*PostgresProc, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &PostgresProc{root: root}
+	if opts.MaxConnections <= 0 {
+		opts.MaxConnections = DefaultMaxConnections
+	}
+	p := &PostgresProc{root: root, maxConns: opts.MaxConnections, settings: opts.Settings}
 	if err := p.initdb(su); err != nil {
 		_ = os.RemoveAll(root)
 		return nil, err
@@ -223,7 +262,7 @@ func (p *PostgresProc) startLocked(port int) error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(filepath.Join(postgresBin(), "postgres"),
+	args := []string{
 		"-D", filepath.Join(p.root, "data"),
 		"-p", strconv.Itoa(port),
 		"-k", filepath.Join(p.root, "sock"),
@@ -232,9 +271,13 @@ func (p *PostgresProc) startLocked(port int) error {
 		// still reach the kernel, so Kill loses nothing.
 		"-c", "fsync=off",
 		"-c", "full_page_writes=off",
-		"-c", "max_connections=300",
+		"-c", "max_connections=" + strconv.Itoa(p.maxConns),
 		"-c", "log_min_messages=warning",
-	)
+	}
+	for _, kv := range p.settings {
+		args = append(args, "-c", kv)
+	}
+	cmd := exec.Command(filepath.Join(postgresBin(), "postgres"), args...)
 	su.apply(cmd)
 	// SIGQUIT: immediate shutdown if the test binary dies.
 	proc, err := startChild("postgres", cmd, filepath.Join(p.root, "postgres.log"), syscall.SIGQUIT)
