@@ -302,7 +302,7 @@ loop:
 func (s *Supervisor) requestHandover(ctx context.Context, b election.Backend, queue, to string, log interface {
 	Warn(string, ...any)
 }) bool {
-	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	rctx, cancel := context.WithTimeout(ctx, min(5*time.Second, s.cfg.LeaseTTL/2))
 	defer cancel()
 	if err := b.RequestStepDown(rctx, queue, to); err != nil {
 		if ctx.Err() == nil {
