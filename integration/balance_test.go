@@ -179,3 +179,34 @@ func TestBalance(t *testing.T) {
 		}
 	})
 }
+
+// prefer = [b]: b leads when it is up, a leads while b is down, and b
+// gets the queue back, by a graceful handover, once it returns.
+func TestPreferredNode(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, be backend) {
+		c := newCluster(t, be)
+		opts := func(node string) replicaOpts {
+			return replicaOpts{node: node, queues: []string{"p", "other"}, extra: []string{"--prefer", "b"}}
+		}
+		c.start(opts("a"))
+		if n, _ := c.waitLeaderRunning("p", hangTimeout); n != "a" {
+			t.Fatalf("alone, a should lead p; %s does", n)
+		}
+		b := c.start(opts("b"))
+		eventually(t, hangTimeout, "b, preferred, leads p", func() bool {
+			n, _ := c.waitLeaderRunning("p", hangTimeout)
+			return n == "b"
+		})
+		b.kill()
+		eventually(t, hangTimeout, "a leads p while b is down", func() bool {
+			n, _ := c.waitLeaderRunning("p", hangTimeout)
+			return n == "a"
+		})
+		c.start(opts("b"))
+		eventually(t, hangTimeout, "b leads p again", func() bool {
+			n, _ := c.waitLeaderRunning("p", hangTimeout)
+			return n == "b"
+		})
+		c.check()
+	})
+}
