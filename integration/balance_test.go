@@ -186,7 +186,7 @@ func TestPreferredNode(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, be backend) {
 		c := newCluster(t, be)
 		opts := func(node string) replicaOpts {
-			return replicaOpts{node: node, queues: []string{"p", "other"}, extra: []string{"--prefer", "b"}}
+			return replicaOpts{node: node, queues: []string{"p"}, extra: []string{"--prefer", "b"}}
 		}
 		c.start(opts("a"))
 		if n, _ := c.waitLeaderRunning("p", hangTimeout); n != "a" {

@@ -150,9 +150,13 @@ func (s *Supervisor) lead(ctx context.Context, b election.Backend, qs *queueStat
 		},
 		Changed: s.wakeMember,
 	})
-	// A yield asked of an earlier leadership is stale.
+	// A yield or step-down asked of an earlier leadership is stale.
 	select {
 	case <-qs.yield:
+	default:
+	}
+	select {
+	case <-qs.stepDown:
 	default:
 	}
 	now := time.Now()
