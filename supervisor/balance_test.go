@@ -1,10 +1,17 @@
 package supervisor
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand"
+	"slices"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/regentd/regent/config"
+	"github.com/regentd/regent/election"
 )
 
 func liveSet(nodes ...string) map[string]bool {
@@ -176,6 +183,121 @@ func TestBalanceConverges(t *testing.T) {
 			if c := v.counts[n]; c < floor || c > ceil {
 				t.Errorf("start %v: %s leads %d, want within [%d, %d] (%v)", start, n, c, floor, ceil, v.counts)
 			}
+		}
+	}
+}
+
+// startBalanced runs a supervisor "self" with balancing on, leading every
+// queue in leads, beside a fresh member "other" that stands by for every
+// queue.
+func startBalanced(t *testing.T, queues []config.QueueConfig, leads []string) *fakeBackend {
+	t.Helper()
+	fb := newFakeBackend()
+	mp := MemberPayload{Queues: map[string]MemberQueue{}}
+	for _, q := range queues {
+		mp.Queues[q.Name] = MemberQueue{Role: election.RoleFollower}
+	}
+	payload, _ := json.Marshal(mp)
+	fb.members["other"] = election.MemberRecord{Node: "other", Role: election.RoleFollower, LastSeen: time.Now(), Payload: payload}
+	sup, err := New(Config{
+		Identity: election.Identity{Cluster: "c", Node: "self"}, LeaseTTL: time.Second, FenceMargin: 100 * time.Millisecond,
+		RetryInterval: 50 * time.Millisecond, Queues: queues, Balance: true,
+		Dial: func(ctx context.Context) (election.Backend, error) { return fb, nil },
+		NewPool: func(spec PoolSpec) Pool {
+			return &fakePool{backend: fb, deadline: spec.Deadline, fenced: make(chan struct{})}
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- sup.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Error("supervisor did not stop")
+		}
+	})
+	for i, q := range leads {
+		fb.mu.Lock()
+		fb.leaders[q] = election.LeaderRecord{Queue: q, Node: "self", Term: int64(i + 1)}
+		fb.mu.Unlock()
+		select {
+		case fb.grant <- newFakeLeadership(q, int64(i+1), time.Now().Add(time.Hour)):
+		case <-time.After(5 * time.Second):
+			t.Fatal("no campaign for " + q)
+		}
+	}
+	return fb
+}
+
+func waitEvents(t *testing.T, fb *fakeBackend, what string, ok func([]string) bool) []string {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ev := fb.Events()
+		if ok(ev) {
+			return ev
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s; events %v", what, ev)
+		}
+		fb.wake()
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func countPrefix(ev []string, prefix string) int {
+	n := 0
+	for _, e := range ev {
+		if strings.HasPrefix(e, prefix) {
+			n++
+		}
+	}
+	return n
+}
+
+// A leader that is not the queue's preferred node hands the queue to the
+// live preferred node, naming it in the step-down request, and resigns
+// only after its workers stopped.
+func TestPreferHandsOver(t *testing.T) {
+	q := queueCfg("q", 0)
+	q.Prefer = []string{"other"}
+	fb := startBalanced(t, []config.QueueConfig{q}, []string{"q"})
+	ev := waitEvents(t, fb, "resign", func(ev []string) bool { return countPrefix(ev, "resign") == 1 })
+	want := []string{"pool_start", "step_down q to other", "pool_stop", "resign"}
+	if !slices.Equal(ev, want) {
+		t.Fatalf("events %v, want %v", ev, want)
+	}
+}
+
+// Leading 4 queues beside an idle replica, a replica hands over exactly
+// 2, each to that replica, and no more while they have not left.
+func TestRebalanceTargetedBatch(t *testing.T) {
+	var qs []config.QueueConfig
+	var names []string
+	for _, n := range []string{"q1", "q2", "q3", "q4"} {
+		qs = append(qs, queueCfg(n, 0))
+		names = append(names, n)
+	}
+	fb := startBalanced(t, qs, names)
+	waitEvents(t, fb, "two resigns", func(ev []string) bool { return countPrefix(ev, "resign") == 2 })
+	// Further observations while the leader records still name self
+	// (the handovers have not completed) move nothing more.
+	for i := 0; i < 20; i++ {
+		fb.wake()
+		time.Sleep(10 * time.Millisecond)
+	}
+	ev := fb.Events()
+	if n := countPrefix(ev, "step_down "); n != 2 || countPrefix(ev, "resign") != 2 {
+		t.Fatalf("want 2 handovers, events %v", ev)
+	}
+	for _, e := range ev {
+		if strings.HasPrefix(e, "step_down ") && !strings.HasSuffix(e, " to other") {
+			t.Fatalf("handover not targeted at the idle replica: %v", ev)
 		}
 	}
 }
