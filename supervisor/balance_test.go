@@ -188,8 +188,8 @@ func TestBalanceConverges(t *testing.T) {
 }
 
 // startBalanced runs a supervisor "self" with balancing on, leading every
-// queue in leads, beside a fresh member "other" that stands by for every
-// queue.
+// queue in leads; then a fresh member "other", standing by for every
+// queue, shows up.
 func startBalanced(t *testing.T, queues []config.QueueConfig, leads []string) *fakeBackend {
 	t.Helper()
 	fb := newFakeBackend()
@@ -198,7 +198,6 @@ func startBalanced(t *testing.T, queues []config.QueueConfig, leads []string) *f
 		mp.Queues[q.Name] = MemberQueue{Role: election.RoleFollower}
 	}
 	payload, _ := json.Marshal(mp)
-	fb.members["other"] = election.MemberRecord{Node: "other", Role: election.RoleFollower, LastSeen: time.Now(), Payload: payload}
 	sup, err := New(Config{
 		Identity: election.Identity{Cluster: "c", Node: "self"}, LeaseTTL: time.Second, FenceMargin: 100 * time.Millisecond,
 		RetryInterval: 50 * time.Millisecond, Queues: queues, Balance: true,
@@ -231,6 +230,11 @@ func startBalanced(t *testing.T, queues []config.QueueConfig, leads []string) *f
 			t.Fatal("no campaign for " + q)
 		}
 	}
+	// The other replica shows up once self leads.
+	fb.mu.Lock()
+	fb.members["other"] = election.MemberRecord{Node: "other", Role: election.RoleFollower, LastSeen: time.Now(), Payload: payload}
+	fb.mu.Unlock()
+	fb.wake()
 	return fb
 }
 
