@@ -313,8 +313,17 @@ func (s *Supervisor) publishMembers(ctx context.Context, b election.Backend) {
 			continue
 		}
 		last = payload
+		// Pace the writes: while hundreds of workers start or stop, every
+		// event wakes the publisher, and every write of a record that
+		// lists every queue reaches every watcher of the cluster.
+		if sleepCtx(ctx, memberPace) != nil {
+			return
+		}
 	}
 }
+
+// memberPace is the least time between two member record writes.
+const memberPace = 250 * time.Millisecond
 
 func (s *Supervisor) wakeMember() {
 	select {
