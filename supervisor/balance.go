@@ -143,8 +143,9 @@ func (v balanceView) plan() []move {
 type balanceTracker struct {
 	lastCounts map[string]int
 	dropped    map[string]time.Time // when a node's count last dropped
-	// moving lists the queues handed over in the current batch.
-	moving map[string]bool
+	// moving lists the queues handed over in the current batch, with the
+	// term handed over.
+	moving map[string]int64
 	next   time.Time // no new batch before
 }
 
@@ -236,8 +237,8 @@ func (s *Supervisor) balance(v balanceView, leaders map[string]election.LeaderRe
 	// left (or the batch has taken too long: a receiver died?), and every
 	// queue must have a leader again.
 	pending := 0
-	for q := range t.moving {
-		if n := leaders[q].Node; n == me || n == "" {
+	for q, term := range t.moving {
+		if l := leaders[q]; l.Node == "" || (l.Node == me && l.Term == term) {
 			pending++
 		}
 	}
@@ -258,7 +259,7 @@ func (s *Supervisor) balance(v balanceView, leaders map[string]election.LeaderRe
 		return
 	}
 	budget := balanceBatch
-	moving := map[string]bool{}
+	moving := map[string]int64{}
 	for i := len(s.order) - 1; i >= 0 && budget > 0 && len(mine) > 0; i-- {
 		name := s.order[i]
 		if pinned[name] || leaders[name].Node != me {
@@ -272,7 +273,7 @@ func (s *Supervisor) balance(v balanceView, leaders map[string]election.LeaderRe
 			continue
 		}
 		s.yieldQueue(qs, yieldReq{why: "rebalance", to: mine[0].to})
-		moving[name] = true
+		moving[name] = leaders[name].Term
 		budget--
 		if mine[0].n--; mine[0].n == 0 {
 			mine = mine[1:]
