@@ -94,7 +94,8 @@ bench-scale:
 bench-full:
 	$(MAKE) bench-failover BENCH_RUNS=10 BENCH_TTLS=2s,5s,10s
 
-## bench-balance: the balance test at 300 queues × 3 replicas (issue: scale).
+## bench-balance: the balance test, 300 queues × 3 replicas (also in make
+## test), showing its timings per phase.
 bench-balance:
 	$(GO) test -count=1 -timeout 60m -v -run 'TestBalance' ./integration/ -args -balance-queues=300 | grep -E 'balance_test|^(ok|FAIL|---)'
 

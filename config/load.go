@@ -28,6 +28,8 @@ func RegisterFlags(fs *pflag.FlagSet, scope Scope) {
 				switch s.Key {
 				case "renew_interval", "fence_margin":
 					fs.Duration(s.Flag, 0, help)
+				case "prefer":
+					fs.StringSlice(s.Flag, nil, help)
 				default:
 					fs.String(s.Flag, "", help)
 				}

@@ -90,7 +90,7 @@ var Settings = []Setting{
 	{Key: "restart.max_crashes", Flag: "max-crashes", Default: 10, Help: "crashes in a row after which the queue is reported degraded", Scope: ScopeRun, PerQueue: true},
 	{Key: "liveness.heartbeat_timeout", Flag: "heartbeat-timeout", Default: time.Duration(0), Help: "restart a worker that has not touched REGENT_HEARTBEAT_FILE for this long; 0 = off", Scope: ScopeRun, PerQueue: true},
 	{Key: "liveness.startup_grace", Flag: "startup-grace", Default: 30 * time.Second, Help: "time a new worker has before its first heartbeat", Scope: ScopeRun, PerQueue: true},
-	{Key: "prefer", Help: "nodes that should lead this queue when healthy", Scope: ScopeRun, PerQueue: true},
+	{Key: "prefer", Flag: "prefer", Help: "nodes that should lead this queue when healthy (comma-separated); the others hand it over to a live one", Scope: ScopeRun, PerQueue: true},
 }
 
 // Lookup returns the setting of key.

@@ -1,31 +1,53 @@
 package supervisor
 
 import (
+	"fmt"
+	"sort"
 	"time"
 
 	"github.com/regentd/regent/election"
 )
 
 // Balancing spreads leadership evenly: with R live replicas and Q queues,
-// each replica ends up leading between floor(Q/R) and ceil(Q/R) of them.
-// Two rules achieve it, without ever leaving a queue leaderless for longer
-// than a graceful handover:
+// each replica ends up leading between floor(Q/R) and ceil(Q/R) of them,
+// without ever leaving a queue leaderless for longer than a graceful
+// handover. Every replica computes, from the same observation (leader
+// records and member records), the same deterministic plan: move one
+// queue at a time from the most loaded eligible replica to the least
+// loaded one until they differ by at most one. Each replica then carries
+// out only its own part of the plan:
 //
-//   - candidacy delay: a replica that already leads ceil(Q/R) queues or
-//     more holds back its candidacy for others (a free queue is always
-//     wanted by a replica below its share, since the shares add up to Q);
-//   - voluntary step-down: a replica above ceil(Q/R), or above floor(Q/R)
-//     while another is below floor(Q/R), hands over its surplus gracefully
-//     (workers stopped, then resign) and holds back those queues for a
-//     while, so that a replica below its share takes them.
+//   - targeted handover: for each queue it must give away, the leader
+//     writes a step-down request naming the receiving replica (the
+//     backends hold every other replica back for a few seconds, so the
+//     queue goes exactly where the plan says and the old leader does not
+//     win it back), stops its workers and resigns. Queues move in bounded
+//     batches (balanceBatch), and the next batch starts only when every
+//     queue is led again and the queues of the last batch have left;
+//   - candidacy delay: a replica above ceil(Q/R) holds back its candidacy
+//     for queues led by others, and delays it for a free queue, so that a
+//     replica below its share takes it.
 //
-// A queue's prefer list overrides the share: a live preferred node never
-// holds back for that queue, and a leader that is not preferred hands the
-// queue over when a preferred node is live.
+// Eligible replicas are the ones that can take a queue now: their member
+// record is fresh (last seen within readyAge) and their leadership count
+// has not dropped recently. A replica SIGKILLed with its host alive loses
+// every leadership at once (its guards release the terms) while its member
+// record lingers until its lease expires; the recent drop keeps the others
+// from handing queues to it meanwhile.
+//
+// A queue's prefer list overrides the plan: a leader that is not preferred
+// hands the queue to a live preferred node, a follower that is not
+// preferred holds back while a preferred node is live, and such queues are
+// never moved by the plan.
+
+// balanceBatch bounds how many queues one replica hands over at a time:
+// every handover costs the receiver a worker spawn (a guard process and
+// the worker), and hundreds at once on a small host starve lease renewals.
+const balanceBatch = 25
 
 // balanceView is what one observation tells about leadership counts.
 type balanceView struct {
-	live   map[string]bool // live members that campaign for our queues
+	live   map[string]bool // eligible members that campaign for our queues
 	counts map[string]int  // queues of ours led, per node
 	queues int             // our queues
 	led    int             // our queues that have a leader
@@ -40,106 +62,298 @@ func (v balanceView) share() (floor, ceil int) {
 	return v.queues / r, (v.queues + r - 1) / r
 }
 
-// surplus is how many of its queues node should hand over now.
+// surplus is how many of its queues node should hand over now, according
+// to the plan.
 func (v balanceView) surplus(node string) int {
-	floor, ceil := v.share()
-	mine := v.counts[node]
-	if mine > ceil {
-		return mine - ceil
-	}
-	lowest := mine
-	for n := range v.live {
-		if v.counts[n] < lowest {
-			lowest = v.counts[n]
+	n := 0
+	for _, m := range v.plan() {
+		if m.from == node {
+			n += m.n
 		}
 	}
-	if lowest < floor && mine > floor {
-		return min(mine-floor, floor-lowest)
-	}
-	return 0
+	return n
 }
 
 // holdsBack reports whether node should delay its candidacy for more
-// queues: it already leads its ceiling share.
+// queues: it leads more than its ceiling share, and another eligible
+// replica can take them.
 func (v balanceView) holdsBack(node string) bool {
 	if len(v.live) < 2 {
 		return false
 	}
 	_, ceil := v.share()
-	return v.counts[node] >= ceil
+	return v.counts[node] > ceil
 }
 
-// balance applies the two rules for this replica after an observation.
-// leaders maps each of our queues to its current leader record.
-func (s *Supervisor) balance(v balanceView, leaders map[string]election.LeaderRecord) {
+// move is one part of a plan: n queues from one node to another.
+type move struct {
+	from, to string
+	n        int
+}
+
+// plan returns the moves that even out the counts of the eligible nodes:
+// repeatedly one queue from the most loaded to the least loaded, ties
+// broken by node name, until they differ by at most one. It is
+// deterministic, so every replica that sees the same view computes the
+// same plan and no receiver gets queues from two donors that both meant
+// to fill the same gap.
+func (v balanceView) plan() []move {
+	if len(v.live) < 2 {
+		return nil
+	}
+	nodes := make([]string, 0, len(v.live))
+	for n := range v.live {
+		nodes = append(nodes, n)
+	}
+	sort.Strings(nodes)
+	counts := make([]int, len(nodes))
+	for i, n := range nodes {
+		counts[i] = v.counts[n]
+	}
+	idx := map[[2]int]int{}
+	var out []move
+	for range v.queues + 1 {
+		hi, lo := 0, 0
+		for i := range nodes {
+			if counts[i] > counts[hi] {
+				hi = i
+			}
+			if counts[i] < counts[lo] {
+				lo = i
+			}
+		}
+		if counts[hi]-counts[lo] <= 1 {
+			break
+		}
+		counts[hi]--
+		counts[lo]++
+		k := [2]int{hi, lo}
+		if j, ok := idx[k]; ok {
+			out[j].n++
+			continue
+		}
+		idx[k] = len(out)
+		out = append(out, move{from: nodes[hi], to: nodes[lo], n: 1})
+	}
+	return out
+}
+
+// balanceTracker is the observer's memory between observations, for
+// eligibility and batching. It is owned by the observer goroutine.
+type balanceTracker struct {
+	lastCounts map[string]int
+	dropped    map[string]time.Time // when a node's count last dropped
+	// moving lists the queues handed over in the current batch, with the
+	// term handed over.
+	moving map[string]int64
+	next   time.Time // no new batch before
+}
+
+// eligible reports whether node can receive queues now: its member
+// record is fresh and its count has not dropped within the last window.
+func (t *balanceTracker) eligible(node string, lastSeen time.Time, now time.Time, window time.Duration) bool {
+	if !lastSeen.IsZero() && now.Sub(lastSeen) > window {
+		return false
+	}
+	if d, ok := t.dropped[node]; ok && now.Sub(d) < window+time.Second {
+		return false
+	}
+	return true
+}
+
+// observe records the counts of one observation.
+func (t *balanceTracker) observe(counts map[string]int, now time.Time) {
+	if t.dropped == nil {
+		t.dropped = map[string]time.Time{}
+	}
+	for n, c := range t.lastCounts {
+		if counts[n] < c {
+			t.dropped[n] = now
+		}
+	}
+	t.lastCounts = counts
+}
+
+// readyAge is how old a member record may be for its replica to count as
+// live for balancing: a few renewals.
+func (s *Supervisor) readyAge() time.Duration {
+	return s.cfg.LeaseTTL/2 + time.Second
+}
+
+// balance applies the plan for this replica after an observation.
+// leaders maps each of our queues to its current leader record; ready
+// maps each eligible node to the queues it campaigns for.
+func (s *Supervisor) balance(v balanceView, leaders map[string]election.LeaderRecord, ready map[string]map[string]bool) {
 	if !s.cfg.Balance || s.cfg.Exclusive {
 		return
 	}
 	me := s.cfg.Identity.Node
 	now := time.Now()
-	hold := s.cfg.RetryInterval * 4
-	surplus := v.surplus(me)
-	if surplus > 0 && (now.Before(s.nextRebalance) || v.led < v.queues) {
-		// One batch at a time: wait until the queues handed over last
-		// time have a leader again before handing over more.
-		surplus = 0
-	}
-	yielded := 0
-	for i := len(s.order) - 1; i >= 0; i-- {
-		qs := s.queues[s.order[i]]
-		preferred := s.preferredLive(qs, v)
+	t := &s.bal
+
+	// Queues pinned to a live preferred node: hand over / hold back.
+	pinned := map[string]bool{}
+	for _, name := range s.order {
+		qs := s.queues[name]
+		to := ""
+		for _, n := range qs.cfg.Prefer {
+			if v.live[n] && (n == me || ready[n][name]) {
+				to = n
+				break
+			}
+		}
+		if to == "" {
+			continue
+		}
+		pinned[name] = true
 		s.mu.Lock()
 		leading := qs.role == election.RoleLeader
 		s.mu.Unlock()
 		switch {
-		case leading && len(preferred) > 0 && !preferred[me]:
-			s.yieldQueue(qs, "preferred node live", hold)
-			yielded++
-		case leading && yielded < surplus:
-			s.yieldQueue(qs, "rebalance", hold)
-			yielded++
-		case !leading && len(preferred) > 0:
-			if !preferred[me] {
-				s.holdQueue(qs, now.Add(hold))
-			}
-		case !leading && v.holdsBack(me):
-			if _, led := leaders[qs.cfg.Name]; led {
-				s.holdQueue(qs, now.Add(hold))
-			}
+		case to == me:
+			s.clearBalanceHold(qs)
+		case leading:
+			s.yieldQueue(qs, yieldReq{why: "preferred node live", to: to})
+		default:
+			s.holdQueue(qs, leaders[name].Node != "", s.holdDelay())
 		}
 	}
-	if yielded > 0 {
-		s.nextRebalance = now.Add(max(2*time.Second, s.cfg.LeaseTTL/2))
+
+	// Candidacy delay above the ceiling share.
+	hold := v.holdsBack(me)
+	for _, name := range s.order {
+		if pinned[name] {
+			continue
+		}
+		qs := s.queues[name]
+		if hold && leaders[name].Node != me {
+			s.holdQueue(qs, leaders[name].Node != "", s.holdDelay())
+		} else {
+			s.clearBalanceHold(qs)
+		}
+	}
+
+	// One batch at a time: the queues handed over last time must have
+	// left (or the batch has taken too long: a receiver died?), and every
+	// queue must have a leader again.
+	pending := 0
+	for q, term := range t.moving {
+		if l := leaders[q]; l.Node == "" || (l.Node == me && l.Term == term) {
+			pending++
+		}
+	}
+	if pending > 0 && now.Before(t.next.Add(s.handoverBound())) {
+		return
+	}
+	t.moving = nil
+	if now.Before(t.next) || v.led < v.queues {
+		return
+	}
+	var mine []move
+	for _, m := range v.plan() {
+		if m.from == me {
+			mine = append(mine, m)
+		}
+	}
+	if len(mine) == 0 {
+		return
+	}
+	budget := balanceBatch
+	moving := map[string]int64{}
+	for i := len(s.order) - 1; i >= 0 && budget > 0 && len(mine) > 0; i-- {
+		name := s.order[i]
+		if pinned[name] || leaders[name].Node != me {
+			continue
+		}
+		qs := s.queues[name]
+		s.mu.Lock()
+		leading := qs.role == election.RoleLeader
+		s.mu.Unlock()
+		if !leading || !ready[mine[0].to][name] {
+			continue
+		}
+		s.yieldQueue(qs, yieldReq{why: "rebalance", to: mine[0].to})
+		moving[name] = leaders[name].Term
+		budget--
+		if mine[0].n--; mine[0].n == 0 {
+			mine = mine[1:]
+		}
+	}
+	if len(moving) > 0 {
+		t.moving = moving
+		t.next = now.Add(2 * s.cfg.RetryInterval)
+		s.log.Info("rebalancing", "handing_over", len(moving), "share", fmtShare(v))
 	}
 }
 
-// preferredLive returns the live nodes among the queue's prefer list.
-func (s *Supervisor) preferredLive(qs *queueState, v balanceView) map[string]bool {
-	out := map[string]bool{}
-	for _, n := range qs.cfg.Prefer {
-		if v.live[n] {
-			out[n] = true
-		}
-	}
-	return out
+func fmtShare(v balanceView) string {
+	floor, ceil := v.share()
+	return fmt.Sprintf("%d..%d", floor, ceil)
 }
 
-func (s *Supervisor) holdQueue(qs *queueState, until time.Time) {
+// holdDelay is how long a replica that holds back waits, once a queue is
+// seen free, before it campaigns anyway: long enough for a replica below
+// its share to win, short enough to bound the gap.
+func (s *Supervisor) holdDelay() time.Duration {
+	return 2 * s.cfg.RetryInterval
+}
+
+// handoverBound is how long a batch's handovers may take before the
+// replica plans afresh.
+func (s *Supervisor) handoverBound() time.Duration {
+	return s.cfg.StepDownHold + s.cfg.LeaseTTL
+}
+
+// holdQueue makes this replica hold back its candidacy for qs: while the
+// queue is led by another replica (refreshed by every observation, and
+// lapsing after a few observer ticks if none comes), and for delay once
+// it is seen free.
+func (s *Supervisor) holdQueue(qs *queueState, led bool, delay time.Duration) {
+	now := time.Now()
 	s.mu.Lock()
-	if until.After(qs.holdUntil) {
-		qs.holdUntil = until
+	if led {
+		qs.balanceHold = now.Add(s.balanceHoldMax())
+	} else if qs.balanceHold.IsZero() || qs.balanceHold.After(now.Add(delay)) {
+		qs.balanceHold = now.Add(delay)
 	}
 	s.mu.Unlock()
+	wakeHold(qs)
+}
+
+// clearBalanceHold ends a balance hold of qs.
+func (s *Supervisor) clearBalanceHold(qs *queueState) {
+	s.mu.Lock()
+	had := !qs.balanceHold.IsZero()
+	qs.balanceHold = time.Time{}
+	s.mu.Unlock()
+	if had {
+		wakeHold(qs)
+	}
+}
+
+// balanceHoldMax bounds a hold that no observation refreshes.
+func (s *Supervisor) balanceHoldMax() time.Duration {
+	return 2 * s.observeTick()
+}
+
+func wakeHold(qs *queueState) {
 	select {
 	case qs.holdBack <- struct{}{}:
 	default:
 	}
 }
 
+// yieldReq asks a lead loop to hand its queue over.
+type yieldReq struct {
+	why string
+	// to is the node that should take over; the others hold back.
+	to string
+}
+
 // yieldQueue asks the lead loop of qs to hand the queue over gracefully.
-func (s *Supervisor) yieldQueue(qs *queueState, why string, hold time.Duration) {
+func (s *Supervisor) yieldQueue(qs *queueState, req yieldReq) {
 	select {
-	case qs.yield <- why:
+	case qs.yield <- req:
 	default:
 	}
 }

@@ -1,15 +1,28 @@
 package supervisor
 
-import "testing"
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/regentd/regent/config"
+	"github.com/regentd/regent/election"
+)
+
+func liveSet(nodes ...string) map[string]bool {
+	m := map[string]bool{}
+	for _, n := range nodes {
+		m[n] = true
+	}
+	return m
+}
 
 func TestBalanceShares(t *testing.T) {
-	live := func(nodes ...string) map[string]bool {
-		m := map[string]bool{}
-		for _, n := range nodes {
-			m[n] = true
-		}
-		return m
-	}
 	cases := []struct {
 		name     string
 		v        balanceView
@@ -17,19 +30,22 @@ func TestBalanceShares(t *testing.T) {
 		surplus  int
 		holdBack bool
 	}{
-		{"alone leads all", balanceView{live("a"), map[string]int{"a": 10}, 10, 10}, "a", 0, false},
-		{"newcomer: leader above ceil", balanceView{live("a", "b"), map[string]int{"a": 10}, 10, 10}, "a", 5, true},
-		{"newcomer holds nothing", balanceView{live("a", "b"), map[string]int{"a": 10}, 10, 10}, "b", 0, false},
-		{"balanced 3 of 10", balanceView{live("a", "b", "c"), map[string]int{"a": 4, "b": 3, "c": 3}, 10, 10}, "a", 0, true},
-		{"at ceil while another below floor", balanceView{live("a", "b", "c"), map[string]int{"a": 2, "b": 2}, 4, 4}, "a", 1, true},
-		{"floor fine", balanceView{live("a", "b", "c"), map[string]int{"a": 2, "b": 1, "c": 1}, 4, 4}, "a", 0, true},
-		{"below ceil campaigns", balanceView{live("a", "b", "c"), map[string]int{"a": 2, "b": 1, "c": 1}, 4, 4}, "b", 0, false},
-		{"300 over 3 after a join", balanceView{live("a", "b", "c"), map[string]int{"a": 150, "b": 150}, 300, 300}, "a", 50, true},
+		{"alone leads all", balanceView{liveSet("a"), map[string]int{"a": 10}, 10, 10}, "a", 0, false},
+		{"newcomer: leader above ceil", balanceView{liveSet("a", "b"), map[string]int{"a": 10}, 10, 10}, "a", 5, true},
+		{"newcomer holds nothing", balanceView{liveSet("a", "b"), map[string]int{"a": 10}, 10, 10}, "b", 0, false},
+		{"balanced 3 of 10", balanceView{liveSet("a", "b", "c"), map[string]int{"a": 4, "b": 3, "c": 3}, 10, 10}, "a", 0, false},
+		{"at ceil while another below floor", balanceView{liveSet("a", "b", "c"), map[string]int{"a": 2, "b": 2}, 4, 4}, "a", 1, false},
+		{"at ceil while another below floor, b", balanceView{liveSet("a", "b", "c"), map[string]int{"a": 2, "b": 2}, 4, 4}, "b", 0, false},
+		{"floor fine", balanceView{liveSet("a", "b", "c"), map[string]int{"a": 2, "b": 1, "c": 1}, 4, 4}, "a", 0, false},
+		{"below ceil campaigns", balanceView{liveSet("a", "b", "c"), map[string]int{"a": 2, "b": 1, "c": 1}, 4, 4}, "b", 0, false},
+		{"300 over 3 after a join", balanceView{liveSet("a", "b", "c"), map[string]int{"a": 150, "b": 150}, 300, 300}, "a", 50, true},
+		{"300 over 2 after a kill, uneven race", balanceView{liveSet("a", "b"), map[string]int{"a": 157, "b": 143}, 300, 300}, "a", 7, true},
+		{"not eligible nodes do not count", balanceView{liveSet("a", "b"), map[string]int{"a": 150, "b": 150, "dead": 0}, 300, 300}, "a", 0, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := tc.v.surplus(tc.node); got != tc.surplus {
-				t.Errorf("surplus(%s) = %d, want %d", tc.node, got, tc.surplus)
+				t.Errorf("surplus(%s) = %d, want %d (plan %v)", tc.node, got, tc.surplus, tc.v.plan())
 			}
 			if got := tc.v.holdsBack(tc.node); got != tc.holdBack {
 				t.Errorf("holdsBack(%s) = %v, want %v", tc.node, got, tc.holdBack)
@@ -38,10 +54,107 @@ func TestBalanceShares(t *testing.T) {
 	}
 }
 
-// Whatever the starting counts, repeatedly applying the two rules (one
-// node yields its surplus to the least loaded) converges within the bound.
+// The plan moves the fewest queues possible (no queue moves twice, no
+// node both gives and receives), lands every node within [floor, ceil],
+// and is the same whatever order the view was built in.
+func TestBalancePlan(t *testing.T) {
+	rng := rand.New(rand.NewSource(7))
+	for i := 0; i < 500; i++ {
+		r := 1 + rng.Intn(6)
+		q := rng.Intn(400)
+		v := balanceView{live: map[string]bool{}, counts: map[string]int{}, queues: q}
+		nodes := []string{}
+		for j := 0; j < r; j++ {
+			n := fmt.Sprintf("n%d", j)
+			nodes = append(nodes, n)
+			v.live[n] = true
+		}
+		for k := 0; k < q; k++ {
+			v.counts[nodes[rng.Intn(r)]]++
+		}
+		v.led = q
+		plan := v.plan()
+		after := map[string]int{}
+		for n, c := range v.counts {
+			after[n] = c
+		}
+		gives, gets := map[string]bool{}, map[string]bool{}
+		moved := 0
+		for _, m := range plan {
+			after[m.from] -= m.n
+			after[m.to] += m.n
+			gives[m.from], gets[m.to] = true, true
+			moved += m.n
+		}
+		floor, ceil := v.share()
+		minMoves := 0
+		for _, n := range nodes {
+			if c := after[n]; c < floor || c > ceil {
+				t.Fatalf("counts %v: after plan %v node %s leads %d, want %d..%d", v.counts, plan, n, c, floor, ceil)
+			}
+			if gives[n] && gets[n] {
+				t.Fatalf("counts %v: plan %v makes %s give and receive", v.counts, plan, n)
+			}
+			if c := v.counts[n]; c > ceil {
+				minMoves += c - ceil
+			}
+		}
+		// At most the excess above ceil, plus what is needed to lift
+		// nodes below floor.
+		lift := 0
+		for _, n := range nodes {
+			if c := v.counts[n]; c < floor {
+				lift += floor - c
+			}
+		}
+		if moved > max(minMoves, lift) {
+			t.Fatalf("counts %v: plan %v moves %d, more than needed (%d)", v.counts, plan, moved, max(minMoves, lift))
+		}
+		// Deterministic: the same plan from a copy built in another order.
+		w := balanceView{live: map[string]bool{}, counts: map[string]int{}, queues: q, led: q}
+		for j := len(nodes) - 1; j >= 0; j-- {
+			w.live[nodes[j]] = true
+			w.counts[nodes[j]] = v.counts[nodes[j]]
+		}
+		if a, b := fmt.Sprint(plan), fmt.Sprint(w.plan()); a != b {
+			t.Fatalf("plan not deterministic: %s vs %s", a, b)
+		}
+	}
+}
+
+// A replica whose count dropped recently (SIGKILLed: its guards released
+// its terms) is no target until it has proved alive for a while, and a
+// stale member record never is.
+func TestBalanceEligible(t *testing.T) {
+	var tr balanceTracker
+	t0 := time.Unix(1000, 0)
+	window := 6 * time.Second
+	tr.observe(map[string]int{"a": 100, "b": 100, "c": 100}, t0)
+	if !tr.eligible("c", t0, t0, window) {
+		t.Fatal("c steady and fresh: want eligible")
+	}
+	tr.observe(map[string]int{"a": 150, "b": 150}, t0.Add(time.Second))
+	if tr.eligible("c", t0.Add(time.Second), t0.Add(2*time.Second), window) {
+		t.Fatal("c just lost every queue: want not eligible")
+	}
+	if !tr.eligible("a", t0.Add(2*time.Second), t0.Add(2*time.Second), window) {
+		t.Fatal("a grew: want eligible")
+	}
+	if tr.eligible("c", t0.Add(time.Second), t0.Add(8*time.Second), window) {
+		t.Fatal("c's record is stale: want not eligible")
+	}
+	if !tr.eligible("c", t0.Add(8*time.Second), t0.Add(8*time.Second), window) {
+		t.Fatal("c fresh again long after the drop: want eligible")
+	}
+	if !tr.eligible("d", time.Time{}, t0, window) {
+		t.Fatal("unknown last-seen: want eligible")
+	}
+}
+
+// Whatever the starting counts, repeatedly applying the plan converges in
+// one round, and a second round moves nothing (no oscillation).
 func TestBalanceConverges(t *testing.T) {
-	for _, start := range [][]int{{300, 0, 0}, {0, 0, 300}, {299, 1, 0}, {100, 100, 100}, {5, 0, 0}, {4, 0, 0, 0, 0}} {
+	for _, start := range [][]int{{300, 0, 0}, {0, 0, 300}, {299, 1, 0}, {100, 100, 100}, {5, 0, 0}, {4, 0, 0, 0, 0}, {151, 149}, {101, 101, 98}} {
 		nodes := []string{"a", "b", "c", "d", "e"}[:len(start)]
 		v := balanceView{live: map[string]bool{}, counts: map[string]int{}}
 		for i, n := range nodes {
@@ -49,23 +162,20 @@ func TestBalanceConverges(t *testing.T) {
 			v.counts[n] = start[i]
 			v.queues += start[i]
 		}
-		for round := 0; round < 20; round++ {
+		v.led = v.queues
+		for round := 0; round < 2; round++ {
+			moves := 0
 			for _, n := range nodes {
-				k := v.surplus(n)
-				for ; k > 0; k-- {
-					// The queue goes to a node that does not hold back.
-					to := ""
-					for _, m := range nodes {
-						if m != n && !v.holdsBack(m) && (to == "" || v.counts[m] < v.counts[to]) {
-							to = m
-						}
+				for _, m := range v.plan() {
+					if m.from == n {
+						v.counts[m.from] -= m.n
+						v.counts[m.to] += m.n
+						moves += m.n
 					}
-					if to == "" {
-						break
-					}
-					v.counts[n]--
-					v.counts[to]++
 				}
+			}
+			if round == 1 && moves > 0 {
+				t.Errorf("start %v: second round still moves %d", start, moves)
 			}
 		}
 		floor, ceil := v.share()
@@ -73,6 +183,125 @@ func TestBalanceConverges(t *testing.T) {
 			if c := v.counts[n]; c < floor || c > ceil {
 				t.Errorf("start %v: %s leads %d, want within [%d, %d] (%v)", start, n, c, floor, ceil, v.counts)
 			}
+		}
+	}
+}
+
+// startBalanced runs a supervisor "self" with balancing on, leading every
+// queue in leads; then a fresh member "other", standing by for every
+// queue, shows up.
+func startBalanced(t *testing.T, queues []config.QueueConfig, leads []string) *fakeBackend {
+	t.Helper()
+	fb := newFakeBackend()
+	mp := MemberPayload{Queues: map[string]MemberQueue{}}
+	for _, q := range queues {
+		mp.Queues[q.Name] = MemberQueue{Role: election.RoleFollower}
+	}
+	payload, _ := json.Marshal(mp)
+	sup, err := New(Config{
+		Identity: election.Identity{Cluster: "c", Node: "self"}, LeaseTTL: time.Second, FenceMargin: 100 * time.Millisecond,
+		RetryInterval: 50 * time.Millisecond, Queues: queues, Balance: true,
+		Dial: func(ctx context.Context) (election.Backend, error) { return fb, nil },
+		NewPool: func(spec PoolSpec) Pool {
+			return &fakePool{backend: fb, deadline: spec.Deadline, fenced: make(chan struct{})}
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- sup.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Error("supervisor did not stop")
+		}
+	})
+	for i, q := range leads {
+		fb.mu.Lock()
+		fb.leaders[q] = election.LeaderRecord{Queue: q, Node: "self", Term: int64(i + 1)}
+		fb.mu.Unlock()
+		select {
+		case fb.grant <- newFakeLeadership(q, int64(i+1), time.Now().Add(time.Hour)):
+		case <-time.After(5 * time.Second):
+			t.Fatal("no campaign for " + q)
+		}
+	}
+	// The other replica shows up once self leads.
+	fb.mu.Lock()
+	fb.members["other"] = election.MemberRecord{Node: "other", Role: election.RoleFollower, LastSeen: time.Now(), Payload: payload}
+	fb.mu.Unlock()
+	fb.wake()
+	return fb
+}
+
+func waitEvents(t *testing.T, fb *fakeBackend, what string, ok func([]string) bool) []string {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ev := fb.Events()
+		if ok(ev) {
+			return ev
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s; events %v", what, ev)
+		}
+		fb.wake()
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func countPrefix(ev []string, prefix string) int {
+	n := 0
+	for _, e := range ev {
+		if strings.HasPrefix(e, prefix) {
+			n++
+		}
+	}
+	return n
+}
+
+// A leader that is not the queue's preferred node hands the queue to the
+// live preferred node, naming it in the step-down request, and resigns
+// only after its workers stopped.
+func TestPreferHandsOver(t *testing.T) {
+	q := queueCfg("q", 0)
+	q.Prefer = []string{"other"}
+	fb := startBalanced(t, []config.QueueConfig{q}, []string{"q"})
+	ev := waitEvents(t, fb, "resign", func(ev []string) bool { return countPrefix(ev, "resign") == 1 })
+	want := []string{"pool_start", "step_down q to other", "pool_stop", "resign"}
+	if !slices.Equal(ev, want) {
+		t.Fatalf("events %v, want %v", ev, want)
+	}
+}
+
+// Leading 4 queues beside an idle replica, a replica hands over exactly
+// 2, each to that replica, and no more while they have not left.
+func TestRebalanceTargetedBatch(t *testing.T) {
+	var qs []config.QueueConfig
+	var names []string
+	for _, n := range []string{"q1", "q2", "q3", "q4"} {
+		qs = append(qs, queueCfg(n, 0))
+		names = append(names, n)
+	}
+	fb := startBalanced(t, qs, names)
+	waitEvents(t, fb, "two resigns", func(ev []string) bool { return countPrefix(ev, "resign") == 2 })
+	// Further observations while the leader records still name self
+	// (the handovers have not completed) move nothing more.
+	for i := 0; i < 20; i++ {
+		fb.wake()
+		time.Sleep(10 * time.Millisecond)
+	}
+	ev := fb.Events()
+	if n := countPrefix(ev, "step_down "); n != 2 || countPrefix(ev, "resign") != 2 {
+		t.Fatalf("want 2 handovers, events %v", ev)
+	}
+	for _, e := range ev {
+		if strings.HasPrefix(e, "step_down ") && !strings.HasSuffix(e, " to other") {
+			t.Fatalf("handover not targeted at the idle replica: %v", ev)
 		}
 	}
 }

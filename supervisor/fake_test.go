@@ -93,7 +93,10 @@ func (f *fakeBackend) Members(ctx context.Context) ([]election.MemberRecord, err
 
 func (f *fakeBackend) Changes(ctx context.Context) <-chan struct{} { return f.changes }
 
-func (f *fakeBackend) RequestStepDown(ctx context.Context, queue, to string) error { return nil }
+func (f *fakeBackend) RequestStepDown(ctx context.Context, queue, to string) error {
+	f.record("step_down " + queue + " to " + to)
+	return nil
+}
 
 func (f *fakeBackend) StepDownRequest(ctx context.Context, queue string) (election.StepDownRequest, bool, error) {
 	f.mu.Lock()

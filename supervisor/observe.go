@@ -26,7 +26,7 @@ func (s *Supervisor) observe(ctx context.Context, b election.Backend) error {
 	changes := b.Changes(ctx)
 	// A slow safety net in case a wake-up is missed; the backend's
 	// notifications are the fast path.
-	tick := time.NewTicker(max(s.cfg.LeaseTTL, 5*time.Second))
+	tick := time.NewTicker(s.observeTick())
 	defer tick.Stop()
 	reported := map[string]string{} // problem key -> last message, to log once per change
 	for {
@@ -51,6 +51,11 @@ func (s *Supervisor) observe(ctx context.Context, b election.Backend) error {
 		case <-tick.C:
 		}
 	}
+}
+
+// observeTick is the period of the observer's safety-net reads.
+func (s *Supervisor) observeTick() time.Duration {
+	return max(s.cfg.LeaseTTL, 5*time.Second)
 }
 
 func (s *Supervisor) observeOnce(ctx context.Context, b election.Backend, reported map[string]string) error {
@@ -211,42 +216,82 @@ func (s *Supervisor) observeOnce(ctx context.Context, b election.Backend, report
 			}
 			continue
 		}
-		if req.To == "" || req.To == me {
+		if req.To == me {
+			// Asked to take over: nothing of ours may hold it back.
+			s.mu.Lock()
+			qs.holdUntil = time.Time{}
+			s.mu.Unlock()
+			s.clearBalanceHold(qs)
+			continue
+		}
+		if req.To == "" {
 			continue
 		}
 		if age := time.Since(req.RequestedAt); age >= 0 && age < s.cfg.StepDownHold {
-			s.holdQueue(qs, time.Now().Add(s.cfg.StepDownHold-age))
+			until := time.Now().Add(s.cfg.StepDownHold - age)
+			s.mu.Lock()
+			if until.After(qs.holdUntil) {
+				qs.holdUntil = until
+			}
+			s.mu.Unlock()
+			wakeHold(qs)
 		}
 	}
 	if s.cfg.Balance {
-		v := balanceView{live: map[string]bool{}, counts: map[string]int{}, queues: len(s.order)}
-		mine := map[string]bool{}
-		for _, name := range s.order {
-			mine[name] = true
-		}
-		for node, p := range decoded {
-			for q := range p.Queues {
-				if mine[q] {
-					v.live[node] = true
-					break
-				}
-			}
-		}
-		v.live[me] = true
-		led := map[string]election.LeaderRecord{}
-		for q, r := range byQueue {
-			if mine[q] {
-				led[q] = r
-				v.counts[r.Node]++
-				v.led++
-			}
-		}
-		s.balance(v, led)
+		s.observeBalance(byQueue, members, decoded)
 	}
 	if memberChanged {
 		s.wakeMember()
 	}
 	return nil
+}
+
+// observeBalance builds the balance view of one observation and applies
+// it (see balance.go).
+func (s *Supervisor) observeBalance(byQueue map[string]election.LeaderRecord, members []election.MemberRecord, decoded map[string]MemberPayload) {
+	me := s.cfg.Identity.Node
+	now := time.Now()
+	v := balanceView{live: map[string]bool{}, counts: map[string]int{}, queues: len(s.order)}
+	mine := map[string]bool{}
+	for _, name := range s.order {
+		mine[name] = true
+	}
+	leaders := map[string]election.LeaderRecord{}
+	for q, r := range byQueue {
+		if mine[q] {
+			leaders[q] = r
+			v.counts[r.Node]++
+			v.led++
+		}
+	}
+	s.bal.observe(v.counts, now)
+	seen := map[string]time.Time{}
+	for _, m := range members {
+		if m.Err == nil {
+			seen[m.Node] = m.LastSeen
+		}
+	}
+	// ready: the queues each eligible replica stands by for.
+	ready := map[string]map[string]bool{}
+	for node, p := range decoded {
+		if node == me || !s.bal.eligible(node, seen[node], now, s.readyAge()) {
+			continue
+		}
+		for q, mq := range p.Queues {
+			if !mine[q] {
+				continue
+			}
+			v.live[node] = true
+			if mq.Role != election.RoleLeader {
+				if ready[node] == nil {
+					ready[node] = map[string]bool{}
+				}
+				ready[node][q] = true
+			}
+		}
+	}
+	v.live[me] = true
+	s.balance(v, leaders, ready)
 }
 
 func (s *Supervisor) reportOnce(reported map[string]string, key, msg string, report func()) {

@@ -68,10 +68,7 @@ func (s *Supervisor) campaign(ctx context.Context, b election.Backend, qs *queue
 			case <-done:
 				return
 			case <-qs.holdBack:
-				s.mu.Lock()
-				hold := time.Now().Before(qs.holdUntil)
-				s.mu.Unlock()
-				if hold {
+				if s.holdLeft(qs) > 0 {
 					cancel()
 					return
 				}
@@ -90,18 +87,35 @@ func (s *Supervisor) campaign(ctx context.Context, b election.Backend, qs *queue
 	return l, err
 }
 
-// waitHoldBack waits while this replica holds back its candidacy for qs.
+// holdLeft returns how long this replica still holds back its candidacy
+// for qs (0 or less: it does not).
+func (s *Supervisor) holdLeft(qs *queueState) time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	until := qs.holdUntil
+	if qs.balanceHold.After(until) {
+		until = qs.balanceHold
+	}
+	return time.Until(until)
+}
+
+// waitHoldBack waits while this replica holds back its candidacy for qs;
+// a change of the hold (qs.holdBack) makes it look again.
 func (s *Supervisor) waitHoldBack(ctx context.Context, qs *queueState) error {
 	for {
-		s.mu.Lock()
-		wait := time.Until(qs.holdUntil)
-		s.mu.Unlock()
+		wait := s.holdLeft(qs)
 		if wait <= 0 {
 			return nil
 		}
-		if err := sleepCtx(ctx, wait); err != nil {
-			return err
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-qs.holdBack:
+		case <-t.C:
 		}
+		t.Stop()
 	}
 }
 
@@ -136,6 +150,15 @@ func (s *Supervisor) lead(ctx context.Context, b election.Backend, qs *queueStat
 		},
 		Changed: s.wakeMember,
 	})
+	// A yield or step-down asked of an earlier leadership is stale.
+	select {
+	case <-qs.yield:
+	default:
+	}
+	select {
+	case <-qs.stepDown:
+	default:
+	}
 	now := time.Now()
 	s.mu.Lock()
 	qs.role, qs.term, qs.since, qs.deadline, qs.pool, qs.conflicts = election.RoleLeader, term, now, deadline, pool, nil
@@ -208,8 +231,11 @@ loop:
 			log.Info("handing over", "why", "step-down requested")
 			reason = reasonStepDown
 			break loop
-		case why := <-qs.yield:
-			log.Info("handing over", "why", why)
+		case y := <-qs.yield:
+			if y.to != "" && !s.requestHandover(ctx, b, name, y.to, log) {
+				continue
+			}
+			log.Info("handing over", "why", y.why, "to", y.to)
 			reason = reasonStepDown
 			break loop
 		case err := <-poolDone:
@@ -271,6 +297,25 @@ loop:
 	}
 	s.wakeMember()
 	return reason
+}
+
+// requestHandover writes a step-down request for queue naming node to,
+// so that the other replicas (this one included) hold back and to takes
+// over. It reports whether the request was written; if not, the leader
+// keeps the queue and balancing tries again later.
+func (s *Supervisor) requestHandover(ctx context.Context, b election.Backend, queue, to string, log interface {
+	Warn(string, ...any)
+}) bool {
+	rctx, cancel := context.WithTimeout(ctx, min(5*time.Second, s.cfg.LeaseTTL/2))
+	defer cancel()
+	if err := b.RequestStepDown(rctx, queue, to); err != nil {
+		if ctx.Err() == nil {
+			s.cfg.Metrics.backendError()
+			log.Warn("handover request failed; keeping the queue", "to", to, "error", err)
+		}
+		return false
+	}
+	return true
 }
 
 func (s *Supervisor) resign(ctx context.Context, l election.Leadership, log interface {

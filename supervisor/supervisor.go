@@ -111,8 +111,8 @@ type Supervisor struct {
 	healthy bool
 
 	memberWake chan struct{}
-	// nextRebalance is owned by the observer goroutine.
-	nextRebalance time.Time
+	// bal is owned by the observer goroutine.
+	bal balanceTracker
 }
 
 // queueState is this replica's state for one queue. Fields after mu are
@@ -126,7 +126,7 @@ type queueState struct {
 	// holdBack wakes the campaign loop to re-check its hold-back.
 	holdBack chan struct{}
 	// yield asks the lead loop to hand the queue over (rebalancing).
-	yield chan string
+	yield chan yieldReq
 
 	role      string
 	term      int64
@@ -134,9 +134,13 @@ type queueState struct {
 	deadline  time.Time
 	pool      Pool
 	conflicts []config.Conflict
+	// holdUntil: no candidacy before (after a step-down, or a step-down
+	// request to another node).
 	holdUntil time.Time
-	leader    *election.LeaderRecord
-	problems  []Problem
+	// balanceHold: no candidacy before (balancing, see balance.go).
+	balanceHold time.Time
+	leader      *election.LeaderRecord
+	problems    []Problem
 }
 
 // New validates cfg and returns a Supervisor.
@@ -173,7 +177,7 @@ func New(cfg Config) (*Supervisor, error) {
 		}
 		s.queues[q.Name] = &queueState{
 			cfg: q, published: pub, payload: payload,
-			stepDown: make(chan struct{}, 1), holdBack: make(chan struct{}, 1), yield: make(chan string, 1),
+			stepDown: make(chan struct{}, 1), holdBack: make(chan struct{}, 1), yield: make(chan yieldReq, 1),
 			role: election.RoleFollower,
 		}
 		s.order = append(s.order, q.Name)
@@ -309,8 +313,17 @@ func (s *Supervisor) publishMembers(ctx context.Context, b election.Backend) {
 			continue
 		}
 		last = payload
+		// Pace the writes: while hundreds of workers start or stop, every
+		// event wakes the publisher, and every write of a record that
+		// lists every queue reaches every watcher of the cluster.
+		if sleepCtx(ctx, memberPace) != nil {
+			return
+		}
 	}
 }
+
+// memberPace is the least time between two member record writes.
+const memberPace = 250 * time.Millisecond
 
 func (s *Supervisor) wakeMember() {
 	select {

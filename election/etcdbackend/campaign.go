@@ -264,44 +264,53 @@ func (c *campaign) read(ctx context.Context) (snapshot, error) {
 	return st, nil
 }
 
-// wait watches the cluster's keys from rev until the observed leadership
-// ends (its leader key deleted or replaced). Heartbeats of its lease move
-// seen.since. It returns errWatchGap if the watch breaks off.
+// wait watches, from rev, the queue's leader key and the heartbeat key of
+// the observed leader's lease until the observed leadership ends (its
+// leader key deleted or replaced). Heartbeats of its lease move
+// seen.since. It returns errWatchGap if a watch breaks off.
+//
+// Two narrow watches, not one on the cluster's prefix: a replica stands by
+// for hundreds of queues, and a prefix watch per queue would deliver every
+// write of the cluster (member records list every queue) hundreds of times.
 func (c *campaign) wait(ctx context.Context, seen *observed, rev int64) error {
 	b := c.b
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
 	lk, hb := b.keys.leader(c.queue), b.keys.heartbeat(seen.lease)
-	wch := b.cli.Watch(wctx, b.keys.root(), clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+	lch := b.cli.Watch(wctx, lk, clientv3.WithRev(rev+1))
+	hch := b.cli.Watch(wctx, hb, clientv3.WithRev(rev+1))
 	for {
+		var resp clientv3.WatchResponse
+		var ok bool
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case resp, ok := <-wch:
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			if !ok {
-				return errWatchGap
-			}
-			if err := resp.Err(); err != nil {
-				return fmt.Errorf("%w: %w", errWatchGap, err)
-			}
-			now := time.Now()
-			for _, ev := range resp.Events {
-				switch string(ev.Kv.Key) {
-				case hb:
-					if ev.Type == mvccpb.PUT {
-						seen.since, seen.beat = now, now
-					}
-				case lk:
-					if ev.Type == mvccpb.DELETE {
-						seen.gone = now
-						return nil
-					}
-					if ev.Kv.CreateRevision != seen.term {
-						return nil
-					}
+		case resp, ok = <-lch:
+		case resp, ok = <-hch:
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if !ok {
+			return errWatchGap
+		}
+		if err := resp.Err(); err != nil {
+			return fmt.Errorf("%w: %w", errWatchGap, err)
+		}
+		now := time.Now()
+		for _, ev := range resp.Events {
+			switch string(ev.Kv.Key) {
+			case hb:
+				if ev.Type == mvccpb.PUT {
+					seen.since, seen.beat = now, now
+				}
+			case lk:
+				if ev.Type == mvccpb.DELETE {
+					seen.gone = now
+					return nil
+				}
+				if ev.Kv.CreateRevision != seen.term {
+					return nil
 				}
 			}
 		}

@@ -50,8 +50,11 @@
 //
 // # Waiting and taking over
 //
-// A follower watches the cluster prefix from the revision it read (no
-// polling) and tries again when the leader key is deleted; its Campaign
+// A follower watches the queue's leader key and the leader's heartbeat key
+// from the revision it read (no polling; two narrow watches, so that a
+// replica standing by for hundreds of queues is not sent every write of
+// the cluster once per queue) and tries again when the leader key is
+// deleted; its Campaign
 // also ends when ctx is done, the session is lost or the Backend closes
 // (etcd issue 19597: a campaign must not outlive its session). How soon
 // it may take over depends on how the last term ended:
