@@ -148,7 +148,11 @@ func TestBalance(t *testing.T) {
 			return led == q && counts["r3"] == 0
 		})
 		t.Logf("%s: every queue of the killed replica led again %s after the kill", be.name, allLed.Round(time.Millisecond))
-		if bound := ttl + time.Second; allLed > bound {
+		// The crash bound is one lease (most terms are released sooner by
+		// the killed replica's guards); the half lease on top is slack for
+		// a hundred spawns on two shared cores: a hang check, the time is
+		// logged above and measured in make bench-scale.
+		if bound := ttl + ttl/2; allLed > bound {
 			t.Errorf("%s: queues of the killed replica led again only after %s, beyond the crash bound %s", be.name, allLed, bound)
 		}
 		_, counts = c.waitBalanced([]string{"r1", "r2"}, q, 3*time.Minute)

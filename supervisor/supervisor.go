@@ -313,17 +313,13 @@ func (s *Supervisor) publishMembers(ctx context.Context, b election.Backend) {
 			continue
 		}
 		last = payload
-		// Pace the writes: while hundreds of workers start or stop, every
-		// event wakes the publisher, and every write of a record that
-		// lists every queue reaches every watcher of the cluster.
-		if sleepCtx(ctx, memberPace) != nil {
-			return
-		}
+		// No pacing sleep here: a 250 ms pause after each write made a
+		// Postgres leader with a slow backend path miss its renewals
+		// (TestMatrixLatency/under/postgres failed every time with it).
+		// Followers watch only their queue's keys (etcd), so a write no
+		// longer fans out to every standing-by campaign.
 	}
 }
-
-// memberPace is the least time between two member record writes.
-const memberPace = 250 * time.Millisecond
 
 func (s *Supervisor) wakeMember() {
 	select {
