@@ -89,8 +89,8 @@ func TestStaleSessionTakeover(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := admin.Exec(ctx, `
-INSERT INTO regent_leaders (cluster, queue, node, host, pid, term, elected_at, renewed_at, expires_at, lock_pid, released)
-VALUES ($1, 'q', 'ghost', 'h', 1, 41, now() - interval '1 minute', now() - interval '10 s', now() + interval '1 s', $2, false)`,
+INSERT INTO regent_leaders (cluster, queue, node, host, pid, term, elected_at, expires_at, lock_pid, released)
+VALUES ($1, 'q', 'ghost', 'h', 1, 41, now() - interval '1 minute', now() + interval '1 s', $2, false)`,
 		cluster, stale.PgConn().PID()); err != nil {
 		t.Fatal(err)
 	}
