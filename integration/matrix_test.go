@@ -221,7 +221,12 @@ func pgLease(t *testing.T, admin *pgx.Conn, cluster, queue, node string) (int, t
 	defer cancel()
 	var lockPID int
 	var expires time.Time
-	if err := admin.QueryRow(ctx, `SELECT lock_pid, expires_at FROM regent_leaders WHERE cluster = $1 AND queue = $2 AND node = $3`,
+	// A record follows its session's lease unless it has one of its own
+	// (schema version 3, see election/pgbackend/session.go).
+	if err := admin.QueryRow(ctx, `
+SELECT l.lock_pid, COALESCE(l.expires_at, s.expires_at)
+FROM regent_leaders l LEFT JOIN regent_sessions s ON s.cluster = l.cluster AND s.pid = l.lock_pid
+WHERE l.cluster = $1 AND l.queue = $2 AND l.node = $3`,
 		cluster, queue, node).Scan(&lockPID, &expires); err != nil {
 		t.Fatalf("read %s's lease of %s: %v", node, queue, err)
 	}

@@ -438,7 +438,7 @@ func (a *actor) shutdown() {
 const (
 	sqlShutdownWith = `
 WITH rel AS (
-	UPDATE regent_leaders SET released = true, expires_at = LEAST(expires_at, now())
+	UPDATE regent_leaders SET released = true, expires_at = LEAST(` + leaseExpiryT + `, now())
 	WHERE cluster = $1 AND node = $2 AND lock_pid = pg_backend_pid() AND released IS NOT TRUE
 	  AND (queue, term) IN (SELECT * FROM unnest($3::text[], $4::bigint[]))
 	RETURNING ` + historyReturning + `

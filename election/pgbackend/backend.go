@@ -75,7 +75,11 @@ func New(ctx context.Context, cfg Config, opts election.Options, log hclog.Logge
 	if err != nil {
 		return nil, err
 	}
-	if err := b.migrate(ctx, sess); err != nil {
+	err = b.migrate(ctx, sess)
+	if err == nil && !s.ReadOnly {
+		err = b.registerSession(ctx, sess)
+	}
+	if err != nil {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.clientStatementTimeout)
 		defer cancel()
 		_ = sess.conn.Close(cctx)

@@ -102,7 +102,7 @@ const sqlTryLocks = `
 SELECT q.queue,
        CASE WHEN sd.hold IS TRUE THEN false ELSE pg_try_advisory_lock(q.key) END,
        l.lock_pid,
-       COALESCE(l.released IS NOT TRUE AND l.expires_at < now() - $4 * interval '1 microsecond', false)
+       COALESCE(l.released IS NOT TRUE AND ` + leaseExpiryL + ` < now() - $4 * interval '1 microsecond', false)
 FROM unnest($2::text[], $3::bigint[]) AS q(queue, key)
 LEFT JOIN regent_leaders l ON l.cluster = $1 AND l.queue = q.queue
 LEFT JOIN LATERAL (
@@ -197,21 +197,28 @@ const sqlTakeover = `
 WITH ` + sqlTakeoverUp + sqlTakeoverSelect
 
 // sqlTakeoverUp is the part of sqlTakeover that records the new leader,
-// as a CTE named up returning the new term.
+// as a CTE named up returning the new term, its record following this
+// session's lease (up_sess), which it sets to now + TTL.
 const sqlTakeoverUp = `up AS (
 	INSERT INTO regent_leaders AS l
 		(cluster, queue, node, host, pid, term, payload, payload_raw,
-		 elected_at, renewed_at, expires_at, lock_pid, released)
+		 elected_at, expires_at, lock_pid, released)
 	VALUES ($1, $2, $3, $4, $5, 1, $6::jsonb, $7,
-		now(), now(), now() + $8 * interval '1 microsecond', pg_backend_pid(), false)
+		now(), NULL, pg_backend_pid(), false)
 	ON CONFLICT (cluster, queue) DO UPDATE SET
 		node = excluded.node, host = excluded.host, pid = excluded.pid,
 		term = GREATEST(COALESCE(l.term, 0), 0) + 1,
 		payload = excluded.payload, payload_raw = excluded.payload_raw,
-		elected_at = excluded.elected_at, renewed_at = excluded.renewed_at,
-		expires_at = excluded.expires_at, lock_pid = excluded.lock_pid, released = false
-	WHERE l.released IS TRUE OR l.expires_at IS NULL OR l.expires_at <= now()
+		elected_at = excluded.elected_at, renewed_at = NULL,
+		expires_at = NULL, lock_pid = excluded.lock_pid, released = false
+	WHERE l.released IS TRUE OR ` + leaseExpiryL + ` IS NULL OR ` + leaseExpiryL + ` <= now()
 	RETURNING l.term
+), up_sess AS (
+	INSERT INTO regent_sessions AS s (cluster, pid, node, renewed_at, expires_at)
+	SELECT $1, pg_backend_pid(), $3, now(), now() + $8 * interval '1 microsecond' FROM up
+	ON CONFLICT (cluster, pid) DO UPDATE SET
+		node = excluded.node, renewed_at = excluded.renewed_at, expires_at = excluded.expires_at
+	RETURNING pid
 )`
 
 // sqlTakeoverSelect is the result of sqlTakeover: the new term, or how
@@ -219,7 +226,7 @@ const sqlTakeoverUp = `up AS (
 const sqlTakeoverSelect = `
 SELECT up.term, NULL::bigint FROM up WHERE pg_notify('` + NotifyChannel + `', $9) IS NOT NULL
 UNION ALL
-SELECT NULL, GREATEST(CEIL(EXTRACT(EPOCH FROM (l.expires_at - now())) * 1e6)::bigint, 0)
+SELECT NULL, GREATEST(CEIL(EXTRACT(EPOCH FROM (` + leaseExpiryL + ` - now())) * 1e6)::bigint, 0)
 FROM regent_leaders l
 WHERE l.cluster = $1 AND l.queue = $2 AND NOT EXISTS (SELECT 1 FROM up)`
 

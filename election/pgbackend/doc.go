@@ -25,13 +25,22 @@
 // a 64-bit hash of ("regent", cluster, queue) computed in Go; nothing local
 // (path, home directory, user, pid) enters it. The table regent_leaders
 // holds one row per (cluster, queue): node, host, pid, term, payload
-// (jsonb; the exact bytes in payload_raw), elected_at, renewed_at,
-// expires_at (the lease, on the server's clock), lock_pid (the server pid
-// of the holding session) and released. regent_members holds member
-// records (live while expires_at > now() and their session exists);
-// regent_stepdowns holds step-down requests; regent_history the last
-// terms of each queue. Every change is announced
-// with NOTIFY on NotifyChannel, payload {"cluster","queue","kind"}.
+// (jsonb; the exact bytes in payload_raw), elected_at, lock_pid (the
+// server pid of the holding session), released, and expires_at: NULL
+// while the record follows its session's lease, else a lease of its own
+// (set on release, or when the session stops covering it). The lease of a
+// session is one row of regent_sessions per (cluster, pid): renewed_at
+// and expires_at, on the server's clock; a record's lease is its own
+// expires_at, else its session's (the row of its cluster and lock_pid).
+// Leader rows are written only when leadership changes, never by a
+// renewal (renewed_at of regent_leaders is no longer used). A lock
+// session, before it leads, gives the records of an earlier session with
+// the same pid (pids are reused, and differ after a failover) that
+// session's lease as their own, so it cannot revive them. regent_members
+// holds member records (live while expires_at > now() and their session
+// exists); regent_stepdowns holds step-down requests; regent_history the
+// last terms of each queue. Every change is announced with NOTIFY on
+// NotifyChannel, payload {"cluster","queue","kind"}.
 //
 // # State machine of a queue, per replica
 //
@@ -54,14 +63,21 @@
 //     one holding the lock) and retries at once.
 //   - locked: holding the lock, the replica records itself as leader only
 //     if the previous row is released, or expired on the server's clock;
-//     otherwise it waits until expires_at has passed and asks again. The
+//     otherwise it waits until that lease has passed and asks again. The
 //     term is incremented (term = old term + 1) in the same statement,
 //     hence the same transaction, that records the new leader, so it
 //     strictly increases for the queue.
-//   - leading: one statement per RenewInterval renews every lease the
-//     session holds and the member record (UPDATE ... WHERE lock_pid =
-//     pg_backend_pid()); a queue missing from its result was released
-//     (ReleaseTerm) or taken: that leadership is lost, its lock freed.
+//   - leading: one statement per RenewInterval renews the session's
+//     lease row, which every record it holds follows, and the member
+//     record: at most two row writes whatever the number of queues. It
+//     reads back the records of the terms held (lock_pid =
+//     pg_backend_pid()); a queue missing from the result was released
+//     (ReleaseTerm) or taken: that leadership is lost, its lock freed. A
+//     record of the session no longer among the terms held (its
+//     leadership ended on its deadline) gets, in the same statement, the
+//     session's lease as it was before the renewal as its own, so the
+//     renewal does not extend it. The takeover sets the session's lease
+//     to now + TTL.
 //     Resign marks the row released, frees the lock and notifies in one
 //     statement, so followers take over within milliseconds.
 //
@@ -86,8 +102,8 @@
 // # Trust window
 //
 // ValidUntil is the monotonic send time of the last successful renewal
-// (or of the takeover) plus LeaseTTL. The server set expires_at to its own
-// now() + TTL when it ran that statement, which is after the send, so no
+// (or of the takeover) plus LeaseTTL. The server set the session's
+// expires_at to its own now() + TTL when it ran that statement, which is after the send, so no
 // other replica can lead before ValidUntil. A timer per leadership closes
 // Done at ValidUntil unless a renewal moved it, even while the actor is
 // stuck in a statement; callers subtract their own safety margin. A
@@ -142,7 +158,14 @@
 // regent creates and migrates its tables itself, idempotently: the
 // migrations run in one transaction under a transaction-level advisory
 // lock, with the version in regent_schema_version, so replicas starting
-// together migrate once. Migrations only add.
+// together migrate once. Migrations only add, except version 3 (the
+// session lease): it clears renewed_at of regent_leaders and adds the
+// constraint regent_schema_v3_needs_newer_regent (renewed_at IS NULL),
+// so a replica older than version 3, which would misread a record that
+// follows its session as one without a lease, fails on its first
+// takeover or renewal with an error naming that constraint instead of
+// running. Records written before version 3 keep their expires_at, a
+// lease of their own, which is still waited out.
 //
 // # Invariants
 //

@@ -49,7 +49,7 @@ func TestAdminKillThenWaitOutLease(t *testing.T) {
 	// not lead before it expires.
 	var expires time.Time
 	if err := admin.QueryRow(testCtx(t),
-		`SELECT expires_at FROM regent_leaders WHERE cluster = $1 AND queue = 'q1'`, cluster).Scan(&expires); err != nil {
+		`SELECT `+leaseExpiryL+` FROM regent_leaders l WHERE cluster = $1 AND queue = 'q1'`, cluster).Scan(&expires); err != nil {
 		t.Fatal(err)
 	}
 	r := waitResult(t, chB, 10*time.Second)
@@ -89,8 +89,8 @@ func TestStaleSessionTakeover(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := admin.Exec(ctx, `
-INSERT INTO regent_leaders (cluster, queue, node, host, pid, term, elected_at, renewed_at, expires_at, lock_pid, released)
-VALUES ($1, 'q', 'ghost', 'h', 1, 41, now() - interval '1 minute', now() - interval '10 s', now() + interval '1 s', $2, false)`,
+INSERT INTO regent_leaders (cluster, queue, node, host, pid, term, elected_at, expires_at, lock_pid, released)
+VALUES ($1, 'q', 'ghost', 'h', 1, 41, now() - interval '1 minute', now() + interval '1 s', $2, false)`,
 		cluster, stale.PgConn().PID()); err != nil {
 		t.Fatal(err)
 	}
@@ -189,8 +189,8 @@ func TestReleaseTermEndsLeadership(t *testing.T) {
 	}
 }
 
-// A renewal that cannot get through (the record row is locked) does not
-// stop the deadline: Done closes at ValidUntil while the statement hangs.
+// A renewal that cannot get through (the session's lease row is locked)
+// does not stop the deadline: Done closes at ValidUntil while the statement hangs.
 func TestDeadlineWhileRenewalBlocked(t *testing.T) {
 	url := testenv.NewDatabase(t)
 	cluster := randomName("c")
@@ -215,7 +215,7 @@ func TestDeadlineWhileRenewalBlocked(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = tx.Rollback(context.Background()) }()
-	if _, err := tx.Exec(ctx, `SELECT 1 FROM regent_leaders WHERE cluster = $1 FOR UPDATE`, cluster); err != nil {
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM regent_sessions WHERE cluster = $1 FOR UPDATE`, cluster); err != nil {
 		t.Fatal(err)
 	}
 	valid := l.ValidUntil()

@@ -61,8 +61,8 @@ func withHistoryEnd(with, sel, from, reason string, history bool) string {
 // changed it (every CTE sees the same snapshot).
 const sqlTakeoverHistory = `
 WITH prev AS (
-	SELECT term, node, host, elected_at, expires_at, released
-	FROM regent_leaders WHERE cluster = $1 AND queue = $2
+	SELECT term, node, host, elected_at, ` + leaseExpiryL + ` AS expires_at, released
+	FROM regent_leaders l WHERE cluster = $1 AND queue = $2
 ), ` + sqlTakeoverUp + `, hist_prev AS (
 	INSERT INTO regent_history AS h (cluster, queue, term, node, host, started_at, ended_at, end_reason)
 	SELECT $1, $2, prev.term, prev.node, prev.host, prev.elected_at,
@@ -124,7 +124,7 @@ INSERT INTO regent_history AS h (cluster, queue, term, node, host, started_at, e
 SELECT l.cluster, l.queue, l.term, l.node, l.host, l.elected_at, now(), '` + election.EndLost + `'
 FROM regent_leaders l
 JOIN unnest($3::text[], $4::bigint[]) AS x(queue, term) ON l.queue = x.queue AND l.term = x.term
-WHERE l.cluster = $1 AND l.lock_pid = $2 AND l.released IS NOT TRUE AND l.expires_at > now()
+WHERE l.cluster = $1 AND l.lock_pid = $2 AND l.released IS NOT TRUE AND ` + leaseExpiryL + ` > now()
 ON CONFLICT (cluster, queue, term) DO UPDATE SET ended_at = excluded.ended_at, end_reason = excluded.end_reason
 WHERE h.end_reason IS NULL`
 
@@ -191,14 +191,15 @@ func (a *actor) noteLostWith(ctx context.Context, queues []string, terms []int64
 // or its lease expired, it has ended.
 const sqlHistory = `
 SELECT h.term, h.node, h.host, h.started_at, h.ended_at, h.end_reason,
-       l.term IS NOT NULL, l.released, l.expires_at, l.expires_at <= now()
+       l.term IS NOT NULL, l.released, x.expires_at, x.expires_at <= now()
 FROM regent_history h
 LEFT JOIN regent_leaders l ON l.cluster = h.cluster AND l.queue = h.queue AND l.term = h.term
+LEFT JOIN LATERAL (SELECT ` + leaseExpiryL + ` AS expires_at) x ON true
 WHERE h.cluster = $1 AND h.queue = $2
 UNION ALL
 SELECT l.term, l.node, l.host, l.elected_at, NULL, NULL,
-       true, l.released, l.expires_at, l.expires_at <= now()
-FROM regent_leaders l
+       true, l.released, x.expires_at, x.expires_at <= now()
+FROM regent_leaders l, LATERAL (SELECT ` + leaseExpiryL + ` AS expires_at) x
 WHERE l.cluster = $1 AND l.queue = $2 AND l.term >= 1
   AND NOT EXISTS (SELECT 1 FROM regent_history h WHERE h.cluster = $1 AND h.queue = $2 AND h.term = l.term)
 ORDER BY 1 DESC

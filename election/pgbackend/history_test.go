@@ -53,8 +53,8 @@ VALUES ('c', 'q', 'old', 'oldhost', 1, 5, now() - interval '1 hour', now() - int
 		}
 	}
 	var v int
-	if err := c.QueryRow(ctx, `SELECT version FROM regent_schema_version`).Scan(&v); err != nil || v != 2 {
-		t.Fatalf("schema version %d, %v; want 2", v, err)
+	if err := c.QueryRow(ctx, `SELECT version FROM regent_schema_version`).Scan(&v); err != nil || v != SchemaVersion {
+		t.Fatalf("schema version %d, %v; want %d", v, err, SchemaVersion)
 	}
 
 	a := openBackend(t, url, testOpts("c", "a"))
@@ -139,8 +139,8 @@ func TestHistoryRows(t *testing.T) {
 		}
 	}
 	exec(`
-INSERT INTO regent_leaders (cluster, queue, node, host, pid, term, elected_at, renewed_at, expires_at, lock_pid, released)
-VALUES ($1, 'q', 'n7', 'h7', 1, 7, now() - interval '1 minute', now() - interval '2 second', now() - interval '1 second', 0, false)`, cluster)
+INSERT INTO regent_leaders (cluster, queue, node, host, pid, term, elected_at, expires_at, lock_pid, released)
+VALUES ($1, 'q', 'n7', 'h7', 1, 7, now() - interval '1 minute', now() - interval '1 second', 0, false)`, cluster)
 	exec(`
 INSERT INTO regent_history (cluster, queue, term, node, host, started_at, ended_at, end_reason) VALUES
 	($1, 'q', 1, 'n1', 'h1', now() - interval '10 minute', now() - interval '9 minute', 'resign'),

@@ -89,7 +89,7 @@ func (a *actor) resign(l *leadership) error {
 const (
 	sqlResignWith = `
 WITH r AS (
-	UPDATE regent_leaders SET released = true, expires_at = LEAST(expires_at, now())
+	UPDATE regent_leaders SET released = true, expires_at = LEAST(` + leaseExpiryT + `, now())
 	WHERE cluster = $1 AND queue = $2 AND term = $3 AND node = $4
 	  AND lock_pid = pg_backend_pid() AND released IS NOT TRUE
 	RETURNING ` + historyReturning + `
@@ -224,7 +224,7 @@ func (a *actor) releaseTerm(queue string, term int64) error {
 const (
 	sqlReleaseWith = `
 WITH r AS (
-	UPDATE regent_leaders SET released = true, expires_at = LEAST(expires_at, now())
+	UPDATE regent_leaders SET released = true, expires_at = LEAST(` + leaseExpiryT + `, now())
 	WHERE cluster = $1 AND queue = $2 AND term = $3 AND released IS NOT TRUE
 	RETURNING ` + historyReturning + `
 )`
@@ -243,7 +243,7 @@ WITH r AS (
 	INSERT INTO regent_stepdowns AS sd (cluster, queue, to_node, term, requested_at, hold_until)
 	SELECT cluster, queue, $3, term, now(), now() + $4 * interval '1 microsecond'
 	FROM regent_leaders
-	WHERE cluster = $1 AND queue = $2 AND released IS NOT TRUE AND expires_at > now() AND term >= 1
+	WHERE cluster = $1 AND queue = $2 AND released IS NOT TRUE AND `+leaseExpiryT+` > now() AND term >= 1
 	ON CONFLICT (cluster, queue) DO UPDATE SET
 		to_node = excluded.to_node, term = excluded.term,
 		requested_at = excluded.requested_at, hold_until = excluded.hold_until
@@ -269,7 +269,7 @@ func (a *actor) stepDownRequest(queue string) (election.StepDownRequest, bool, e
 SELECT s.to_node, s.term, s.requested_at
 FROM regent_stepdowns s
 JOIN regent_leaders l ON l.cluster = s.cluster AND l.queue = s.queue AND l.term = s.term
-WHERE s.cluster = $1 AND s.queue = $2 AND l.released IS NOT TRUE AND l.expires_at > now()`,
+WHERE s.cluster = $1 AND s.queue = $2 AND l.released IS NOT TRUE AND `+leaseExpiryL+` > now()`,
 		a.b.s.Cluster, queue).Scan(&req.To, &req.Term, &req.RequestedAt)
 	if isNoRows(err) {
 		return election.StepDownRequest{}, false, nil
@@ -288,7 +288,7 @@ func (a *actor) stepDownRequests() ([]election.StepDownRequest, error) {
 SELECT s.queue, s.to_node, s.term, s.requested_at
 FROM regent_stepdowns s
 JOIN regent_leaders l ON l.cluster = s.cluster AND l.queue = s.queue AND l.term = s.term
-WHERE s.cluster = $1 AND l.released IS NOT TRUE AND l.expires_at > now()`, a.b.s.Cluster)
+WHERE s.cluster = $1 AND l.released IS NOT TRUE AND `+leaseExpiryL+` > now()`, a.b.s.Cluster)
 	if err != nil {
 		return nil, fmt.Errorf("pgbackend: read step-down requests: %w", a.check(err))
 	}

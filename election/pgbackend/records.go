@@ -16,9 +16,9 @@ import (
 // than hidden.
 const leaderColumns = `
 SELECT queue, node, host, pid, term, jsonb_typeof(payload), payload::text, payload_raw,
-       elected_at, renewed_at, expires_at IS NULL
-FROM regent_leaders
-WHERE released IS NOT TRUE AND (expires_at IS NULL OR expires_at > now()) AND cluster = $1`
+       elected_at, ` + leaseRenewedL + `, x.expires_at IS NULL
+FROM regent_leaders l, LATERAL (SELECT ` + leaseExpiryL + ` AS expires_at) x
+WHERE released IS NOT TRUE AND (x.expires_at IS NULL OR x.expires_at > now()) AND cluster = $1`
 
 const selectLeader = leaderColumns + ` AND queue = $2`
 

@@ -4,26 +4,47 @@ import (
 	"time"
 )
 
-// sqlRenew extends, in one statement, the lease of every queue this
-// session leads and the member record's expiry. A leadership missing from
-// the result was released (ReleaseTerm) or taken: it is lost. The lock pid
-// check makes sure the statement runs in the session that holds the locks.
+// sqlRenew renews, in one statement, the lease of this session (its
+// regent_sessions row, which every leader record it holds follows) and
+// the member record's expiry: at most two row writes whatever the number
+// of queues. It then reads (no write) the records this session holds of
+// the given terms: a leadership missing from the result was released
+// (ReleaseTerm) or taken: it is lost. A record of this session that
+// follows it but is not among the given terms (a leadership that ended on
+// its own deadline) gets the session's lease as it was before this
+// renewal as its own, so that the renewal does not extend it. The lock pid
+// checks make sure the statement runs in the session that holds the
+// locks. With no term given, the session row is not written.
 const sqlRenew = `
-WITH r AS (
-	UPDATE regent_leaders SET renewed_at = now(), expires_at = now() + $3 * interval '1 microsecond'
-	WHERE cluster = $1 AND node = $2 AND lock_pid = pg_backend_pid() AND released IS NOT TRUE
-	  AND (queue, term) IN (SELECT * FROM unnest($4::text[], $5::bigint[]))
-	RETURNING queue, term
+WITH held AS (
+	SELECT * FROM unnest($4::text[], $5::bigint[]) AS h(queue, term)
+), old AS (
+	SELECT expires_at FROM regent_sessions WHERE cluster = $1 AND pid = pg_backend_pid()
+), s AS (
+	INSERT INTO regent_sessions AS s (cluster, pid, node, renewed_at, expires_at)
+	SELECT $1, pg_backend_pid(), $2, now(), now() + $3 * interval '1 microsecond'
+	WHERE cardinality($4::text[]) > 0
+	ON CONFLICT (cluster, pid) DO UPDATE SET
+		node = excluded.node, renewed_at = excluded.renewed_at, expires_at = excluded.expires_at
+	RETURNING pid
+), dropped AS (
+	UPDATE regent_leaders l SET expires_at = COALESCE((SELECT expires_at FROM old), now())
+	WHERE l.cluster = $1 AND l.lock_pid = pg_backend_pid() AND l.expires_at IS NULL
+	  AND (l.queue, l.term) NOT IN (SELECT * FROM held)
+	RETURNING 1
 ), m AS (
 	UPDATE regent_members SET last_seen = now(), expires_at = now() + $3 * interval '1 microsecond'
 	WHERE cluster = $1 AND node = $2 AND session_pid = pg_backend_pid()
 	RETURNING node
 )
-SELECT queue, term FROM r`
+SELECT l.queue, l.term FROM regent_leaders l
+WHERE l.cluster = $1 AND l.node = $2 AND l.lock_pid = pg_backend_pid() AND l.released IS NOT TRUE
+  AND l.expires_at IS NULL AND (l.queue, l.term) IN (SELECT * FROM held)
+  AND EXISTS (SELECT 1 FROM s)`
 
 // renew runs sqlRenew. ValidUntil of each renewed leadership becomes the
-// send time plus the TTL: the server set expires_at to its own now() plus
-// the TTL, which cannot come before the send time.
+// send time plus the TTL: the server set the session's expires_at to its
+// own now() plus the TTL, which cannot come before the send time.
 func (a *actor) renew() {
 	var names []string
 	var terms []int64

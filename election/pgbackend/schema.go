@@ -72,11 +72,37 @@ CREATE TABLE IF NOT EXISTS regent_history (
 	PRIMARY KEY (cluster, queue, term)
 );
 `,
+	// 3: one lease row per lock session (see session.go). Leader records
+	// follow their session's lease (expires_at NULL) instead of being
+	// renewed one by one; rows written before keep their own expires_at,
+	// a fixed lease. renewed_at of leader records is no longer written:
+	// the constraint makes the statements of a replica that predates
+	// version 3 (which renew and take over by writing renewed_at) fail
+	// with an error naming it, rather than run with a schema they misread.
+	`
+CREATE TABLE IF NOT EXISTS regent_sessions (
+	cluster    text NOT NULL,
+	pid        integer NOT NULL,
+	node       text,
+	renewed_at timestamptz,
+	expires_at timestamptz,
+	PRIMARY KEY (cluster, pid)
+);
+UPDATE regent_leaders SET renewed_at = NULL WHERE renewed_at IS NOT NULL;
+DO $$
+BEGIN
+	IF NOT EXISTS (SELECT 1 FROM pg_constraint
+	               WHERE conrelid = 'regent_leaders'::regclass AND conname = 'regent_schema_v3_needs_newer_regent') THEN
+		ALTER TABLE regent_leaders ADD CONSTRAINT regent_schema_v3_needs_newer_regent CHECK (renewed_at IS NULL);
+	END IF;
+END
+$$;
+`,
 }
 
 // SchemaVersion is the schema version this package writes and expects:
 // the number of migrations.
-const SchemaVersion = 2
+const SchemaVersion = 3
 
 const createVersionTable = `
 CREATE TABLE IF NOT EXISTS regent_schema_version (
