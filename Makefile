@@ -41,7 +41,7 @@ fuzz:
 		for t in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$f); do \
 			printf '%s %s: ' "$$dir" "$$t"; \
 			out=$$($(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) -parallel 2 $$dir 2>&1) || { echo FAIL; echo "$$out"; exit 1; }; \
-			echo "$$out" | grep 'execs:' | tail -1 | sed 's/^fuzz: //'; \
+			last=$$(echo "$$out" | grep 'execs:' | tail -1 | sed 's/^fuzz: //'); echo "$${last:-ok}"; \
 		done; \
 	done
 
