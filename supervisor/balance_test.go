@@ -278,8 +278,12 @@ func TestPreferHandsOver(t *testing.T) {
 	}
 }
 
-// Leading 4 queues beside an idle replica, a replica hands over exactly
-// 2, each to that replica, and no more while they have not left.
+// Leading 4 queues beside an idle replica, a replica hands over its
+// surplus of 2, each to that replica, and no more while they have not
+// left. A batch holds only queues already led when it is planned, so the
+// first batch may be 1 queue if the observation came before the fourth
+// leadership started (the fake backend never completes a handover, so
+// the next batch never comes): 1 or 2, never more.
 func TestRebalanceTargetedBatch(t *testing.T) {
 	var qs []config.QueueConfig
 	var names []string
@@ -288,20 +292,30 @@ func TestRebalanceTargetedBatch(t *testing.T) {
 		names = append(names, n)
 	}
 	fb := startBalanced(t, qs, names)
-	waitEvents(t, fb, "two resigns", func(ev []string) bool { return countPrefix(ev, "resign") == 2 })
+	waitEvents(t, fb, "a resign", func(ev []string) bool { return countPrefix(ev, "resign") >= 1 })
 	// Further observations while the leader records still name self
-	// (the handovers have not completed) move nothing more.
+	// (the handovers have not completed) move nothing beyond the surplus.
 	for i := 0; i < 20; i++ {
 		fb.wake()
 		time.Sleep(10 * time.Millisecond)
 	}
 	ev := fb.Events()
-	if n := countPrefix(ev, "step_down "); n != 2 || countPrefix(ev, "resign") != 2 {
-		t.Fatalf("want 2 handovers, events %v", ev)
+	if n := countPrefix(ev, "step_down "); n < 1 || n > 2 || countPrefix(ev, "resign") != n {
+		t.Fatalf("want 1 or 2 handovers (the surplus is 2), each followed by a resign; events %v", ev)
 	}
 	for _, e := range ev {
 		if strings.HasPrefix(e, "step_down ") && !strings.HasSuffix(e, " to other") {
 			t.Fatalf("handover not targeted at the idle replica: %v", ev)
+		}
+	}
+}
+
+func TestBatchSizeGrowsWithQueues(t *testing.T) {
+	for _, tc := range []struct{ queues, want int }{
+		{1, balanceBatch}, {300, balanceBatch}, {500, balanceBatch}, {1000, 50}, {5000, 250},
+	} {
+		if got := batchSize(tc.queues); got != tc.want {
+			t.Errorf("batchSize(%d) = %d, want %d", tc.queues, got, tc.want)
 		}
 	}
 }
