@@ -45,17 +45,6 @@ import (
 // the worker), and hundreds at once on a small host starve lease renewals.
 const balanceBatch = 25
 
-// balanceRounds: with many queues a batch grows beyond balanceBatch so
-// that evening out a cluster takes about this many batches whatever the
-// number of queues (at 5,000 queues, 25 at a time took over 8 minutes).
-const balanceRounds = 20
-
-// batchSize is how many queues a replica with queues queues hands over
-// in one batch.
-func batchSize(queues int) int {
-	return max(balanceBatch, queues/balanceRounds)
-}
-
 // balanceView is what one observation tells about leadership counts.
 type balanceView struct {
 	live   map[string]bool // eligible members that campaign for our queues
@@ -269,7 +258,7 @@ func (s *Supervisor) balance(v balanceView, leaders map[string]election.LeaderRe
 	if len(mine) == 0 {
 		return
 	}
-	budget := batchSize(len(s.order))
+	budget := balanceBatch
 	moving := map[string]int64{}
 	for i := len(s.order) - 1; i >= 0 && budget > 0 && len(mine) > 0; i-- {
 		name := s.order[i]

@@ -309,13 +309,3 @@ func TestRebalanceTargetedBatch(t *testing.T) {
 		}
 	}
 }
-
-func TestBatchSizeGrowsWithQueues(t *testing.T) {
-	for _, tc := range []struct{ queues, want int }{
-		{1, balanceBatch}, {300, balanceBatch}, {500, balanceBatch}, {1000, 50}, {5000, 250},
-	} {
-		if got := batchSize(tc.queues); got != tc.want {
-			t.Errorf("batchSize(%d) = %d, want %d", tc.queues, got, tc.want)
-		}
-	}
-}
