@@ -39,14 +39,7 @@ type costRow struct {
 // backend sessions, and RSS and CPU of each `regent run` process (not its
 // guards or workers). Run with `make bench-cost`.
 func BenchmarkCost(b *testing.B) {
-	var qs []int
-	for _, s := range strings.Split(*costQueues, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(s))
-		if err != nil || n < 1 {
-			b.Fatalf("-cost-queues: bad count %q", s)
-		}
-		qs = append(qs, n)
-	}
+	qs := parseCounts(b, "cost-queues", *costQueues)
 	var rows []costRow
 	notes := map[string]string{}
 	for _, beName := range strings.Split(*scaleBackends, ",") {
@@ -110,12 +103,12 @@ func runCost(b *testing.B, beName string, q int, pg *testenv.PostgresProc) (cost
 			extra: []string{"--concurrency", strconv.Itoa(r.concurrency), "--balance=false", "--log-level", "info"}}
 	}
 	a := c.start(opts("leader"))
-	if _, ok := waitFor(*scaleSettle, func() bool { n, _ := a.regentLeads(); return n == q }); !ok {
+	if _, ok := poll(*scaleSettle, scalePoll, func() bool { n, _ := a.regentLeads(); return n == q }); !ok {
 		r.failed = fmt.Sprintf("the replica did not lead all %d queues within %s", q, *scaleSettle)
 		return r, meter.what()
 	}
 	if r.concurrency > 0 {
-		if _, ok := waitFor(*scaleSettle, func() bool { return len(c.liveWorkers()) == q }); !ok {
+		if _, ok := poll(*scaleSettle, scalePoll, func() bool { return len(c.liveWorkers()) == q }); !ok {
 			r.failed = "workers did not all start"
 			return r, meter.what()
 		}
@@ -160,7 +153,7 @@ func runCost(b *testing.B, beName string, q int, pg *testenv.PostgresProc) (cost
 	s1 := sessions()
 
 	f := c.start(opts("follower"))
-	if _, ok := waitFor(*scaleSettle, func() bool {
+	if _, ok := poll(*scaleSettle, scalePoll, func() bool {
 		client := http.Client{Timeout: 5 * time.Second}
 		resp, err := client.Get("http://" + f.httpAddr + "/readyz")
 		if err != nil {

@@ -272,16 +272,41 @@ func (r *replica) leads(queue string) bool {
 // eventually polls cond until it is true or d passes.
 func eventually(t testing.TB, d time.Duration, what string, cond func() bool) time.Duration {
 	t.Helper()
+	took, ok := poll(d, 20*time.Millisecond, cond)
+	if !ok {
+		t.Fatalf("timed out after %s waiting for %s", d, what)
+	}
+	return took
+}
+
+// poll checks cond every interval until it is true (true) or d passes
+// (false), and returns how long it took.
+func poll(d, interval time.Duration, cond func() bool) (time.Duration, bool) {
 	start := time.Now()
 	for {
 		if cond() {
-			return time.Since(start)
+			return time.Since(start), true
 		}
 		if time.Since(start) > d {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
+			return time.Since(start), false
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(interval)
 	}
+}
+
+// parseCounts parses a comma-separated list of positive counts given to
+// flag name.
+func parseCounts(tb testing.TB, name, list string) []int {
+	tb.Helper()
+	var out []int
+	for _, s := range strings.Split(list, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 1 {
+			tb.Fatalf("-%s: bad count %q", name, s)
+		}
+		out = append(out, n)
+	}
+	return out
 }
 
 // lines parses the observer file.

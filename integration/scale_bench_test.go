@@ -29,8 +29,9 @@ var (
 
 const (
 	scaleReplicas = 3
-	scaleTTL      = 10 * time.Second // production default; renewal TTL/5
-	scaleQuiet    = 10 * time.Second // settling before the window
+	scaleTTL      = 10 * time.Second       // production default; renewal TTL/5
+	scaleQuiet    = 10 * time.Second       // settling before the window
+	scalePoll     = 250 * time.Millisecond // poll interval of settle and failover waits
 	etcdRSSLimit  = 4 << 30
 )
 
@@ -62,14 +63,7 @@ type electors struct {
 // led) and the time for a SIGKILLed replica's queues to have leaders
 // again. Run with `make bench-scale`.
 func BenchmarkScale(b *testing.B) {
-	var qs []int
-	for _, s := range strings.Split(*scaleQueues, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(s))
-		if err != nil || n < 1 {
-			b.Fatalf("-scale-queues: bad count %q", s)
-		}
-		qs = append(qs, n)
-	}
+	qs := parseCounts(b, "scale-queues", *scaleQueues)
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "\n### Scale: %d replicas, leadership-only queues (`--concurrency 0`), lease TTL %s, %s window\n\n", scaleReplicas, scaleTTL, *scaleWindow)
 	fmt.Fprintln(&sb, "| backend | queues | elector | sessions / replica | backend req/s | writes/s | RSS MiB / replica | CPU % / replica | settle s | failover s | queues led per replica | note |")
@@ -136,20 +130,6 @@ func ratioLine(be string, q int, a, b scaleResult) string {
 		ratio(a.cpu, b.cpu), ratio(a.settle.Seconds(), b.settle.Seconds()), ratio(a.failov.Seconds(), b.failov.Seconds()))
 }
 
-// waitFor polls cond every 250 ms until it is true (true) or d passes.
-func waitFor(d time.Duration, cond func() bool) (time.Duration, bool) {
-	start := time.Now()
-	for {
-		if cond() {
-			return time.Since(start), true
-		}
-		if time.Since(start) > d {
-			return time.Since(start), false
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
-}
-
 func scaleQueueNames(q int) []string {
 	out := make([]string, q)
 	for i := range out {
@@ -204,7 +184,7 @@ func runScale(b *testing.B, beName string, q int, impl string, pg *testenv.Postg
 	floor, ceil := q/scaleReplicas, (q+scaleReplicas-1)/scaleReplicas
 	var counts []int
 	var why string
-	_, ok := waitFor(*scaleSettle, func() bool {
+	_, ok := poll(*scaleSettle, scalePoll, func() bool {
 		if why = guard(); why != "" {
 			return true
 		}
@@ -265,7 +245,7 @@ func runScale(b *testing.B, beName string, q int, impl string, pg *testenv.Postg
 
 	killAt := time.Now()
 	el.kill(0)
-	_, ok = waitFor(*scaleSettle, func() bool {
+	_, ok = poll(*scaleSettle, scalePoll, func() bool {
 		if why = guard(); why != "" {
 			return true
 		}
