@@ -169,7 +169,7 @@ func (c *campaign) previousEntry(st snapshot) (string, bool) {
 	switch rv := decodeReleasedValue(st.releasedRaw); {
 	case rv.Term == st.termRev:
 		v.EndReason, v.To = releasedReason(rv), rv.At
-	case c.end.term == st.termRev:
+	case c.end.term == st.termRev && c.end.reason != "":
 		v.EndReason, v.To = c.end.reason, c.end.at
 	default:
 		v.EndReason, v.To = election.EndExpiry, time.Now()
