@@ -200,6 +200,17 @@ func (c *cluster) start(o replicaOpts) *replica {
 	r := &replica{t: t, node: o.node, cmd: cmd, log: &syncBuffer{}, httpAddr: httpAddr, done: make(chan struct{})}
 	cmd.Stdout = r.log
 	cmd.Stderr = r.log
+	if dir := os.Getenv("REGENT_TEST_LOG_DIR"); dir != "" {
+		// Opt-in copy of every replica's log, for diagnosing long runs
+		// (benchmarks) whose logs are too large to print.
+		f, err := os.Create(filepath.Join(dir, fmt.Sprintf("%s-%s-%d.log", c.name, o.node, time.Now().UnixNano())))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = f.Close() })
+		w := io.MultiWriter(r.log, f)
+		cmd.Stdout, cmd.Stderr = w, w
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
