@@ -14,6 +14,12 @@ func FuzzDecodePayloads(f *testing.F) {
 	good, _ := json.Marshal(MemberPayload{Version: "v1", Queues: map[string]MemberQueue{"q": {Role: "leader", Term: 3, WorkerTerms: []int64{3}}}})
 	lead, _ := json.Marshal(LeaderPayload{Version: "v1", Config: config.Published{Command: []string{"w"}, Concurrency: 2, MaxRSSMB: 16384}})
 	f.Add(good)
+	shared, _ := json.Marshal(NewMemberPayload("v2", map[string]MemberQueue{
+		"a": {Role: "follower", Config: config.Published{Command: []string{"w"}}},
+		"b": {Role: "leader", Term: 2, Config: config.Published{Command: []string{"w"}}},
+	}))
+	f.Add(shared)
+	f.Add([]byte(`{"queues": {"q": {"role": "follower", "config_ref": 3}}, "configs": [{}]}`))
 	f.Add(lead)
 	f.Add(good[:len(good)/2])
 	f.Add([]byte(`{"queues": {"q": {"role": 7, "term": "x"}}}`))

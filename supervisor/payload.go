@@ -18,6 +18,11 @@ type LeaderPayload struct {
 type MemberPayload struct {
 	Version string                 `json:"version"`
 	Queues  map[string]MemberQueue `json:"queues"`
+	// Configs holds each distinct queue config once; a queue refers to
+	// its entry by ConfigRef. Most queues of a replica share one config,
+	// and writing it per queue made the record of a replica with 5,000
+	// queues 2.9 MB, over etcd's request size limit.
+	Configs []config.Published `json:"configs,omitempty"`
 }
 
 // MemberQueue is one replica's view of one of its queues.
@@ -25,9 +30,13 @@ type MemberQueue struct {
 	// Role is "leader" or "follower".
 	Role string `json:"role"`
 	// Term is the term this replica leads, when leader.
-	Term   int64            `json:"term,omitempty"`
-	Since  time.Time        `json:"since,omitempty"`
-	Config config.Published `json:"config"`
+	Term  int64     `json:"term,omitempty"`
+	Since time.Time `json:"since,omitempty"`
+	// Config is the queue's config on this replica. On the wire it is
+	// either inline or, as written by NewMemberPayload, a reference into
+	// MemberPayload.Configs that DecodeMemberPayload resolves.
+	Config    config.Published `json:"config,omitzero"`
+	ConfigRef *int             `json:"config_ref,omitempty"`
 	// Conflicts lists the fields where this replica's config differs from
 	// the leader's.
 	Conflicts []config.Conflict `json:"conflicts,omitempty"`
@@ -65,7 +74,33 @@ func DecodeLeaderPayload(b []byte) (LeaderPayload, error) {
 	return p, nil
 }
 
-// DecodeMemberPayload decodes a member record payload.
+// NewMemberPayload returns the payload describing queues, each config
+// written once in Configs and referred to by the queues that share it.
+func NewMemberPayload(version string, queues map[string]MemberQueue) MemberPayload {
+	p := MemberPayload{Version: version, Queues: make(map[string]MemberQueue, len(queues))}
+	index := map[string]int{}
+	for name, mq := range queues {
+		key, err := json.Marshal(mq.Config)
+		if err != nil {
+			// Not reached: a Published always encodes. Keep it inline.
+			p.Queues[name] = mq
+			continue
+		}
+		i, ok := index[string(key)]
+		if !ok {
+			i = len(p.Configs)
+			index[string(key)] = i
+			p.Configs = append(p.Configs, mq.Config)
+		}
+		mq.Config = config.Published{}
+		mq.ConfigRef = &i
+		p.Queues[name] = mq
+	}
+	return p
+}
+
+// DecodeMemberPayload decodes a member record payload, resolving config
+// references.
 func DecodeMemberPayload(b []byte) (MemberPayload, error) {
 	var p MemberPayload
 	if len(b) == 0 {
@@ -73,6 +108,18 @@ func DecodeMemberPayload(b []byte) (MemberPayload, error) {
 	}
 	if err := json.Unmarshal(b, &p); err != nil {
 		return MemberPayload{}, fmt.Errorf("member payload: %w", err)
+	}
+	for name, mq := range p.Queues {
+		if mq.ConfigRef == nil {
+			continue
+		}
+		i := *mq.ConfigRef
+		if i < 0 || i >= len(p.Configs) {
+			return MemberPayload{}, fmt.Errorf("member payload: queue %q refers to config %d of %d", name, i, len(p.Configs))
+		}
+		mq.Config = p.Configs[i]
+		mq.ConfigRef = nil
+		p.Queues[name] = mq
 	}
 	return p, nil
 }

@@ -331,7 +331,7 @@ func (s *Supervisor) wakeMember() {
 func (s *Supervisor) memberPayload() ([]byte, string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	p := MemberPayload{Version: s.cfg.Version, Queues: map[string]MemberQueue{}}
+	queues := make(map[string]MemberQueue, len(s.order))
 	role := election.RoleFollower
 	for _, name := range s.order {
 		qs := s.queues[name]
@@ -350,9 +350,9 @@ func (s *Supervisor) memberPayload() ([]byte, string) {
 				}
 			}
 		}
-		p.Queues[name] = mq
+		queues[name] = mq
 	}
-	b, _ := json.Marshal(p)
+	b, _ := json.Marshal(NewMemberPayload(s.cfg.Version, queues))
 	return b, role
 }
 
