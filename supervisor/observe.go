@@ -30,6 +30,7 @@ func (s *Supervisor) observe(ctx context.Context, b election.Backend) error {
 	defer tick.Stop()
 	reported := map[string]string{} // problem key -> last message, to log once per change
 	for {
+		began := time.Now()
 		if err := s.observeOnce(ctx, b, reported); err != nil {
 			var led *AlreadyLedError
 			if errors.As(err, &led) {
@@ -40,6 +41,13 @@ func (s *Supervisor) observe(ctx context.Context, b election.Backend) error {
 			}
 			s.cfg.Metrics.backendError()
 			s.log.Debug("observe failed", "error", err)
+		}
+		// Rest as long as the observation took (at most a second) before
+		// the next: with thousands of queues an observation reads
+		// megabytes, and a cluster busy settling changes all the time. A
+		// small cluster observes within milliseconds of a change.
+		if sleepCtx(ctx, min(time.Since(began), time.Second)) != nil {
+			return nil
 		}
 		select {
 		case <-ctx.Done():

@@ -46,6 +46,10 @@ type Backend struct {
 	wg  sync.WaitGroup // background goroutines: session, watchers, Changes
 	ops sync.WaitGroup // calls of the Backend's users in flight
 
+	// campaignSlots bounds the campaign requests in flight (see
+	// campaignConcurrency).
+	campaignSlots chan struct{}
+
 	// leading counts leaderships held plus creation attempts in flight;
 	// while it is positive each renewal also rewrites the heartbeat key.
 	leading atomic.Int64
@@ -104,6 +108,8 @@ func New(ctx context.Context, cfg Config, opts election.Options, log hclog.Logge
 		queues:    make(map[string]*queueState),
 		pending:   make(map[string]int64),
 		closeDone: make(chan struct{}),
+
+		campaignSlots: make(chan struct{}, campaignConcurrency),
 	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	b.live, b.kill = context.WithCancel(b.ctx)

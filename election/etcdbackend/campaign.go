@@ -223,9 +223,33 @@ func (c *campaign) run(ctx context.Context) (*leadership, error) {
 	}
 }
 
+// campaignConcurrency bounds the campaign requests (reads, creations,
+// step-down lease lookups) one backend has in flight. A replica starting
+// with thousands of queues, or taking over a dead replica's, would
+// otherwise send them all at once: etcd then queues thousands of
+// transactions, the session's keepalives wait behind them (etcd answers a
+// lease renewal only once its applies caught up), leaderships run past
+// their deadlines and the campaigns start again (seen at 5,000 queues).
+const campaignConcurrency = 16
+
+// slot waits for a campaign request slot; the returned func frees it.
+func (b *Backend) slot(ctx context.Context) (func(), error) {
+	select {
+	case b.campaignSlots <- struct{}{}:
+		return func() { <-b.campaignSlots }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
 // read reads the queue's keys in one transaction.
 func (c *campaign) read(ctx context.Context) (snapshot, error) {
 	b := c.b
+	free, err := b.slot(ctx)
+	if err != nil {
+		return snapshot{}, err
+	}
+	defer free()
 	rctx, cancel := context.WithTimeout(ctx, b.cfg.DialTimeout)
 	defer cancel()
 	resp, err := b.cli.Txn(rctx).Then(
@@ -369,6 +393,11 @@ func (c *campaign) stepDownHold(ctx context.Context, st snapshot) (time.Time, er
 			return time.Time{}, nil
 		}
 	}
+	free, err := b.slot(ctx)
+	if err != nil {
+		return time.Time{}, err
+	}
+	defer free()
 	rctx, cancel := context.WithTimeout(ctx, b.cfg.DialTimeout)
 	defer cancel()
 	ttl, err := b.cli.TimeToLive(rctx, clientv3.LeaseID(st.stepDown.Lease))
@@ -409,6 +438,10 @@ func (c *campaign) create(ctx context.Context, st snapshot) (*leadership, error)
 	tv := mustJSON(termValue{Node: b.opts.Node, Lease: int64(b.lease), TTLMillis: b.ttl.Milliseconds(),
 		Host: b.opts.Host, ElectedAt: electedAt})
 	hcmps, hops := c.historyOps(st)
+	free, err := b.slot(ctx)
+	if err != nil {
+		return nil, err
+	}
 	rctx, cancel := context.WithTimeout(ctx, b.cfg.DialTimeout)
 	defer cancel()
 	resp, err := b.cli.Txn(rctx).
@@ -422,6 +455,7 @@ func (c *campaign) create(ctx context.Context, st snapshot) (*leadership, error)
 			clientv3.OpDelete(b.keys.stepDown(c.queue)),
 		}, hops...)...).
 		Commit()
+	free()
 	if err != nil {
 		c.ambiguous = true
 		if len(hops) > 0 && historyRefused(rctx, err) {
