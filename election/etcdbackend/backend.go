@@ -50,6 +50,12 @@ type Backend struct {
 	// campaignConcurrency).
 	campaignSlots chan struct{}
 
+	// sdMu guards the step-down lease shared by requests made within
+	// stepDownLeaseShare of its grant (see stepDownLease).
+	sdMu      sync.Mutex
+	sdLease   clientv3.LeaseID
+	sdGranted time.Time
+
 	// leading counts leaderships held plus creation attempts in flight;
 	// while it is positive each renewal also rewrites the heartbeat key.
 	leading atomic.Int64

@@ -454,3 +454,37 @@ func TestManyQueuesOneLease(t *testing.T) {
 		}
 	}
 }
+
+// A rebalancing replica asks for dozens of step-downs at once: they share
+// one lease instead of adding a lease each to etcd.
+func TestStepDownRequestsShareALease(t *testing.T) {
+	eps := testenv.Etcd(t)
+	cluster := uniq("c")
+	a := open(t, eps, testOptions(cluster, "a"))
+	queues := []string{"q1", "q2", "q3", "q4", "q5"}
+	for _, q := range queues {
+		mustCampaign(t, a, q, 5*time.Second)
+	}
+	for _, q := range queues {
+		if err := a.RequestStepDown(ctxT(t, 5*time.Second), q, "b"); err != nil {
+			t.Fatalf("request step-down of %s: %v", q, err)
+		}
+	}
+	cli := admin(t, eps)
+	leases := map[int64]bool{}
+	for _, q := range queues {
+		resp, err := cli.Get(ctxT(t, 5*time.Second), a.keys.stepDown(q))
+		if err != nil || len(resp.Kvs) != 1 {
+			t.Fatalf("step-down key of %s: %v, %v", q, resp, err)
+		}
+		if resp.Kvs[0].Lease == 0 {
+			t.Fatalf("step-down request of %s has no lease", q)
+		}
+		leases[resp.Kvs[0].Lease] = true
+	}
+	// Five requests within a second or two (a loaded machine may cross one
+	// sharing window): at most two leases, never one per request.
+	if len(leases) > 2 {
+		t.Fatalf("%d step-down requests used %d leases, want them shared", len(queues), len(leases))
+	}
+}

@@ -67,27 +67,51 @@ func (b *Backend) requestStepDown(ctx context.Context, queue, to string) (done b
 		return false, fmt.Errorf("%w: queue %s", election.ErrNoLeader, queue)
 	}
 	term := resp.Kvs[0].CreateRevision
-	grant, err := b.cli.Grant(rctx, int64(StepDownTTL/time.Second))
+	lease, err := b.stepDownLease(rctx)
 	if err != nil {
 		return false, b.opErr(rctx, "grant step-down lease", err)
 	}
 	val := mustJSON(stepDownValue{To: to, Term: term, RequestedAt: time.Now().UTC().Round(0)})
 	tx, err := b.cli.Txn(rctx).
 		If(clientv3.Compare(clientv3.CreateRevision(lk), "=", term)).
-		Then(clientv3.OpPut(b.keys.stepDown(queue), val, clientv3.WithLease(grant.ID))).
+		Then(clientv3.OpPut(b.keys.stepDown(queue), val, clientv3.WithLease(lease))).
 		Commit()
 	if err == nil && tx.Succeeded {
 		b.log.Info("step-down requested", "queue", queue, "term", term, "to", to)
 		return true, nil
 	}
-	// The request was not written: its lease is of no use.
-	rv, rcancel := context.WithTimeout(context.WithoutCancel(ctx), b.cfg.DialTimeout)
-	_, _ = b.cli.Revoke(rv, grant.ID)
-	rcancel()
+	// The request was not written. Its lease may carry other requests:
+	// it is left to expire.
 	if err != nil {
 		return false, b.opErr(rctx, "write step-down request of "+queue, err)
 	}
 	return false, nil
+}
+
+// stepDownLeaseShare is how long a step-down lease is used for further
+// requests after its grant: a rebalancing replica hands over dozens of
+// queues at once, and one lease each would multiply the backend's leases.
+// The others measure the hold back from the lease's grant (its remaining
+// TTL), so a request on a shared lease holds them back up to this much
+// less than StepDownHoldBack.
+const stepDownLeaseShare = time.Second
+
+// stepDownLease returns a lease of StepDownTTL for a step-down request:
+// the last one granted, while younger than stepDownLeaseShare, else a new
+// one.
+func (b *Backend) stepDownLease(ctx context.Context) (clientv3.LeaseID, error) {
+	b.sdMu.Lock()
+	defer b.sdMu.Unlock()
+	if b.sdLease != 0 && time.Since(b.sdGranted) < stepDownLeaseShare {
+		return b.sdLease, nil
+	}
+	sent := time.Now()
+	grant, err := b.cli.Grant(ctx, int64(StepDownTTL/time.Second))
+	if err != nil {
+		return 0, err
+	}
+	b.sdLease, b.sdGranted = grant.ID, sent
+	return grant.ID, nil
 }
 
 // StepDownRequest returns the pending step-down request of queue; ok is
