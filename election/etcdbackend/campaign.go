@@ -230,7 +230,7 @@ func (c *campaign) run(ctx context.Context) (*leadership, error) {
 // transactions, the session's keepalives wait behind them (etcd answers a
 // lease renewal only once its applies caught up), leaderships run past
 // their deadlines and the campaigns start again (seen at 5,000 queues).
-const campaignConcurrency = 16
+const campaignConcurrency = 64
 
 // slot waits for a campaign request slot; the returned func frees it.
 func (b *Backend) slot(ctx context.Context) (func(), error) {
