@@ -23,6 +23,7 @@ var (
 	benchTTLs   = flag.String("bench-ttls", "2s", "comma-separated lease TTLs to measure")
 	benchReport = flag.String("bench-report", "", "also write the markdown table to this file")
 	benchOnly   = flag.String("bench-scenarios", "", "comma-separated scenarios (default all)")
+	benchBEs    = flag.String("bench-backends", "etcd,postgres", "comma-separated backends to measure")
 )
 
 // row is one line of the benchmark table.
@@ -134,7 +135,14 @@ func BenchmarkFailover(b *testing.B) {
 			if len(only) > 0 && !only[sc.name] {
 				continue
 			}
-			for _, beName := range []string{"etcd", "postgres"} {
+			for _, beName := range strings.Split(*benchBEs, ",") {
+				beName = strings.TrimSpace(beName)
+				if beName == "" {
+					continue
+				}
+				if beName != "etcd" && beName != "postgres" {
+					b.Fatalf("unknown backend %q in -bench-backends", beName)
+				}
 				r := row{scenario: sc.name, backend: beName, ttl: ttl, note: sc.note}
 				for i := 0; i < *benchRuns; i++ {
 					b.Run(fmt.Sprintf("%s/%s/%s/%d", strings.ReplaceAll(sc.name, " ", "_"), beName, ttl, i), func(b *testing.B) {

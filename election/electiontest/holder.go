@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"testing"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -121,8 +122,20 @@ type holder struct {
 // leads. It is killed at the end of the test.
 func (e *env) startHolder(node, queue string) *holder {
 	e.t.Helper()
+	h, term := StartHolder(e.t, e.h.HolderEnv(e.t), e.cluster, node, queue)
+	return &holder{Helper: h, term: term}
+}
+
+// StartHolder starts a holder process (see HolderMain) that leads queue of
+// cluster as node, with the suite's LeaseTTL, RenewInterval and
+// RetryInterval, and waits until it leads. env is added to its
+// environment (Harness.HolderEnv). It returns the process, killed at the
+// end of the test, and the term it leads. Backend packages use it for
+// tests of their own (freezing the leader with SIGSTOP, for example).
+func StartHolder(t testing.TB, env []string, cluster, node, queue string) (*testenv.Helper, int64) {
+	t.Helper()
 	spec, err := json.Marshal(holderSpec{
-		Cluster:       e.cluster,
+		Cluster:       cluster,
 		Node:          node,
 		Queue:         queue,
 		Payload:       payload(node),
@@ -131,14 +144,14 @@ func (e *env) startHolder(node, queue string) *holder {
 		RetryInterval: RetryInterval,
 	})
 	if err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
-	env := append(e.h.HolderEnv(e.t), envHolder+"="+string(spec))
-	h, line := testenv.StartHelper(e.t, env, holderReady, holderStartTimeout)
+	env = append(append([]string(nil), env...), envHolder+"="+string(spec))
+	h, line := testenv.StartHelper(t, env, holderReady, holderStartTimeout)
 	term, err := strconv.ParseInt(line, 10, 64)
 	if err != nil {
-		e.t.Fatalf("holder printed term %q: %v", line, err)
+		t.Fatalf("holder printed term %q: %v", line, err)
 	}
-	e.t.Logf("holder process %d leads %s with term %d", h.PID(), queue, term)
-	return &holder{Helper: h, term: term}
+	t.Logf("holder process %d leads %s with term %d", h.PID(), queue, term)
+	return h, term
 }

@@ -183,7 +183,8 @@ func (a *actor) unusable() error {
 }
 
 // tick does the timed work: release lost leaderships, renew, retry
-// waiting campaigns, finish takeovers whose wait is over.
+// waiting campaigns (on the retry tick, or when a lease holding one back
+// becomes stale), finish takeovers whose wait is over.
 func (a *actor) tick() {
 	if a.sess == nil {
 		if !time.Now().Before(a.reconnectAt) {
@@ -210,11 +211,18 @@ func (a *actor) tick() {
 			}
 		}
 	}
-	if a.tryNow || (a.hasCandidates() && !time.Now().Before(a.retryAt)) {
+	if a.tryNow || a.staleDue() || (a.hasCandidates() && !time.Now().Before(a.retryAt)) {
 		a.tryNow = false
 		a.retryAt = time.Now().Add(a.b.s.RetryInterval)
 		a.tryLocks()
 	}
+}
+
+// staleDue reports whether the lease holding back some waiting queue has
+// become stale by now (see queueState.staleAt).
+func (a *actor) staleDue() bool {
+	next := a.nextStale()
+	return !next.IsZero() && !time.Now().Before(next)
 }
 
 // nextWake is when tick has work again.
@@ -232,6 +240,9 @@ func (a *actor) nextWake() time.Time {
 	}
 	if a.hasCandidates() && a.retryAt.Before(next) {
 		next = a.retryAt
+	}
+	if stale := a.nextStale(); !stale.IsZero() && stale.Before(next) {
+		next = stale
 	}
 	for _, q := range a.queues {
 		if q.locked && q.lead == nil && len(q.waiters) > 0 && q.waitUntil.Before(next) {

@@ -25,8 +25,19 @@ type queueState struct {
 	// waitUntil: while locked without leading, when to retry the takeover
 	// (the previous lease's expiry on the server's clock, seen locally).
 	waitUntil time.Time
+	// staleAt: while waiting for the lock, when the lease of the session
+	// holding it becomes stale (expired beyond the grace), as last
+	// reported by the server; zero when unknown. The actor tries the locks
+	// again then, instead of on the next retry tick, so that a frozen or
+	// cut-off leader's session is ended as soon as it may be.
+	staleAt time.Time
 	// staleWarned is the lock pid last warned about, to log once.
 	staleWarned int32
+}
+
+// candidate reports whether q waits for its lock.
+func (q *queueState) candidate() bool {
+	return len(q.waiters) > 0 && !q.locked && q.lead == nil
 }
 
 type waiter struct {
@@ -77,8 +88,11 @@ func (a *actor) removeWaiter(queue string, w *waiter) {
 			break
 		}
 	}
-	if len(q.waiters) == 0 && q.locked && q.lead == nil {
-		a.unlock(q, false)
+	if len(q.waiters) == 0 {
+		q.staleAt = time.Time{}
+		if q.locked && q.lead == nil {
+			a.unlock(q, false)
+		}
 	}
 	a.forget(q)
 }
@@ -86,25 +100,44 @@ func (a *actor) removeWaiter(queue string, w *waiter) {
 // hasCandidates reports whether some queue waits for its lock.
 func (a *actor) hasCandidates() bool {
 	for _, q := range a.queues {
-		if len(q.waiters) > 0 && !q.locked && q.lead == nil {
+		if q.candidate() {
 			return true
 		}
 	}
 	return false
 }
 
+// nextStale returns the earliest staleAt of the queues waiting for their
+// lock, zero if none is known.
+func (a *actor) nextStale() time.Time {
+	var next time.Time
+	for _, q := range a.queues {
+		if q.candidate() && !q.staleAt.IsZero() && (next.IsZero() || q.staleAt.Before(next)) {
+			next = q.staleAt
+		}
+	}
+	return next
+}
+
 // sqlTryLocks tries the lock of every waiting queue in one round trip. A
 // queue held back by a step-down request naming another node is not tried.
 // For each it reports whether the lock was taken, and the pid recorded by
 // the leader's lease and whether that lease is stale (expired beyond the
-// grace), for ending a stale session.
+// grace), for ending a stale session; for a lease that is neither released
+// nor stale yet, how long until it becomes stale, in microseconds on the
+// server's clock (NULL otherwise), so the follower can try again then. The
+// lease's expiry is read once per queue (LATERAL x), whatever uses it.
 const sqlTryLocks = `
 SELECT q.queue,
        CASE WHEN sd.hold IS TRUE THEN false ELSE pg_try_advisory_lock(q.key) END,
        l.lock_pid,
-       COALESCE(l.released IS NOT TRUE AND ` + leaseExpiryL + ` < now() - $4 * interval '1 microsecond', false)
+       COALESCE(l.released IS NOT TRUE AND x.expires_at < now() - $4 * interval '1 microsecond', false),
+       CASE WHEN l.released IS NOT TRUE AND x.expires_at >= now() - $4 * interval '1 microsecond'
+            THEN GREATEST(CEIL(EXTRACT(EPOCH FROM (x.expires_at + $4 * interval '1 microsecond' - now())) * 1e6)::bigint, 0)
+       END
 FROM unnest($2::text[], $3::bigint[]) AS q(queue, key)
 LEFT JOIN regent_leaders l ON l.cluster = $1 AND l.queue = q.queue
+LEFT JOIN LATERAL (SELECT ` + leaseExpiryL + ` AS expires_at) x ON true
 LEFT JOIN LATERAL (
 	SELECT true AS hold FROM regent_stepdowns s
 	WHERE s.cluster = $1 AND s.queue = q.queue AND s.to_node <> '' AND s.to_node <> $5
@@ -115,9 +148,12 @@ func (a *actor) tryLocks() {
 	var names []string
 	var keys []int64
 	for _, q := range a.queues {
-		if len(q.waiters) > 0 && !q.locked && q.lead == nil {
+		if q.candidate() {
 			names = append(names, q.name)
 			keys = append(keys, q.key)
+			// Set again from this round's answer; a failed round falls
+			// back to the retry tick.
+			q.staleAt = time.Time{}
 		}
 	}
 	if len(names) == 0 {
@@ -128,15 +164,19 @@ func (a *actor) tryLocks() {
 		got     bool
 		lockPID *int32
 		stale   bool
+		// staleIn: microseconds until the lease becomes stale, if it
+		// runs.
+		staleIn *int64
 	}
 	var results []tried
 	ctx, cancel := a.stmt()
+	sent := time.Now()
 	rows, err := a.conn().Query(ctx, sqlTryLocks, a.b.s.Cluster, names, keys,
 		a.b.s.staleGrace.Microseconds(), a.b.s.Node)
 	if err == nil {
 		for rows.Next() {
 			var t tried
-			if err = rows.Scan(&t.queue, &t.got, &t.lockPID, &t.stale); err != nil {
+			if err = rows.Scan(&t.queue, &t.got, &t.lockPID, &t.stale, &t.staleIn); err != nil {
 				break
 			}
 			results = append(results, t)
@@ -155,6 +195,9 @@ func (a *actor) tryLocks() {
 		a.unlockAttempted(keys)
 		return
 	}
+	// ended: the pids this round ended; the other locks of such a session
+	// were freed with it.
+	var ended map[int32]bool
 	for _, t := range results {
 		q := a.queue(t.queue)
 		switch {
@@ -162,8 +205,19 @@ func (a *actor) tryLocks() {
 			q.locked = true
 			q.staleWarned = 0
 			a.takeover(q)
-		case t.stale && t.lockPID != nil && *t.lockPID != a.sess.pid:
-			a.endStale(q, *t.lockPID)
+		case t.stale && t.lockPID != nil && *t.lockPID != a.sess.pid && !ended[*t.lockPID]:
+			if a.endStale(q, *t.lockPID) {
+				if ended == nil {
+					ended = map[int32]bool{}
+				}
+				ended[*t.lockPID] = true
+			}
+		case t.staleIn != nil:
+			// The server computed the wait from its now(), which came
+			// after sent: at sent + wait the lease may be a little short
+			// of stale (then the next round reports the rest), never past
+			// it by more than the millisecond added.
+			q.staleAt = sent.Add(time.Duration(*t.staleIn)*time.Microsecond + time.Millisecond)
 		}
 		if a.lost != nil {
 			return
@@ -284,7 +338,8 @@ func (a *actor) takeover(q *queueState) {
 // server session lingers. Only the pid the lease records, and only if it
 // holds the lock, is terminated. This needs superuser, membership in
 // pg_signal_backend, or the same role as the stale session.
-func (a *actor) endStale(q *queueState, pid int32) {
+// It reports whether the session was ended.
+func (a *actor) endStale(q *queueState, pid int32) bool {
 	classid, objid := lockIDs(q.key)
 	ctx, cancel := a.stmt()
 	defer cancel()
@@ -306,6 +361,7 @@ WHERE lk.locktype = 'advisory' AND lk.granted AND lk.objsubid = 1
 		a.b.log.Warn("ended stale session holding an expired lease", "queue", q.name, "lock_pid", pid)
 		q.staleWarned = 0
 		a.tryNow = true
+		return true
 	case err == nil:
 		a.b.log.Warn("stale session did not end in time", "queue", q.name, "lock_pid", pid)
 	case isNoRows(err):
@@ -321,11 +377,12 @@ WHERE lk.locktype = 'advisory' AND lk.granted AND lk.objsubid = 1
 		}
 	default:
 		if a.check(err) != nil && a.lost != nil {
-			return
+			return false
 		}
 		a.b.log.Warn("cannot end stale session", "queue", q.name, "lock_pid", pid,
 			"error", scrub(err.Error(), a.b.pgcfg.Password))
 	}
+	return false
 }
 
 // unlock frees q's advisory lock; announce also wakes the queue's

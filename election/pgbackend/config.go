@@ -91,8 +91,43 @@ func newSettings(cfg Config, opts election.Options) (settings, error) {
 		s.RetryInterval = min(time.Second, s.LeaseTTL/4)
 	}
 	s.clientStatementTimeout = s.StatementTimeout + max(s.StatementTimeout/4, 250*time.Millisecond)
-	s.staleGrace = min(max(s.LeaseTTL/10, 100*time.Millisecond), 2*time.Second)
+	s.staleGrace = staleGraceFor(s.LeaseTTL)
 	s.stepDownHold = s.LeaseTTL
 	s.keepalive = keepaliveFor(s.LeaseTTL)
 	return s, nil
+}
+
+// staleGraceFor returns how far past its expiry a lease must be before a
+// follower ends the session that still holds the lock: TTL/20, at least
+// 100ms, at most 1s (it was TTL/10 up to 2s).
+//
+// The grace is not what makes ending the session safe:
+//
+//   - Ending the session only frees the lock. The takeover statement still
+//     requires the lease to have expired on the server's clock, in the
+//     transaction that increments the term (sqlTakeover), exactly as when
+//     the server frees a dead leader's lock by itself, where no grace
+//     applies at all.
+//   - The old leader's ValidUntil is the send time of its last successful
+//     renewal plus the TTL, before the server's now() + TTL that the
+//     renewal wrote: its trust window ends before the server-side expiry,
+//     up to the difference of the two clocks' rates over one TTL (ppm, so
+//     microseconds). Its worker guards kill the workers at ValidUntil minus
+//     the supervisor's fence margin (at least 200ms), even if the
+//     supervisor is frozen, so the workers are gone a fence margin before
+//     the expiry, whatever the grace.
+//   - A renewal still in flight when the lease was judged stale either
+//     fails with the session, or moved the lease, which the takeover then
+//     waits out; ending the session only ends the old leadership sooner.
+//
+// What the grace buys is politeness: a live replica whose deadline passed
+// (it has then lost every leadership of that session, which share the
+// session's lease) frees its locks itself at its deadline, a little before
+// the expiry; the grace leaves it time to do so, for example when a
+// statement of its own is slow, before its session is ended. A
+// twentieth of the TTL is ample for that and keeps failover after a frozen
+// or cut-off leader (expiry + grace) within the TTL + 1s target; the cap
+// keeps it there for long TTLs.
+func staleGraceFor(ttl time.Duration) time.Duration {
+	return min(max(ttl/20, 100*time.Millisecond), time.Second)
 }

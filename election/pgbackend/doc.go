@@ -57,10 +57,15 @@
 //     (pg_try_advisory_lock). A queue held back by a step-down request
 //     naming another node is not tried until the successor won or the hold
 //     (the lease TTL) ended. If the lock is held by a session whose lease
-//     expired more than a small grace ago (a leader cut off behind a pooler
-//     or proxy, whose server session lingers), the follower ends that
-//     session with pg_terminate_backend(lock_pid) (only if that pid is the
-//     one holding the lock) and retries at once.
+//     expired more than a small grace ago (a leader frozen, or cut off
+//     behind a pooler or proxy, whose server session lingers), the
+//     follower ends that session with pg_terminate_backend(lock_pid) (only
+//     if that pid is the one holding the lock) and retries at once. The
+//     same statement reports, for each lease that still runs, how long
+//     until it becomes stale (on the server's clock); the follower tries
+//     again at that moment when it comes before the next RetryInterval, so
+//     failover after a frozen or cut-off leader is the lease's expiry plus
+//     the grace (TTL/20, 100ms to 1s), not plus up to a retry interval.
 //   - locked: holding the lock, the replica records itself as leader only
 //     if the previous row is released, or expired on the server's clock;
 //     otherwise it waits until that lease has passed and asks again. The

@@ -3,10 +3,12 @@ package pgbackend
 import (
 	"context"
 	"errors"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/regentd/regent/election"
+	"github.com/regentd/regent/election/electiontest"
 	"github.com/regentd/regent/internal/testenv"
 )
 
@@ -229,5 +231,74 @@ func TestDeadlineWhileRenewalBlocked(t *testing.T) {
 	}
 	if err := l.Publish(ctx, []byte(`{}`)); !errors.Is(err, election.ErrNotLeader) {
 		t.Fatalf("publish after deadline: %v", err)
+	}
+}
+
+// A leader frozen with SIGSTOP keeps its session, and so the queue's lock:
+// the follower must end that session once the lease is stale. Its retry
+// interval is far longer than the test, so only the wake-up at the moment
+// the lease becomes stale, which the try-lock round reports, can explain a
+// takeover within the grace (plus slack) of the lease's expiry.
+func TestFrozenLeaderTakeoverWhenStale(t *testing.T) {
+	url := testenv.NewDatabase(t)
+	cluster := randomName("c")
+	opts := testOpts(cluster, "b")
+	opts.LeaseTTL = electiontest.LeaseTTL
+	opts.RenewInterval = electiontest.RenewInterval
+	opts.RetryInterval = 10 * time.Minute
+	b := openBackend(t, url, opts) // migrates
+	grace := b.s.staleGrace
+	h, oldTerm := electiontest.StartHolder(t, []string{envHolderURL + "=" + url}, cluster, "holder", "q")
+	admin := rawConn(t, url)
+	ctx := testCtx(t)
+	var lockPID int32
+	if err := admin.QueryRow(ctx, `SELECT lock_pid FROM regent_leaders WHERE cluster = $1 AND queue = 'q'`,
+		cluster).Scan(&lockPID); err != nil {
+		t.Fatal(err)
+	}
+
+	// b tries at once, is refused, and learns when the lease would be stale.
+	ch := campaignAsync(t, ctx, b, "q", nil)
+	h.Signal(syscall.SIGSTOP)
+	frozen := time.Now()
+	t.Logf("holder %d (session %d, term %d) frozen", h.PID(), lockPID, oldTerm)
+
+	// The slack covers scheduling on a loaded machine; it is far below
+	// the retry interval.
+	const slack = time.Second
+	var r campaignResultT
+	select {
+	case r = <-ch:
+	case <-time.After(electiontest.LeaseTTL + grace + slack):
+		t.Fatalf("no takeover within %s of the freeze (lease TTL %s, grace %s, retry interval %s)",
+			time.Since(frozen), electiontest.LeaseTTL, grace, opts.RetryInterval)
+	}
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if r.lead.Term() != oldTerm+1 {
+		t.Fatalf("term %d after %d", r.lead.Term(), oldTerm)
+	}
+	hist, err := b.History(ctx, "q", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(hist) != 2 || hist[1].Term != oldTerm || hist[1].EndReason != election.EndExpiry || hist[1].To.IsZero() {
+		t.Fatalf("history %+v", hist)
+	}
+	expiry := hist[1].To
+	t.Logf("b led %s after the freeze, %s after the old lease's expiry (grace %s)",
+		r.at.Sub(frozen), r.at.Sub(expiry), grace)
+	// Safety: never before the old lease expired, plus the grace (the
+	// session was ended, not freed by the server).
+	if hist[0].From.Before(expiry.Add(grace)) {
+		t.Fatalf("b elected at %s, before the old lease's expiry %s plus the grace %s", hist[0].From, expiry, grace)
+	}
+	if late := r.at.Sub(expiry); late > grace+slack {
+		t.Fatalf("b led %s after the old lease's expiry: more than grace %s + slack %s", late, grace, slack)
+	}
+	var n int
+	if err := admin.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE pid = $1`, lockPID).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("frozen leader's session still listed: %d %v", n, err)
 	}
 }

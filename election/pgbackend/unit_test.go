@@ -131,3 +131,18 @@ func TestDecodePayload(t *testing.T) {
 		t.Fatalf("%v %q", j, raw)
 	}
 }
+
+func TestStaleGrace(t *testing.T) {
+	for _, c := range []struct{ ttl, want time.Duration }{
+		{100 * time.Millisecond, 100 * time.Millisecond},
+		{time.Second, 100 * time.Millisecond},
+		{2 * time.Second, 100 * time.Millisecond},
+		{10 * time.Second, 500 * time.Millisecond},
+		{20 * time.Second, time.Second},
+		{time.Minute, time.Second},
+	} {
+		if got := staleGraceFor(c.ttl); got != c.want {
+			t.Errorf("ttl %s: grace %s, want %s", c.ttl, got, c.want)
+		}
+	}
+}
