@@ -202,9 +202,11 @@ func (a *actor) tryLocks() {
 		q := a.queue(t.queue)
 		switch {
 		case t.got:
+			// The takeover statement runs in tick, a bounded number per
+			// tick (takeoversPerTick).
 			q.locked = true
 			q.staleWarned = 0
-			a.takeover(q)
+			q.waitUntil = time.Time{}
 		case t.stale && t.lockPID != nil && *t.lockPID != a.sess.pid && !ended[*t.lockPID]:
 			if a.endStale(q, *t.lockPID) {
 				if ended == nil {
