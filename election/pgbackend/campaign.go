@@ -197,7 +197,11 @@ func (a *actor) tryLocks() {
 	}
 	// ended: the pids this round ended; the other locks of such a session
 	// were freed with it.
-	var ended map[int32]bool
+	// Queues whose stale lease names another session, by that session: one
+	// statement per session, not per queue (a dead replica's pid stands in
+	// thousands of rows, and each statement reads pg_locks).
+	stale := map[int32][]*queueState{}
+	var pids []int32
 	for _, t := range results {
 		q := a.queue(t.queue)
 		switch {
@@ -207,13 +211,11 @@ func (a *actor) tryLocks() {
 			q.locked = true
 			q.staleWarned = 0
 			q.waitUntil = time.Time{}
-		case t.stale && t.lockPID != nil && *t.lockPID != a.sess.pid && !ended[*t.lockPID]:
-			if a.endStale(q, *t.lockPID) {
-				if ended == nil {
-					ended = map[int32]bool{}
-				}
-				ended[*t.lockPID] = true
+		case t.stale && t.lockPID != nil && *t.lockPID != a.sess.pid:
+			if stale[*t.lockPID] == nil {
+				pids = append(pids, *t.lockPID)
 			}
+			stale[*t.lockPID] = append(stale[*t.lockPID], q)
 		case t.staleIn != nil:
 			// The server computed the wait from its now(), which came
 			// after sent: at sent + wait the lease may be a little short
@@ -221,6 +223,9 @@ func (a *actor) tryLocks() {
 			// it by more than the millisecond added.
 			q.staleAt = sent.Add(time.Duration(*t.staleIn)*time.Microsecond + time.Millisecond)
 		}
+	}
+	for _, pid := range pids {
+		a.endStale(stale[pid], pid)
 		if a.lost != nil {
 			return
 		}
@@ -335,56 +340,77 @@ func (a *actor) takeover(q *queueState) {
 	a.b.log.Info("elected", "queue", q.name, "term", *term)
 }
 
-// endStale ends the session that still holds q's lock while the lease it
-// recorded has expired: a leader cut off behind a pooler or proxy, whose
-// server session lingers. Only the pid the lease records, and only if it
-// holds the lock, is terminated. This needs superuser, membership in
-// pg_signal_backend, or the same role as the stale session.
+// endStale ends session pid if it still holds the lock of one of qs,
+// whose leases (recorded by pid) have expired: a leader cut off behind a
+// pooler or proxy, whose server session lingers. Only that pid, and only
+// if it holds one of those locks, is terminated. This needs superuser,
+// membership in pg_signal_backend, or the same role as the stale session.
 // It reports whether the session was ended.
-func (a *actor) endStale(q *queueState, pid int32) bool {
-	classid, objid := lockIDs(q.key)
+func (a *actor) endStale(qs []*queueState, pid int32) bool {
+	classids := make([]int64, len(qs))
+	objids := make([]int64, len(qs))
+	for i, q := range qs {
+		classids[i], objids[i] = lockIDs(q.key)
+	}
 	ctx, cancel := a.stmt()
 	defer cancel()
-	sql := `SELECT pg_terminate_backend(lk.pid`
-	args := []any{classid, objid, pid}
+	sql := `SELECT pg_terminate_backend(s.pid`
+	args := []any{classids, objids, pid}
 	if a.sess.version >= 140000 {
 		// Wait for the backend to exit, so the lock is free on return.
 		sql += `, $4`
 		args = append(args, min(a.b.s.StatementTimeout/2, time.Second).Milliseconds())
 	}
-	sql += `) FROM pg_locks lk
-WHERE lk.locktype = 'advisory' AND lk.granted AND lk.objsubid = 1
-  AND lk.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-  AND lk.classid::bigint = $1 AND lk.objid::bigint = $2 AND lk.pid = $3`
+	sql += `) FROM (
+	SELECT DISTINCT lk.pid FROM pg_locks lk
+	WHERE lk.locktype = 'advisory' AND lk.granted AND lk.objsubid = 1
+	  AND lk.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+	  AND lk.pid = $3
+	  AND (lk.classid::bigint, lk.objid::bigint) IN (SELECT * FROM unnest($1::bigint[], $2::bigint[]))
+) s`
 	var ended bool
 	err := a.conn().QueryRow(ctx, sql, args...).Scan(&ended)
+	first := qs[0].name
 	switch {
 	case err == nil && ended:
-		a.b.log.Warn("ended stale session holding an expired lease", "queue", q.name, "lock_pid", pid)
-		q.staleWarned = 0
+		a.b.log.Warn("ended stale session holding an expired lease", "queue", first, "queues", len(qs), "lock_pid", pid)
+		for _, q := range qs {
+			q.staleWarned = 0
+		}
 		a.tryNow = true
 		return true
 	case err == nil:
-		a.b.log.Warn("stale session did not end in time", "queue", q.name, "lock_pid", pid)
+		a.b.log.Warn("stale session did not end in time", "queue", first, "queues", len(qs), "lock_pid", pid)
 	case isNoRows(err):
-		if q.staleWarned != pid {
-			q.staleWarned = pid
-			a.b.log.Debug("expired lease's session does not hold the lock", "queue", q.name, "lock_pid", pid)
+		if warnOnce(qs, pid) {
+			a.b.log.Debug("expired lease's session does not hold the lock", "queue", first, "queues", len(qs), "lock_pid", pid)
 		}
 	case isInsufficientPrivilege(err):
-		if q.staleWarned != pid {
-			q.staleWarned = pid
+		if warnOnce(qs, pid) {
 			a.b.log.Error("cannot end stale session: permission denied; grant pg_signal_backend to regent's role or use the same role on every replica",
-				"queue", q.name, "lock_pid", pid, "error", err.Error())
+				"queue", first, "queues", len(qs), "lock_pid", pid, "error", err.Error())
 		}
 	default:
 		if a.check(err) != nil && a.lost != nil {
 			return false
 		}
-		a.b.log.Warn("cannot end stale session", "queue", q.name, "lock_pid", pid,
+		a.b.log.Warn("cannot end stale session", "queue", first, "queues", len(qs), "lock_pid", pid,
 			"error", scrub(err.Error(), a.b.pgcfg.Password))
 	}
 	return false
+}
+
+// warnOnce marks qs as warned about pid; it reports whether one of them
+// had not been yet.
+func warnOnce(qs []*queueState, pid int32) bool {
+	fresh := false
+	for _, q := range qs {
+		if q.staleWarned != pid {
+			q.staleWarned = pid
+			fresh = true
+		}
+	}
+	return fresh
 }
 
 // unlock frees q's advisory lock; announce also wakes the queue's
