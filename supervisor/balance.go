@@ -22,15 +22,16 @@ import (
 //     backends hold every other replica back for a few seconds, so the
 //     queue goes exactly where the plan says and the old leader does not
 //     win it back), stops its workers and resigns. Queues move in bounded
-//     batches (balanceBatch), and the next batch starts only when every
-//     queue is led again and the queues of the last batch have left;
+//     batches (balanceBatch), and the next batch starts only when the
+//     queues of the last batch have left and no more queues are without
+//     a leader than the other replicas' batches account for;
 //   - candidacy delay: a replica above ceil(Q/R) holds back its candidacy
 //     for queues led by others, and delays it for a free queue, so that a
 //     replica below its share takes it.
 //
 // Eligible replicas are the ones that can take a queue now: their member
 // record is fresh (last seen within readyAge) and their leadership count
-// has not dropped recently. A replica SIGKILLed with its host alive loses
+// has not recently dropped to zero. A replica SIGKILLed with its host alive loses
 // every leadership at once (its guards release the terms) while its member
 // record lingers until its lease expires; the recent drop keeps the others
 // from handing queues to it meanwhile.
@@ -167,7 +168,12 @@ func (t *balanceTracker) observe(counts map[string]int, now time.Time) {
 		t.dropped = map[string]time.Time{}
 	}
 	for n, c := range t.lastCounts {
-		if counts[n] < c {
+		// Only a drop to nothing: a donor handing over a batch drops too,
+		// and counting it out would make each replica plan with a
+		// different set of live replicas (seen at 5,000 queues: the
+		// donors took each other for dead and moved queues between
+		// themselves).
+		if c > 0 && counts[n] == 0 {
 			t.dropped[n] = now
 		}
 	}
@@ -246,7 +252,11 @@ func (s *Supervisor) balance(v balanceView, leaders map[string]election.LeaderRe
 		return
 	}
 	t.moving = nil
-	if now.Before(t.next) || v.led < v.queues {
+	// Queues without a leader beyond what the other replicas' batches
+	// account for mean a failover is under way: no new batch meanwhile.
+	// (Waiting for every queue to be led made two donors wait for each
+	// other's batches: 10-14 s per batch at 5,000 queues.)
+	if now.Before(t.next) || v.queues-v.led > balanceBatch*(len(v.live)-1) {
 		return
 	}
 	var mine []move

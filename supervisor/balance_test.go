@@ -149,6 +149,12 @@ func TestBalanceEligible(t *testing.T) {
 	if !tr.eligible("d", time.Time{}, t0, window) {
 		t.Fatal("unknown last-seen: want eligible")
 	}
+	// A donor handing over a batch stays eligible: every replica must
+	// plan with the same live set.
+	tr.observe(map[string]int{"a": 125, "b": 150, "c": 25}, t0.Add(9*time.Second))
+	if !tr.eligible("a", t0.Add(9*time.Second), t0.Add(9*time.Second), window) {
+		t.Fatal("a handed over a batch: want still eligible")
+	}
 }
 
 // Whatever the starting counts, repeatedly applying the plan converges in
