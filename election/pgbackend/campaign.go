@@ -134,9 +134,6 @@ SELECT q.queue,
        COALESCE(l.released IS NOT TRUE AND x.expires_at < now() - $4 * interval '1 microsecond', false),
        CASE WHEN l.released IS NOT TRUE AND x.expires_at >= now() - $4 * interval '1 microsecond'
             THEN GREATEST(CEIL(EXTRACT(EPOCH FROM (x.expires_at + $4 * interval '1 microsecond' - now())) * 1e6)::bigint, 0)
-       END,
-       CASE WHEN l.released IS NOT TRUE AND x.expires_at > now()
-            THEN CEIL(EXTRACT(EPOCH FROM (x.expires_at - now())) * 1e6)::bigint
        END
 FROM unnest($2::text[], $3::bigint[]) AS q(queue, key)
 LEFT JOIN regent_leaders l ON l.cluster = $1 AND l.queue = q.queue
@@ -170,8 +167,6 @@ func (a *actor) tryLocks() {
 		// staleIn: microseconds until the lease becomes stale, if it
 		// runs.
 		staleIn *int64
-		// expiresIn: microseconds until the lease expires, if it runs.
-		expiresIn *int64
 	}
 	var results []tried
 	ctx, cancel := a.stmt()
@@ -181,7 +176,7 @@ func (a *actor) tryLocks() {
 	if err == nil {
 		for rows.Next() {
 			var t tried
-			if err = rows.Scan(&t.queue, &t.got, &t.lockPID, &t.stale, &t.staleIn, &t.expiresIn); err != nil {
+			if err = rows.Scan(&t.queue, &t.got, &t.lockPID, &t.stale, &t.staleIn); err != nil {
 				break
 			}
 			results = append(results, t)
@@ -192,9 +187,6 @@ func (a *actor) tryLocks() {
 		}
 	}
 	cancel()
-	// After the answer: no earlier than the server's now() it was
-	// computed from.
-	received := time.Now()
 	if err != nil {
 		if _ = a.check(err); a.lost != nil {
 			return
@@ -203,6 +195,8 @@ func (a *actor) tryLocks() {
 		a.unlockAttempted(keys)
 		return
 	}
+	// ended: the pids this round ended; the other locks of such a session
+	// were freed with it.
 	// Queues whose stale lease names another session, by that session: one
 	// statement per session, not per queue (a dead replica's pid stands in
 	// thousands of rows, and each statement reads pg_locks).
@@ -217,14 +211,6 @@ func (a *actor) tryLocks() {
 			q.locked = true
 			q.staleWarned = 0
 			q.waitUntil = time.Time{}
-			if t.expiresIn != nil {
-				// The previous lease still runs: the takeover statement
-				// would only say so. It runs once the lease has expired
-				// (and checks again).
-				q.waitUntil = received.Add(time.Duration(*t.expiresIn)*time.Microsecond + time.Millisecond)
-				a.b.log.Info("lock taken; waiting out the previous leader's lease", "queue", q.name,
-					"wait", time.Duration(*t.expiresIn)*time.Microsecond)
-			}
 		case t.stale && t.lockPID != nil && *t.lockPID != a.sess.pid:
 			if stale[*t.lockPID] == nil {
 				pids = append(pids, *t.lockPID)
