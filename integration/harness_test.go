@@ -155,13 +155,16 @@ type replicaOpts struct {
 	env        []string
 	// ttl overrides the test lease TTL (renewal TTL/5, margin TTL/10).
 	ttl time.Duration
+	// config, when set, is written to a YAML file passed with --config,
+	// and queues are not passed as flags (the file lists them).
+	config string
 }
 
 // start runs a replica with its own HOME and pid file.
 func (c *cluster) start(o replicaOpts) *replica {
 	t := c.t
 	t.Helper()
-	if len(o.queues) == 0 {
+	if len(o.queues) == 0 && o.config == "" {
 		o.queues = []string{"q"}
 	}
 	home := filepath.Join(c.dir, "home-"+o.node)
@@ -184,8 +187,16 @@ func (c *cluster) start(o replicaOpts) *replica {
 	} else {
 		args = append(args, c.be.args...)
 	}
-	for _, q := range o.queues {
-		args = append(args, "--queue", q)
+	if o.config != "" {
+		file := filepath.Join(home, "regent.yaml")
+		if err := os.WriteFile(file, []byte(o.config), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		args = append(args, "--config", file)
+	} else {
+		for _, q := range o.queues {
+			args = append(args, "--queue", q)
+		}
 	}
 	if o.maxRSS > 0 {
 		args = append(args, "--max-rss", strconv.Itoa(o.maxRSS))

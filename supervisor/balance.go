@@ -323,8 +323,10 @@ func (s *Supervisor) holdQueue(qs *queueState, led bool, delay time.Duration) {
 	s.mu.Lock()
 	if led {
 		qs.balanceHold = now.Add(s.balanceHoldMax())
-	} else if qs.balanceHold.IsZero() || qs.balanceHold.After(now.Add(delay)) {
+		qs.balanceHoldLed = true
+	} else if qs.balanceHold.IsZero() || qs.balanceHoldLed || qs.balanceHold.After(now.Add(delay)) {
 		qs.balanceHold = now.Add(delay)
+		qs.balanceHoldLed = false
 	}
 	s.mu.Unlock()
 	wakeHold(qs)
@@ -335,6 +337,7 @@ func (s *Supervisor) clearBalanceHold(qs *queueState) {
 	s.mu.Lock()
 	had := !qs.balanceHold.IsZero()
 	qs.balanceHold = time.Time{}
+	qs.balanceHoldLed = false
 	s.mu.Unlock()
 	if had {
 		wakeHold(qs)

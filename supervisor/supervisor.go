@@ -139,6 +139,10 @@ type queueState struct {
 	holdUntil time.Time
 	// balanceHold: no candidacy before (balancing, see balance.go).
 	balanceHold time.Time
+	// balanceHoldLed: balanceHold was set while another replica led the
+	// queue; it delays a new campaign but does not interrupt one under
+	// way (see campaign).
+	balanceHoldLed bool
 	leader      *election.LeaderRecord
 	problems    []Problem
 }
