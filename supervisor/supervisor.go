@@ -143,8 +143,8 @@ type queueState struct {
 	// queue; it delays a new campaign but does not interrupt one under
 	// way (see campaign).
 	balanceHoldLed bool
-	leader      *election.LeaderRecord
-	problems    []Problem
+	leader         *election.LeaderRecord
+	problems       []Problem
 }
 
 // New validates cfg and returns a Supervisor.
