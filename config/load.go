@@ -112,6 +112,19 @@ func Load(fs *pflag.FlagSet, command []string) (*Config, error) {
 	}
 	cfg := raw.Config
 	cfg.Queues = nil
+	// A queue section with nothing in it ("name: {}" or "name:") has no
+	// leaf key, and viper leaves it out of the settings: take the names
+	// from the file itself, so that such a queue is not silently dropped.
+	if m, ok := v.Get("queues").(map[string]any); ok {
+		for name := range m {
+			if _, ok := raw.Sections[name]; !ok {
+				if raw.Sections == nil {
+					raw.Sections = map[string]map[string]any{}
+				}
+				raw.Sections[name] = map[string]any{}
+			}
+		}
+	}
 
 	// Queue list: flag/env, else the file's queue list, else its sections,
 	// else "default".

@@ -230,3 +230,30 @@ func TestDiff(t *testing.T) {
 		t.Errorf("identical configs differ: %+v", d)
 	}
 }
+
+// A queue section with nothing in it still declares the queue, with the
+// top-level settings.
+func TestLoadEmptyQueueSections(t *testing.T) {
+	file := writeFile(t, `
+concurrency: 2
+command: [worker]
+queues:
+  braces: {}
+  bare:
+  set:
+    concurrency: 0
+`)
+	cfg, err := Load(newFlags(t, "--config", file), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Queues) != 3 {
+		t.Fatalf("queues = %+v, want braces, bare and set", cfg.Queues)
+	}
+	for name, want := range map[string]int{"braces": 2, "bare": 2, "set": 0} {
+		q, ok := cfg.Queue(name)
+		if !ok || q.Concurrency != want {
+			t.Errorf("queue %s: found %v, concurrency %d, want %d", name, ok, q.Concurrency, want)
+		}
+	}
+}
