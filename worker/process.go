@@ -187,7 +187,13 @@ func (p *Process) readReports(r io.Reader, done chan<- struct{}) {
 			p.mu.Lock()
 			p.startErr = rest
 			p.mu.Unlock()
-			p.log.Error("guard failed", "error", rest)
+			if rest == msgStoppedBeforeStart {
+				// The term ended (a handover, a fence) before the worker
+				// started: nothing failed.
+				p.log.Info("guard stopped before the worker started")
+			} else {
+				p.log.Error("guard failed", "error", rest)
+			}
 		case msgNote:
 			p.log.Info("guard note", "note", rest, "pid", p.PID())
 		case msgExit:

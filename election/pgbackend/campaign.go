@@ -195,8 +195,6 @@ func (a *actor) tryLocks() {
 		a.unlockAttempted(keys)
 		return
 	}
-	// ended: the pids this round ended; the other locks of such a session
-	// were freed with it.
 	// Queues whose stale lease names another session, by that session: one
 	// statement per session, not per queue (a dead replica's pid stands in
 	// thousands of rows, and each statement reads pg_locks).
@@ -345,8 +343,7 @@ func (a *actor) takeover(q *queueState) {
 // pooler or proxy, whose server session lingers. Only that pid, and only
 // if it holds one of those locks, is terminated. This needs superuser,
 // membership in pg_signal_backend, or the same role as the stale session.
-// It reports whether the session was ended.
-func (a *actor) endStale(qs []*queueState, pid int32) bool {
+func (a *actor) endStale(qs []*queueState, pid int32) {
 	classids := make([]int64, len(qs))
 	objids := make([]int64, len(qs))
 	for i, q := range qs {
@@ -378,7 +375,6 @@ func (a *actor) endStale(qs []*queueState, pid int32) bool {
 			q.staleWarned = 0
 		}
 		a.tryNow = true
-		return true
 	case err == nil:
 		a.b.log.Warn("stale session did not end in time", "queue", first, "queues", len(qs), "lock_pid", pid)
 	case isNoRows(err):
@@ -392,12 +388,11 @@ func (a *actor) endStale(qs []*queueState, pid int32) bool {
 		}
 	default:
 		if a.check(err) != nil && a.lost != nil {
-			return false
+			return
 		}
 		a.b.log.Warn("cannot end stale session", "queue", first, "queues", len(qs), "lock_pid", pid,
 			"error", scrub(err.Error(), a.b.pgcfg.Password))
 	}
-	return false
 }
 
 // warnOnce marks qs as warned about pid; it reports whether one of them
