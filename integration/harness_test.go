@@ -232,7 +232,7 @@ func (c *cluster) start(o replicaOpts) *replica {
 	t.Cleanup(func() {
 		r.kill()
 		if t.Failed() {
-			t.Logf("--- log of replica %s ---\n%s", r.node, r.log.String())
+			t.Logf("%sreplica %s ---\n%s", testenv.LogDumpMarker, r.node, r.log.String())
 		}
 	})
 	return r

@@ -182,13 +182,6 @@ func (a *actor) unusable() error {
 	return nil
 }
 
-// takeoversPerTick bounds the takeover statements (one round trip each)
-// of one tick, so that the renewal, checked at the start of every tick, is
-// never late by more than a few dozen round trips: a replica that won
-// thousands of locks at once (a cold start with 5,000 queues) took them
-// over one after the other, and its leases expired meanwhile.
-const takeoversPerTick = 32
-
 // tick does the timed work: release lost leaderships, renew, retry
 // waiting campaigns (on the retry tick, or when a lease holding one back
 // becomes stale), finish takeovers whose wait is over.
@@ -218,18 +211,10 @@ func (a *actor) tick() {
 	if a.lost != nil {
 		return
 	}
-	budget := takeoversPerTick
-	for _, q := range a.queues {
-		if budget == 0 {
-			break // the next tick goes on, after a renewal if one is due
-		}
-		if q.locked && q.lead == nil && len(q.waiters) > 0 && !time.Now().Before(q.waitUntil) {
-			budget--
-			a.takeover(q)
-			if a.lost != nil {
-				return
-			}
-		}
+	if due := a.takeoverDue(); len(due) > 0 {
+		// One batch per tick; the next tick goes on, after a renewal
+		// if one is due.
+		a.takeover(due)
 	}
 }
 

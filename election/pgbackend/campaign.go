@@ -204,8 +204,8 @@ func (a *actor) tryLocks() {
 		q := a.queue(t.queue)
 		switch {
 		case t.got:
-			// The takeover statement runs in tick, a bounded number per
-			// tick (takeoversPerTick).
+			// The takeover statement runs in tick, for at most
+			// takeoverBatch queues per tick.
 			q.locked = true
 			q.staleWarned = 0
 			q.waitUntil = time.Time{}
@@ -248,22 +248,35 @@ func (a *actor) unlockAttempted(keys []int64) {
 	a.connLost(fmt.Errorf("cannot free the locks of a failed attempt: %w", err))
 }
 
-// sqlTakeover records this replica as leader if the previous lease is
+// sqlTakeover records this replica as leader of each queue in $2 (one row
+// per queue, with its payload $6/$7 and notice $9) whose previous lease is
 // released or expired on the server's clock, incrementing the term in the
-// same statement (so in the same transaction); else it returns how long
-// the previous lease still runs. Run only while holding the queue's lock.
+// same statement (so in the same transaction); for every other queue it
+// returns how long the previous lease still runs. Run only while holding
+// the queues' locks. One statement takes over many queues: a replica that
+// inherits a dead replica's thousands of queues takes them in a few round
+// trips, not thousands.
 const sqlTakeover = `
-WITH ` + sqlTakeoverUp + sqlTakeoverSelect
+WITH ` + sqlTakeoverWant + `, ` + sqlTakeoverUp + sqlTakeoverSelect
 
-// sqlTakeoverUp is the part of sqlTakeover that records the new leader,
-// as a CTE named up returning the new term, its record following this
-// session's lease (up_sess), which it sets to now + TTL.
+// sqlTakeoverWant is the part of sqlTakeover that lists the queues to take
+// over, as a CTE named want.
+const sqlTakeoverWant = `want AS (
+	SELECT * FROM unnest($2::text[], $6::jsonb[], $7::bytea[], $9::text[])
+		AS w(queue, payload, payload_raw, notice)
+)`
+
+// sqlTakeoverUp is the part of sqlTakeover that records the new leaders,
+// as a CTE named up returning each queue taken and its new term, their
+// records following this session's lease (up_sess), which it sets to
+// now + TTL.
 const sqlTakeoverUp = `up AS (
 	INSERT INTO regent_leaders AS l
 		(cluster, queue, node, host, pid, term, payload, payload_raw,
 		 elected_at, expires_at, lock_pid, released)
-	VALUES ($1, $2, $3, $4, $5, 1, $6::jsonb, $7,
-		now(), NULL, pg_backend_pid(), false)
+	SELECT $1, w.queue, $3, $4, $5, 1, w.payload, w.payload_raw,
+		now(), NULL, pg_backend_pid(), false
+	FROM want w
 	ON CONFLICT (cluster, queue) DO UPDATE SET
 		node = excluded.node, host = excluded.host, pid = excluded.pid,
 		term = GREATEST(COALESCE(l.term, 0), 0) + 1,
@@ -271,71 +284,133 @@ const sqlTakeoverUp = `up AS (
 		elected_at = excluded.elected_at, renewed_at = NULL,
 		expires_at = NULL, lock_pid = excluded.lock_pid, released = false
 	WHERE l.released IS TRUE OR ` + leaseExpiryL + ` IS NULL OR ` + leaseExpiryL + ` <= now()
-	RETURNING l.term
+	RETURNING l.queue, l.term
 ), up_sess AS (
 	INSERT INTO regent_sessions AS s (cluster, pid, node, renewed_at, expires_at)
-	SELECT $1, pg_backend_pid(), $3, now(), now() + $8 * interval '1 microsecond' FROM up
+	SELECT $1, pg_backend_pid(), $3, now(), now() + $8 * interval '1 microsecond'
+	WHERE EXISTS (SELECT 1 FROM up)
 	ON CONFLICT (cluster, pid) DO UPDATE SET
 		node = excluded.node, renewed_at = excluded.renewed_at, expires_at = excluded.expires_at
 	RETURNING pid
 )`
 
-// sqlTakeoverSelect is the result of sqlTakeover: the new term, or how
-// long the previous lease still runs.
+// sqlTakeoverSelect is the result of sqlTakeover: per queue, the new term,
+// or how long the previous lease still runs.
 const sqlTakeoverSelect = `
-SELECT up.term, NULL::bigint FROM up WHERE pg_notify('` + NotifyChannel + `', $9) IS NOT NULL
+SELECT up.queue, up.term, NULL::bigint FROM up JOIN want w ON w.queue = up.queue
+WHERE pg_notify('` + NotifyChannel + `', w.notice) IS NOT NULL
 UNION ALL
-SELECT NULL, GREATEST(CEIL(EXTRACT(EPOCH FROM (` + leaseExpiryL + ` - now())) * 1e6)::bigint, 0)
-FROM regent_leaders l
-WHERE l.cluster = $1 AND l.queue = $2 AND NOT EXISTS (SELECT 1 FROM up)`
+SELECT l.queue, NULL, GREATEST(CEIL(EXTRACT(EPOCH FROM (` + leaseExpiryL + ` - now())) * 1e6)::bigint, 0)
+FROM regent_leaders l JOIN want w ON w.queue = l.queue
+WHERE l.cluster = $1 AND NOT EXISTS (SELECT 1 FROM up WHERE up.queue = l.queue)`
 
-// takeover becomes leader of q, whose lock this session holds, for the
-// first waiter; or, while the previous lease runs, schedules a retry for
-// when it will have expired.
-func (a *actor) takeover(q *queueState) {
-	if len(q.waiters) == 0 {
-		a.unlock(q, false)
-		a.forget(q)
-		return
+// takeoverBatch bounds the queues of one takeover statement, so that one
+// tick's statement stays short and the renewal, checked at the start of
+// every tick, is never late by much: a replica that won thousands of locks
+// at once (a cold start with 5,000 queues) takes them over a batch per
+// tick.
+const takeoverBatch = 256
+
+// takeoverDue returns the queues, at most takeoverBatch, whose lock this
+// session holds, that have a waiting campaign, and whose takeover is due.
+func (a *actor) takeoverDue() []*queueState {
+	var due []*queueState
+	now := time.Now()
+	for _, q := range a.queues {
+		if q.locked && q.lead == nil && len(q.waiters) > 0 && !now.Before(q.waitUntil) {
+			due = append(due, q)
+			if len(due) == takeoverBatch {
+				break
+			}
+		}
 	}
-	w := q.waiters[0]
+	return due
+}
+
+// takeover becomes leader of each of qs, whose locks this session holds,
+// for its first waiter; or, while a queue's previous lease runs, schedules
+// its retry for when that lease will have expired.
+func (a *actor) takeover(qs []*queueState) {
 	s := &a.b.s
-	jsonText, raw := encodePayload(w.payload)
+	names := make([]string, len(qs))
+	jsonTexts := make([]any, len(qs))
+	raws := make([][]byte, len(qs))
+	notices := make([]string, len(qs))
+	for i, q := range qs {
+		names[i] = q.name
+		jsonTexts[i], raws[i] = encodePayload(q.waiters[0].payload)
+		notices[i] = noticePayload(s.Cluster, q.name, kindElected)
+	}
+	type result struct {
+		queue      string
+		term       *int64
+		waitMicros *int64
+	}
+	var results []result
 	var sent time.Time
-	var term, waitMicros *int64
 	err := a.withHistory("takeover", func(history bool) error {
-		sql, args := sqlTakeover, []any{s.Cluster, q.name, s.Node, s.Host, s.PID,
-			jsonText, raw, s.LeaseTTL.Microseconds(), noticePayload(s.Cluster, q.name, kindElected)}
+		results = results[:0]
+		sql, args := sqlTakeover, []any{s.Cluster, names, s.Node, s.Host, s.PID,
+			jsonTexts, raws, s.LeaseTTL.Microseconds(), notices}
 		if history {
 			sql, args = sqlTakeoverHistory, append(args, election.HistoryKeep)
 		}
 		ctx, cancel := a.stmt()
 		defer cancel()
 		sent = time.Now()
-		return a.conn().QueryRow(ctx, sql, args...).Scan(&term, &waitMicros)
+		rows, err := a.conn().Query(ctx, sql, args...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var r result
+			if err := rows.Scan(&r.queue, &r.term, &r.waitMicros); err != nil {
+				return err
+			}
+			results = append(results, r)
+		}
+		return rows.Err()
 	})
 	if err != nil {
 		if a.check(err) != nil && a.lost != nil {
 			return
 		}
-		a.b.log.Warn("takeover failed", "queue", q.name, "error", scrub(err.Error(), a.b.pgcfg.Password))
-		q.waitUntil = time.Now().Add(s.RetryInterval)
-		return
-	}
-	if term == nil {
-		wait := time.Duration(0)
-		if waitMicros != nil {
-			wait = time.Duration(*waitMicros) * time.Microsecond
+		a.b.log.Warn("takeover failed", "queue", qs[0].name, "queues", len(qs), "error", scrub(err.Error(), a.b.pgcfg.Password))
+		for _, q := range qs {
+			q.waitUntil = time.Now().Add(s.RetryInterval)
 		}
-		q.waitUntil = sent.Add(wait + time.Millisecond)
-		a.b.log.Info("lock taken; waiting out the previous leader's lease", "queue", q.name, "wait", wait)
 		return
 	}
-	lead := newLeadership(a.b, q.name, q.key, *term, sent.Add(s.LeaseTTL))
-	q.lead = lead
-	q.waiters = q.waiters[1:]
-	w.result <- campaignResult{lead: lead}
-	a.b.log.Info("elected", "queue", q.name, "term", *term)
+	answered := make(map[string]bool, len(results))
+	for _, r := range results {
+		q := a.queues[r.queue]
+		if q == nil || answered[r.queue] {
+			continue
+		}
+		answered[r.queue] = true
+		if r.term == nil {
+			wait := time.Duration(0)
+			if r.waitMicros != nil {
+				wait = time.Duration(*r.waitMicros) * time.Microsecond
+			}
+			q.waitUntil = sent.Add(wait + time.Millisecond)
+			a.b.log.Info("lock taken; waiting out the previous leader's lease", "queue", q.name, "wait", wait)
+			continue
+		}
+		w := q.waiters[0]
+		lead := newLeadership(a.b, q.name, q.key, *r.term, sent.Add(s.LeaseTTL))
+		q.lead = lead
+		q.waiters = q.waiters[1:]
+		w.result <- campaignResult{lead: lead}
+		a.b.log.Info("elected", "queue", q.name, "term", *r.term)
+	}
+	for _, q := range qs {
+		if !answered[q.name] {
+			// Not possible while the record exists or was inserted; retry.
+			q.waitUntil = time.Now().Add(s.RetryInterval)
+		}
+	}
 }
 
 // endStale ends session pid if it still holds the lock of one of qs,

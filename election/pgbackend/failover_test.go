@@ -3,6 +3,7 @@ package pgbackend
 import (
 	"context"
 	"errors"
+	"fmt"
 	"syscall"
 	"testing"
 	"time"
@@ -300,5 +301,60 @@ func TestFrozenLeaderTakeoverWhenStale(t *testing.T) {
 	var n int
 	if err := admin.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE pid = $1`, lockPID).Scan(&n); err != nil || n != 0 {
 		t.Fatalf("frozen leader's session still listed: %d %v", n, err)
+	}
+}
+
+// A replica inheriting a dead replica's many queues takes them over in a
+// few statements, not one per queue: every queue gets the next term, with
+// the old term's history row closed and the new one opened, and the new
+// records are written by at most a few transactions (xmin).
+func TestTakeoverManyQueuesInFewStatements(t *testing.T) {
+	const queues = 300
+	url := testenv.NewDatabase(t)
+	cluster := randomName("c")
+	a := openBackend(t, url, testOpts(cluster, "a"))
+	b := openBackend(t, url, testOpts(cluster, "b"))
+	admin := rawConn(t, url)
+
+	names := make([]string, queues)
+	terms := map[string]int64{}
+	for i := range names {
+		names[i] = fmt.Sprintf("q%03d", i)
+		terms[names[i]] = mustCampaign(t, a, names[i], []byte(`{"n":1}`)).Term()
+	}
+	results := make([]<-chan campaignResultT, queues)
+	for i, q := range names {
+		results[i] = campaignAsync(t, testCtx(t), b, q, []byte(`{"n":2}`))
+	}
+	var ok bool
+	if err := admin.QueryRow(testCtx(t), `SELECT pg_terminate_backend($1)`, a.LockPID()).Scan(&ok); err != nil || !ok {
+		t.Fatalf("terminate: %v %v", ok, err)
+	}
+	for i, q := range names {
+		r := waitResult(t, results[i], 15*time.Second)
+		if r.err != nil {
+			t.Fatalf("%s: %v", q, r.err)
+		}
+		if r.lead.Term() != terms[q]+1 {
+			t.Errorf("%s: term %d after %d", q, r.lead.Term(), terms[q])
+		}
+	}
+	var txns int
+	if err := admin.QueryRow(testCtx(t),
+		`SELECT count(DISTINCT xmin::text) FROM regent_leaders WHERE cluster = $1 AND node = 'b'`, cluster).Scan(&txns); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d queues taken over in %d statements", queues, txns)
+	if max := 2 * ((queues + takeoverBatch - 1) / takeoverBatch); txns > max {
+		t.Errorf("%d queues taken over in %d statements; want at most %d (batches of %d)", queues, txns, max, takeoverBatch)
+	}
+	for _, q := range []string{names[0], names[queues/2], names[queues-1]} {
+		h, err := b.History(testCtx(t), q, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(h) != 2 || h[0].Node != "b" || h[0].Term != terms[q]+1 || h[1].Term != terms[q] || h[1].EndReason == "" {
+			t.Errorf("%s: history %+v; want b's term %d over a's term %d, ended", q, h, terms[q]+1, terms[q])
+		}
 	}
 }

@@ -53,33 +53,33 @@ func withHistoryEnd(with, sel, from, reason string, history bool) string {
 	return with + historyEnd(from, reason) + sel
 }
 
-// sqlTakeoverHistory is sqlTakeover that also, when it records the new
-// leader: closes the previous term's history row if nobody did (released:
-// resign; else the lease ran out: expiry, at its expires_at), opens the
-// new term's row and trims the rows beyond the newest $10 (terms of a
-// queue are consecutive). prev reads the record as it was before up
-// changed it (every CTE sees the same snapshot).
+// sqlTakeoverHistory is sqlTakeover that also, for each queue it records
+// a new leader of: closes the previous term's history row if nobody did
+// (released: resign; else the lease ran out: expiry, at its expires_at),
+// opens the new term's row and trims the rows beyond the newest $10 (terms
+// of a queue are consecutive). prev reads the records as they were before
+// up changed them (every CTE sees the same snapshot).
 const sqlTakeoverHistory = `
-WITH prev AS (
-	SELECT term, node, host, elected_at, ` + leaseExpiryL + ` AS expires_at, released
-	FROM regent_leaders l WHERE cluster = $1 AND queue = $2
+WITH ` + sqlTakeoverWant + `, prev AS (
+	SELECT l.queue, l.term, l.node, l.host, l.elected_at, ` + leaseExpiryL + ` AS expires_at, l.released
+	FROM regent_leaders l JOIN want w ON w.queue = l.queue WHERE l.cluster = $1
 ), ` + sqlTakeoverUp + `, hist_prev AS (
 	INSERT INTO regent_history AS h (cluster, queue, term, node, host, started_at, ended_at, end_reason)
-	SELECT $1, $2, prev.term, prev.node, prev.host, prev.elected_at,
+	SELECT $1, prev.queue, prev.term, prev.node, prev.host, prev.elected_at,
 	       LEAST(COALESCE(prev.expires_at, now()), now()),
 	       CASE WHEN prev.released IS TRUE THEN '` + election.EndResign + `' ELSE '` + election.EndExpiry + `' END
-	FROM prev, up
+	FROM prev JOIN up ON up.queue = prev.queue
 	WHERE prev.term >= 1 AND prev.term < up.term
 	ON CONFLICT (cluster, queue, term) DO UPDATE SET ended_at = excluded.ended_at, end_reason = excluded.end_reason
 	WHERE h.end_reason IS NULL
 ), hist_new AS (
 	INSERT INTO regent_history AS h (cluster, queue, term, node, host, started_at)
-	SELECT $1, $2, up.term, $3, $4, now() FROM up
+	SELECT $1, up.queue, up.term, $3, $4, now() FROM up
 	ON CONFLICT (cluster, queue, term) DO UPDATE SET node = excluded.node, host = excluded.host,
 		started_at = excluded.started_at, ended_at = NULL, end_reason = NULL
 ), hist_trim AS (
 	DELETE FROM regent_history h USING up
-	WHERE h.cluster = $1 AND h.queue = $2 AND (h.term <= up.term - $10::bigint OR h.term > up.term)
+	WHERE h.cluster = $1 AND h.queue = up.queue AND (h.term <= up.term - $10::bigint OR h.term > up.term)
 )` + sqlTakeoverSelect
 
 // withHistory runs run with the statement that also writes the history

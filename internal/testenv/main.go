@@ -28,13 +28,17 @@ var sharedStops struct {
 // TestMain. If this process was started as a helper (EnvRole set), it runs
 // that role instead and exits. After the tests it stops every shared server
 // and, if the tests passed, fails the run when goroutines are left over
-// (goleak, with leakOpts to ignore known background goroutines).
+// (goleak, with leakOpts to ignore known background goroutines). If the
+// tests failed, it ends their output with a recap of the failures (see
+// LogDumpMarker).
 func Main(m *testing.M, leakOpts ...goleak.Option) {
 	if role := os.Getenv(EnvRole); role != "" {
 		os.Exit(runRole(role))
 	}
 	mainActive.Store(true)
+	finish := teeStdout()
 	code := m.Run()
+	finish(code != 0)
 	stopShared()
 	if code == 0 {
 		if err := goleak.Find(leakOpts...); err != nil {
