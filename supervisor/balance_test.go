@@ -325,3 +325,65 @@ func TestRebalanceTargetedBatch(t *testing.T) {
 		}
 	}
 }
+
+// Once a batch's queues have arrived, the next batch follows after the
+// batch pace even if no change notification comes: the observer rechecks
+// the plan then, instead of waiting for its safety-net tick (5 s here).
+// Leading 60 queues beside an idle replica, self hands over its surplus
+// of 30 in batches (the first may be short if it was planned before every
+// leadership started); the test moves each handed-over queue to the other
+// replica without notifying a change.
+func TestRebalanceNextBatchWithoutChange(t *testing.T) {
+	var qs []config.QueueConfig
+	var names []string
+	for i := 0; i < 60; i++ {
+		n := fmt.Sprintf("q%02d", i)
+		qs = append(qs, queueCfg(n, 0))
+		names = append(names, n)
+	}
+	fb := startBalanced(t, qs, names)
+	stepDowns := func() []string {
+		var out []string
+		for _, e := range fb.Events() {
+			if strings.HasPrefix(e, "step_down ") {
+				out = append(out, strings.Fields(e)[1])
+			}
+		}
+		return out
+	}
+	arrived := map[string]bool{}
+	progress := time.Now()
+	batches := 0
+	for len(arrived) < 30 {
+		var fresh []string
+		for _, q := range stepDowns() {
+			if !arrived[q] {
+				fresh = append(fresh, q)
+			}
+		}
+		fb.mu.Lock()
+		for _, q := range fresh {
+			arrived[q] = true
+			fb.leaders[q] = election.LeaderRecord{Queue: q, Node: "other", Term: int64(100 + len(arrived))}
+		}
+		m := fb.members["other"]
+		m.LastSeen = time.Now()
+		fb.members["other"] = m
+		fb.mu.Unlock()
+		if len(fresh) > 0 {
+			batches++
+			progress = time.Now()
+		}
+		// Bound: well under the observer's 5 s safety-net tick.
+		if time.Since(progress) > 3*time.Second {
+			t.Fatalf("no new batch %s after the last arrived (no change notified); %d handed over; events %v",
+				time.Since(progress).Round(time.Millisecond), len(arrived), fb.Events())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond) // a batch beyond the surplus would show by now
+	if n := len(stepDowns()); n != 30 {
+		t.Fatalf("%d step-downs, want the surplus of 30", n)
+	}
+	t.Logf("surplus of 30 handed over in %d batches", batches)
+}

@@ -49,16 +49,31 @@ func (s *Supervisor) observe(ctx context.Context, b election.Backend) error {
 		if sleepCtx(ctx, min(time.Since(began), time.Second)) != nil {
 			return nil
 		}
-		select {
-		case <-ctx.Done():
+		if !s.waitObserve(ctx, changes, tick.C) {
 			return nil
-		case _, ok := <-changes:
-			if !ok {
-				return nil
-			}
-		case <-tick.C:
 		}
 	}
+}
+
+// waitObserve waits until the next observation is due: a change, the
+// safety-net tick, or the balance's recheck time. It reports false when
+// ctx ends or changes closes.
+func (s *Supervisor) waitObserve(ctx context.Context, changes <-chan struct{}, tick <-chan time.Time) bool {
+	var recheck <-chan time.Time
+	if at := s.balanceRecheck(); !at.IsZero() {
+		timer := time.NewTimer(time.Until(at))
+		defer timer.Stop()
+		recheck = timer.C
+	}
+	select {
+	case <-ctx.Done():
+		return false
+	case _, ok := <-changes:
+		return ok
+	case <-tick:
+	case <-recheck:
+	}
+	return true
 }
 
 // observeTick is the period of the observer's safety-net reads.
