@@ -50,6 +50,10 @@ type Backend struct {
 	// campaignConcurrency).
 	campaignSlots chan struct{}
 
+	// renewals of other replicas' leases as last read (see
+	// leaseRenewalBound).
+	renewalBounds leaseBounds
+
 	// sdMu guards the step-down lease shared by requests made within
 	// stepDownLeaseShare of its grant (see stepDownLease).
 	sdMu      sync.Mutex

@@ -167,6 +167,13 @@ func (c *campaign) run(ctx context.Context) (*leadership, error) {
 				continue
 			}
 			seen = &observed{term: st.leader.CreateRevision, lease: st.leader.Lease, since: time.Now()}
+			if by, ok := c.b.leaseRenewalBound(ctx, seen.lease, seen.since); ok && by.Before(seen.since) {
+				// A campaign that starts (or restarts) while the leader is
+				// already gone would otherwise wait a whole lease from now
+				// after the key's expiry, not from the leader's last
+				// renewal.
+				seen.since = by
+			}
 			c.log.Debug("waiting for the leader to go", "term", seen.term, "lease", leaseHex(seen.lease))
 			if err := c.wait(ctx, seen, st.rev); err != nil {
 				if !errors.Is(err, errWatchGap) {

@@ -488,3 +488,46 @@ func TestStepDownRequestsShareALease(t *testing.T) {
 		t.Fatalf("%d step-down requests used %d leases, want them shared", len(queues), len(leases))
 	}
 }
+
+// A campaign that starts while the leader is already cut off (it never
+// watched the leader's heartbeats) bounds the leader's last renewal by the
+// lease's remaining TTL in etcd, instead of holding back a whole TTL from
+// when it finds the key gone: it wins about one TTL after the leader's
+// last renewal, never before the leader's ValidUntil.
+func TestLateCampaignBoundsLastRenewal(t *testing.T) {
+	const ttl = 5 * time.Second
+	eps := testenv.Etcd(t)
+	cluster := uniq("c")
+	px := newProxy(t, eps)
+	optsA, optsB := testOptions(cluster, "a"), testOptions(cluster, "b")
+	for _, o := range []*election.Options{&optsA, &optsB} {
+		o.LeaseTTL, o.RenewInterval = ttl, time.Second
+	}
+	a := open(t, px.endpoints(), optsA)
+	b := open(t, eps, optsB)
+	la := mustCampaign(t, a, "q", 5*time.Second)
+
+	px.block()
+	cut := time.Now()
+	// Campaign only after the cut, so b never sees a heartbeat of a's.
+	time.Sleep(3 * time.Second)
+	started := time.Now()
+	r := result(t, campaignAsync(ctxT(t, 20*time.Second), b, "q"), 3*ttl)
+	if r.err != nil {
+		t.Fatalf("b: %v", r.err)
+	}
+	vu := la.ValidUntil()
+	t.Logf("b won %s after the cut, %s after a's ValidUntil (campaign started %s after the cut)",
+		r.at.Sub(cut).Round(time.Millisecond), r.at.Sub(vu).Round(time.Millisecond), started.Sub(cut).Round(time.Millisecond))
+	if r.at.Before(vu) {
+		t.Fatalf("b won %s before a's ValidUntil", vu.Sub(r.at))
+	}
+	// Holding back a whole TTL from the campaign's start would win at
+	// started + ttl or later; the bound from the lease's remaining TTL is
+	// at most one second after a's last renewal.
+	if !r.at.Before(started.Add(ttl - 500*time.Millisecond)) {
+		t.Errorf("b won %s after its campaign started; want well under a TTL (%s): a's last renewal was %s before it",
+			r.at.Sub(started).Round(time.Millisecond), ttl, started.Sub(cut).Round(time.Millisecond))
+	}
+	px.unblock()
+}

@@ -72,8 +72,13 @@
 //     its watch was re-established). It holds back until that moment plus
 //     the old leader's TTL (from the term key). After a lease expiry this
 //     is already past, so failover takes about one TTL; after a revoke it
-//     waits at most one TTL. A follower that never watched the old term
-//     holds back a full TTL from when it finds it ended.
+//     waits at most one TTL. A follower that starts watching a term
+//     late (a campaign begun or restarted while the leader was already
+//     gone) also bounds the leader's last renewal from the lease's
+//     remaining TTL, asked of etcd after its read (etcd received every
+//     renewal counted so far at least granted - remaining - 1 seconds
+//     earlier); without that bound (lease unknown) it holds back a full
+//     TTL from when it started watching.
 //
 // # History
 //

@@ -1,0 +1,79 @@
+package etcdbackend
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// leaseBounds remembers, per lease of another replica, the latest bound
+// on its last renewal read from etcd, with when it was asked, so that the
+// campaigns of many queues led by one replica share one read.
+type leaseBounds struct {
+	mu     sync.Mutex
+	bounds map[int64]leaseBound
+}
+
+type leaseBound struct {
+	asked time.Time // when the TimeToLive request was sent
+	by    time.Time // every renewal etcd had received was sent before by
+}
+
+// leaseBoundKeep is how long a bound is kept for sharing.
+const leaseBoundKeep = time.Second
+
+// leaseRenewalBound returns a time by which every renewal of lease that
+// etcd had received when asked was sent, asked after readAt (the local
+// time the campaign's snapshot was answered, or later): a campaign that
+// then watches the lease's heartbeats from that snapshot sees every later
+// renewal, so the leader cannot trust a renewal sent after the bound
+// without the campaign moving its bound forward. ok is false when etcd
+// cannot tell (the lease is gone or the request failed): the caller then
+// assumes a renewal just now.
+//
+// etcd reports the remaining TTL rounded down to whole seconds: the lease
+// was last renewed (received, so sent earlier) at least
+// granted - remaining - 1 seconds before the answer.
+func (b *Backend) leaseRenewalBound(ctx context.Context, lease int64, readAt time.Time) (time.Time, bool) {
+	b.renewalBounds.mu.Lock()
+	if lb, ok := b.renewalBounds.bounds[lease]; ok && !lb.asked.Before(readAt) {
+		b.renewalBounds.mu.Unlock()
+		return lb.by, true
+	}
+	b.renewalBounds.mu.Unlock()
+
+	free, err := b.slot(ctx)
+	if err != nil {
+		return time.Time{}, false
+	}
+	defer free()
+	rctx, cancel := context.WithTimeout(ctx, b.cfg.DialTimeout)
+	defer cancel()
+	asked := time.Now()
+	resp, err := b.cli.TimeToLive(rctx, clientv3.LeaseID(lease))
+	if err != nil || resp.TTL <= 0 || resp.GrantedTTL <= 0 {
+		return time.Time{}, false
+	}
+	age := time.Duration(resp.GrantedTTL-resp.TTL-1) * time.Second
+	if age <= 0 {
+		return time.Time{}, false
+	}
+	by := time.Now().Add(-age)
+
+	b.renewalBounds.mu.Lock()
+	defer b.renewalBounds.mu.Unlock()
+	if b.renewalBounds.bounds == nil {
+		b.renewalBounds.bounds = map[int64]leaseBound{}
+	}
+	for l, lb := range b.renewalBounds.bounds {
+		if time.Since(lb.asked) > leaseBoundKeep {
+			delete(b.renewalBounds.bounds, l)
+		}
+	}
+	if lb, ok := b.renewalBounds.bounds[lease]; !ok || lb.asked.Before(asked) {
+		b.renewalBounds.bounds[lease] = leaseBound{asked: asked, by: by}
+	}
+	return by, true
+}
