@@ -22,7 +22,7 @@ import (
 //     backends hold every other replica back for a few seconds, so the
 //     queue goes exactly where the plan says and the old leader does not
 //     win it back), stops its workers and resigns. Queues move in bounded
-//     batches (balanceBatch), and the next batch starts only when the
+//     batches (balanceBatch per receiver), and the next batch starts only when the
 //     queues of the last batch have left and no more queues are without
 //     a leader than the other replicas' batches account for;
 //   - candidacy delay: a replica above ceil(Q/R) holds back its candidacy
@@ -41,9 +41,10 @@ import (
 // preferred holds back while a preferred node is live, and such queues are
 // never moved by the plan.
 
-// balanceBatch bounds how many queues one replica hands over at a time:
-// every handover costs the receiver a worker spawn (a guard process and
-// the worker), and hundreds at once on a small host starve lease renewals.
+// balanceBatch bounds how many queues one replica hands over to one
+// receiver at a time: every handover costs the receiver a worker spawn (a
+// guard process and the worker), and hundreds at once on a small host
+// starve lease renewals.
 const balanceBatch = 25
 
 // balanceView is what one observation tells about leadership counts.
@@ -264,38 +265,42 @@ func (s *Supervisor) balance(v balanceView, leaders map[string]election.LeaderRe
 	// account for mean a failover is under way: no new batch meanwhile.
 	// (Waiting for every queue to be led made two donors wait for each
 	// other's batches: 10-14 s per batch at 5,000 queues.)
-	if now.Before(t.next) || v.queues-v.led > balanceBatch*(len(v.live)-1) {
-		t.recheck = maxTime(t.next, now.Add(s.batchPace()))
-		return
-	}
 	var mine []move
+	others := 0 // at most in flight from the other donors' batches
 	for _, m := range v.plan() {
 		if m.from == me {
 			mine = append(mine, m)
+		} else {
+			others += min(m.n, balanceBatch)
 		}
+	}
+	if now.Before(t.next) || v.queues-v.led > max(others, balanceBatch*(len(v.live)-1)) {
+		t.recheck = maxTime(t.next, now.Add(s.batchPace()))
+		return
 	}
 	if len(mine) == 0 {
 		return
 	}
-	budget := balanceBatch
+	// Up to balanceBatch queues to each receiver: a replica that won most
+	// queues at a cold start hands over to every other replica at once.
 	moving := map[string]int64{}
-	for i := len(s.order) - 1; i >= 0 && budget > 0 && len(mine) > 0; i-- {
-		name := s.order[i]
-		if pinned[name] || leaders[name].Node != me {
-			continue
-		}
-		qs := s.queues[name]
-		s.mu.Lock()
-		leading := qs.role == election.RoleLeader
-		s.mu.Unlock()
-		if !leading || !ready[mine[0].to][name] {
-			continue
-		}
-		s.yieldQueue(qs, yieldReq{why: "rebalance", to: mine[0].to})
-		moving[name] = leaders[name].Term
-		budget--
-		if mine[0].n--; mine[0].n == 0 {
-			mine = mine[1:]
+	for _, m := range mine {
+		n := min(m.n, balanceBatch)
+		for i := len(s.order) - 1; i >= 0 && n > 0; i-- {
+			name := s.order[i]
+			if _, ok := moving[name]; ok || pinned[name] || leaders[name].Node != me {
+				continue
+			}
+			qs := s.queues[name]
+			s.mu.Lock()
+			leading := qs.role == election.RoleLeader
+			s.mu.Unlock()
+			if !leading || !ready[m.to][name] {
+				continue
+			}
+			s.yieldQueue(qs, yieldReq{why: "rebalance", to: m.to})
+			moving[name] = leaders[name].Term
+			n--
 		}
 	}
 	if len(moving) > 0 {

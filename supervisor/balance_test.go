@@ -196,7 +196,7 @@ func TestBalanceConverges(t *testing.T) {
 // startBalanced runs a supervisor "self" with balancing on, leading every
 // queue in leads; then a fresh member "other", standing by for every
 // queue, shows up.
-func startBalanced(t *testing.T, queues []config.QueueConfig, leads []string) *fakeBackend {
+func startBalanced(t *testing.T, queues []config.QueueConfig, leads []string, others ...string) *fakeBackend {
 	t.Helper()
 	fb := newFakeBackend()
 	mp := MemberPayload{Queues: map[string]MemberQueue{}}
@@ -237,8 +237,13 @@ func startBalanced(t *testing.T, queues []config.QueueConfig, leads []string) *f
 		}
 	}
 	// The other replica shows up once self leads.
+	if len(others) == 0 {
+		others = []string{"other"}
+	}
 	fb.mu.Lock()
-	fb.members["other"] = election.MemberRecord{Node: "other", Role: election.RoleFollower, LastSeen: time.Now(), Payload: payload}
+	for _, n := range others {
+		fb.members[n] = election.MemberRecord{Node: n, Role: election.RoleFollower, LastSeen: time.Now(), Payload: payload}
+	}
 	fb.mu.Unlock()
 	fb.wake()
 	return fb
@@ -386,4 +391,45 @@ func TestRebalanceNextBatchWithoutChange(t *testing.T) {
 		t.Fatalf("%d step-downs, want the surplus of 30", n)
 	}
 	t.Logf("surplus of 30 handed over in %d batches", batches)
+}
+
+// A replica that leads every queue beside two idle replicas hands its
+// surplus to both at once: up to balanceBatch queues to each receiver in
+// one batch, not balanceBatch in all.
+func TestRebalanceBatchPerReceiver(t *testing.T) {
+	var qs []config.QueueConfig
+	var names []string
+	for i := 0; i < 90; i++ {
+		n := fmt.Sprintf("q%02d", i)
+		qs = append(qs, queueCfg(n, 0))
+		names = append(names, n)
+	}
+	fb := startBalanced(t, qs, names, "a", "b")
+	to := func() map[string]int {
+		out := map[string]int{}
+		for _, e := range fb.Events() {
+			if f := strings.Fields(e); len(f) == 4 && f[0] == "step_down" {
+				out[f[3]]++
+			}
+		}
+		return out
+	}
+	// The fake never completes a handover, so the first batch is all
+	// there is; it may be planned before every leadership started, so
+	// wait for both receivers to have their full batch.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got := to()
+		if got["a"] == balanceBatch && got["b"] == balanceBatch {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("step-downs per receiver %v; want %d to each of a and b in the first batch", got, balanceBatch)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if got := to(); got["a"] != balanceBatch || got["b"] != balanceBatch || len(got) != 2 {
+		t.Fatalf("step-downs per receiver %v; want exactly %d to each of a and b", got, balanceBatch)
+	}
 }

@@ -29,6 +29,8 @@ type Backend struct {
 	act   *actor
 
 	lockPID atomic.Int32
+	// renewals counts the renewal statements sent (for tests).
+	renewals atomic.Int64
 
 	done     chan struct{}
 	doneOnce sync.Once

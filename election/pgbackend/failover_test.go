@@ -358,3 +358,29 @@ func TestTakeoverManyQueuesInFewStatements(t *testing.T) {
 		}
 	}
 }
+
+// A burst of notifications is handled as a whole: 1,000 "released"
+// notices for a queue this replica leads (each asks for an early
+// renewal, to find out whether its own record was released) cost a few
+// renewals, not one each.
+func TestNoticeBurstCoalesced(t *testing.T) {
+	url := testenv.NewDatabase(t)
+	cluster := randomName("c")
+	a := openBackend(t, url, testOpts(cluster, "a"))
+	admin := rawConn(t, url)
+	mustCampaign(t, a, "q1", nil)
+
+	before := a.renewals.Load()
+	// Distinct payloads: Postgres folds identical notifications of one
+	// transaction into one.
+	if _, err := admin.Exec(testCtx(t), `SELECT count(pg_notify($1, json_build_object('cluster', $2::text, 'queue', 'q1', 'kind', $3::text, 'n', i)::text))
+		FROM generate_series(1, 1000) AS i`, NotifyChannel, cluster, kindReleased); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second) // the timer alone renews every 300 ms here: about 7
+	n := a.renewals.Load() - before
+	t.Logf("%d renewals in the 2 s after 1,000 notices", n)
+	if n > 50 {
+		t.Errorf("%d renewals in the 2 s after 1,000 notices; want them coalesced (about 7 from the timer)", n)
+	}
+}

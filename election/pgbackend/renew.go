@@ -60,6 +60,7 @@ func (a *actor) renew() {
 	ctx, cancel := a.stmt()
 	defer cancel()
 	sent := time.Now()
+	a.b.renewals.Add(1)
 	rows, err := a.conn().Query(ctx, sqlRenew, s.Cluster, s.Node, s.LeaseTTL.Microseconds(), names, terms)
 	renewed := map[string]int64{}
 	if err == nil {
