@@ -237,6 +237,30 @@ func startBalanced(t *testing.T, queues []config.QueueConfig, leads []string, ot
 		}
 	}
 	// The other replica shows up once self leads.
+	// Every leadership started (its role is in self's member record)
+	// before the other replicas show up: a batch planned earlier would
+	// count queues whose leadership is still starting, and skip them.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		fb.mu.Lock()
+		m := fb.members["self"]
+		fb.mu.Unlock()
+		n := 0
+		if p, err := DecodeMemberPayload(m.Payload); err == nil {
+			for _, q := range leads {
+				if p.Queues[q].Role == election.RoleLeader {
+					n++
+				}
+			}
+		}
+		if n == len(leads) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d leaderships started", n, len(leads))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	if len(others) == 0 {
 		others = []string{"other"}
 	}
@@ -431,5 +455,59 @@ func TestRebalanceBatchPerReceiver(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	if got := to(); got["a"] != balanceBatch || got["b"] != balanceBatch || len(got) != 2 {
 		t.Fatalf("step-downs per receiver %v; want exactly %d to each of a and b", got, balanceBatch)
+	}
+}
+
+// A replica that just handed a queue over holds back its candidacy for
+// StepDownHold, unless a step-down request names it as the receiver: a
+// queue handed straight back campaigns at once, not after the hold.
+func TestHandedBackQueueNotHeld(t *testing.T) {
+	fb := newFakeBackend()
+	sup, err := New(Config{
+		Identity: election.Identity{Cluster: "c", Node: "self"}, LeaseTTL: time.Second, FenceMargin: 100 * time.Millisecond,
+		RetryInterval: 50 * time.Millisecond, StepDownHold: 10 * time.Second, Queues: []config.QueueConfig{queueCfg("q", 0)},
+		Dial: func(ctx context.Context) (election.Backend, error) { return fb, nil },
+		NewPool: func(spec PoolSpec) Pool {
+			return &fakePool{backend: fb, deadline: spec.Deadline, fenced: make(chan struct{})}
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- sup.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	grant := func(term int64, within time.Duration) bool {
+		fb.mu.Lock()
+		fb.leaders["q"] = election.LeaderRecord{Queue: "q", Node: "self", Term: term}
+		fb.mu.Unlock()
+		select {
+		case fb.grant <- newFakeLeadership("q", term, time.Now().Add(time.Hour)):
+			return true
+		case <-time.After(within):
+			return false
+		}
+	}
+	if !grant(1, 5*time.Second) {
+		t.Fatal("no campaign")
+	}
+	// Asked to hand q to "other": self steps down and resigns.
+	fb.mu.Lock()
+	fb.stepDowns["q"] = election.StepDownRequest{Queue: "q", To: "other", Term: 1}
+	fb.mu.Unlock()
+	waitEvents(t, fb, "the resign", func(ev []string) bool { return countPrefix(ev, "resign") == 1 })
+	// "other" took term 2 and hands it straight back to self.
+	fb.mu.Lock()
+	delete(fb.leaders, "q")
+	fb.stepDowns["q"] = election.StepDownRequest{Queue: "q", To: "self", Term: 2}
+	fb.mu.Unlock()
+	fb.wake()
+	// Bound: well under the 10 s hold.
+	if !grant(3, 3*time.Second) {
+		t.Fatal("no campaign within 3 s of a step-down request naming self: held back by its own step-down hold")
 	}
 }

@@ -240,11 +240,18 @@ func (s *Supervisor) observeOnce(ctx context.Context, b election.Backend, report
 			continue
 		}
 		if req.To == me {
-			// Asked to take over: nothing of ours may hold it back.
+			// Asked to take over: nothing of ours may hold it back, not
+			// even the hold of our own recent step-down (a queue handed
+			// back at once by a replica with another view of the counts
+			// was left leaderless for that hold).
 			s.mu.Lock()
+			held := !qs.holdUntil.IsZero()
 			qs.holdUntil = time.Time{}
 			s.mu.Unlock()
 			s.clearBalanceHold(qs)
+			if held {
+				wakeHold(qs)
+			}
 			continue
 		}
 		if req.To == "" {
