@@ -196,22 +196,20 @@ func TestBalanceConverges(t *testing.T) {
 // startBalanced runs a supervisor "self" with balancing on, leading every
 // queue in leads; then a fresh member "other", standing by for every
 // queue, shows up.
-func startBalanced(t *testing.T, queues []config.QueueConfig, leads []string, others ...string) *fakeBackend {
+// runOnFake runs a supervisor named "self" on fb (1 s lease, 50 ms retry
+// unless cfg sets them) until the end of the test.
+func runOnFake(t *testing.T, fb *fakeBackend, cfg Config) {
 	t.Helper()
-	fb := newFakeBackend()
-	mp := MemberPayload{Queues: map[string]MemberQueue{}}
-	for _, q := range queues {
-		mp.Queues[q.Name] = MemberQueue{Role: election.RoleFollower}
+	cfg.Identity = election.Identity{Cluster: "c", Node: "self"}
+	cfg.LeaseTTL, cfg.FenceMargin = time.Second, 100*time.Millisecond
+	if cfg.RetryInterval == 0 {
+		cfg.RetryInterval = 50 * time.Millisecond
 	}
-	payload, _ := json.Marshal(mp)
-	sup, err := New(Config{
-		Identity: election.Identity{Cluster: "c", Node: "self"}, LeaseTTL: time.Second, FenceMargin: 100 * time.Millisecond,
-		RetryInterval: 50 * time.Millisecond, Queues: queues, Balance: true,
-		Dial: func(ctx context.Context) (election.Backend, error) { return fb, nil },
-		NewPool: func(spec PoolSpec) Pool {
-			return &fakePool{backend: fb, deadline: spec.Deadline, fenced: make(chan struct{})}
-		},
-	})
+	cfg.Dial = func(ctx context.Context) (election.Backend, error) { return fb, nil }
+	cfg.NewPool = func(spec PoolSpec) Pool {
+		return &fakePool{backend: fb, deadline: spec.Deadline, fenced: make(chan struct{})}
+	}
+	sup, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,6 +224,17 @@ func startBalanced(t *testing.T, queues []config.QueueConfig, leads []string, ot
 			t.Error("supervisor did not stop")
 		}
 	})
+}
+
+func startBalanced(t *testing.T, queues []config.QueueConfig, leads []string, others ...string) *fakeBackend {
+	t.Helper()
+	fb := newFakeBackend()
+	mp := MemberPayload{Queues: map[string]MemberQueue{}}
+	for _, q := range queues {
+		mp.Queues[q.Name] = MemberQueue{Role: election.RoleFollower}
+	}
+	payload, _ := json.Marshal(mp)
+	runOnFake(t, fb, Config{Queues: queues, Balance: true})
 	for i, q := range leads {
 		fb.mu.Lock()
 		fb.leaders[q] = election.LeaderRecord{Queue: q, Node: "self", Term: int64(i + 1)}
@@ -355,6 +364,18 @@ func TestRebalanceTargetedBatch(t *testing.T) {
 	}
 }
 
+// numberedQueues returns n queue configs q00, q01, ... and their names.
+func numberedQueues(n int) ([]config.QueueConfig, []string) {
+	var qs []config.QueueConfig
+	var names []string
+	for i := 0; i < n; i++ {
+		name := fmt.Sprintf("q%02d", i)
+		qs = append(qs, queueCfg(name, 0))
+		names = append(names, name)
+	}
+	return qs, names
+}
+
 // Once a batch's queues have arrived, the next batch follows after the
 // batch pace even if no change notification comes: the observer rechecks
 // the plan then, instead of waiting for its safety-net tick (5 s here).
@@ -363,13 +384,7 @@ func TestRebalanceTargetedBatch(t *testing.T) {
 // leadership started); the test moves each handed-over queue to the other
 // replica without notifying a change.
 func TestRebalanceNextBatchWithoutChange(t *testing.T) {
-	var qs []config.QueueConfig
-	var names []string
-	for i := 0; i < 60; i++ {
-		n := fmt.Sprintf("q%02d", i)
-		qs = append(qs, queueCfg(n, 0))
-		names = append(names, n)
-	}
+	qs, names := numberedQueues(60)
 	fb := startBalanced(t, qs, names)
 	stepDowns := func() []string {
 		var out []string
@@ -421,13 +436,7 @@ func TestRebalanceNextBatchWithoutChange(t *testing.T) {
 // surplus to both at once: up to balanceBatch queues to each receiver in
 // one batch, not balanceBatch in all.
 func TestRebalanceBatchPerReceiver(t *testing.T) {
-	var qs []config.QueueConfig
-	var names []string
-	for i := 0; i < 90; i++ {
-		n := fmt.Sprintf("q%02d", i)
-		qs = append(qs, queueCfg(n, 0))
-		names = append(names, n)
-	}
+	qs, names := numberedQueues(90)
 	fb := startBalanced(t, qs, names, "a", "b")
 	to := func() map[string]int {
 		out := map[string]int{}
@@ -463,24 +472,7 @@ func TestRebalanceBatchPerReceiver(t *testing.T) {
 // queue handed straight back campaigns at once, not after the hold.
 func TestHandedBackQueueNotHeld(t *testing.T) {
 	fb := newFakeBackend()
-	sup, err := New(Config{
-		Identity: election.Identity{Cluster: "c", Node: "self"}, LeaseTTL: time.Second, FenceMargin: 100 * time.Millisecond,
-		RetryInterval: 50 * time.Millisecond, StepDownHold: 10 * time.Second, Queues: []config.QueueConfig{queueCfg("q", 0)},
-		Dial: func(ctx context.Context) (election.Backend, error) { return fb, nil },
-		NewPool: func(spec PoolSpec) Pool {
-			return &fakePool{backend: fb, deadline: spec.Deadline, fenced: make(chan struct{})}
-		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- sup.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
+	runOnFake(t, fb, Config{StepDownHold: 10 * time.Second, Queues: []config.QueueConfig{queueCfg("q", 0)}})
 	grant := func(term int64, within time.Duration) bool {
 		fb.mu.Lock()
 		fb.leaders["q"] = election.LeaderRecord{Queue: "q", Node: "self", Term: term}
