@@ -22,9 +22,9 @@ import (
 //     backends hold every other replica back for a few seconds, so the
 //     queue goes exactly where the plan says and the old leader does not
 //     win it back), stops its workers and resigns. Queues move in bounded
-//     batches (balanceBatch per receiver), and the next batch starts only when the
-//     queues of the last batch have left and no more queues are without
-//     a leader than the other replicas' batches account for;
+//     batches (balanceBatch per receiver), and the next batch starts only
+//     when the queues of the last batch have left and no more queues are
+//     without a leader than the other replicas' batches account for;
 //   - candidacy delay: a replica above ceil(Q/R) holds back its candidacy
 //     for queues led by others, and delays it for a free queue, so that a
 //     replica below its share takes it.

@@ -245,13 +245,10 @@ func (s *Supervisor) observeOnce(ctx context.Context, b election.Backend, report
 			// back at once by a replica with another view of the counts
 			// was left leaderless for that hold).
 			s.mu.Lock()
-			held := !qs.holdUntil.IsZero()
 			qs.holdUntil = time.Time{}
 			s.mu.Unlock()
 			s.clearBalanceHold(qs)
-			if held {
-				wakeHold(qs)
-			}
+			wakeHold(qs)
 			continue
 		}
 		if req.To == "" {

@@ -90,13 +90,7 @@ func (s *Supervisor) campaign(ctx context.Context, b election.Backend, qs *queue
 // holdLeft returns how long this replica still holds back its candidacy
 // for qs (0 or less: it does not).
 func (s *Supervisor) holdLeft(qs *queueState) time.Duration {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	until := qs.holdUntil
-	if qs.balanceHold.After(until) {
-		until = qs.balanceHold
-	}
-	return time.Until(until)
+	return s.holdFor(qs, true)
 }
 
 // interruptingHold is like holdLeft, without a balance hold set while
@@ -106,10 +100,16 @@ func (s *Supervisor) holdLeft(qs *queueState) time.Duration {
 // instead of 10 for a replica just above its share). A campaign that
 // wins above its share is evened out by a later handover.
 func (s *Supervisor) interruptingHold(qs *queueState) time.Duration {
+	return s.holdFor(qs, false)
+}
+
+// holdFor returns how long qs is still held back, counting a balance hold
+// set while another replica leads only if withLed.
+func (s *Supervisor) holdFor(qs *queueState, withLed bool) time.Duration {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	until := qs.holdUntil
-	if !qs.balanceHoldLed && qs.balanceHold.After(until) {
+	if (withLed || !qs.balanceHoldLed) && qs.balanceHold.After(until) {
 		until = qs.balanceHold
 	}
 	return time.Until(until)

@@ -249,16 +249,26 @@ func (b *Backend) slot(ctx context.Context) (func(), error) {
 	}
 }
 
+// campaignRequest waits for a campaign request slot and returns the
+// context of one request (DialTimeout); end frees the slot and cancels
+// the context.
+func (b *Backend) campaignRequest(ctx context.Context) (rctx context.Context, end func(), err error) {
+	free, err := b.slot(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	rctx, cancel := context.WithTimeout(ctx, b.cfg.DialTimeout)
+	return rctx, func() { cancel(); free() }, nil
+}
+
 // read reads the queue's keys in one transaction.
 func (c *campaign) read(ctx context.Context) (snapshot, error) {
 	b := c.b
-	free, err := b.slot(ctx)
+	rctx, end, err := b.campaignRequest(ctx)
 	if err != nil {
 		return snapshot{}, err
 	}
-	defer free()
-	rctx, cancel := context.WithTimeout(ctx, b.cfg.DialTimeout)
-	defer cancel()
+	defer end()
 	resp, err := b.cli.Txn(rctx).Then(
 		clientv3.OpGet(b.keys.leader(c.queue)),
 		clientv3.OpGet(b.keys.term(c.queue)),
@@ -400,13 +410,11 @@ func (c *campaign) stepDownHold(ctx context.Context, st snapshot) (time.Time, er
 			return time.Time{}, nil
 		}
 	}
-	free, err := b.slot(ctx)
+	rctx, end, err := b.campaignRequest(ctx)
 	if err != nil {
 		return time.Time{}, err
 	}
-	defer free()
-	rctx, cancel := context.WithTimeout(ctx, b.cfg.DialTimeout)
-	defer cancel()
+	defer end()
 	ttl, err := b.cli.TimeToLive(rctx, clientv3.LeaseID(st.stepDown.Lease))
 	if err != nil {
 		if errors.Is(err, rpctypes.ErrLeaseNotFound) {

@@ -44,13 +44,11 @@ func (b *Backend) leaseRenewalBound(ctx context.Context, lease int64, readAt tim
 	}
 	b.renewalBounds.mu.Unlock()
 
-	free, err := b.slot(ctx)
+	rctx, end, err := b.campaignRequest(ctx)
 	if err != nil {
 		return time.Time{}, false
 	}
-	defer free()
-	rctx, cancel := context.WithTimeout(ctx, b.cfg.DialTimeout)
-	defer cancel()
+	defer end()
 	asked := time.Now()
 	resp, err := b.cli.TimeToLive(rctx, clientv3.LeaseID(lease))
 	if err != nil || resp.TTL <= 0 || resp.GrantedTTL <= 0 {

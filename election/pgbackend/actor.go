@@ -286,8 +286,6 @@ func (a *actor) wait() {
 	}
 }
 
-// handleNotice wakes Changes subscribers and, on a release, the waiting
-// campaigns of this cluster.
 // drainNotices handles every notification already received, without
 // reading the connection: handleNotice only sets what the next tick does,
 // so a burst is coalesced into one renewal and one lock attempt. Handled
@@ -306,6 +304,8 @@ func (a *actor) drainNotices() {
 	}
 }
 
+// handleNotice wakes Changes subscribers and, on a release, the waiting
+// campaigns of this cluster.
 func (a *actor) handleNotice(payload string) {
 	n, ok := parseNotice(payload)
 	if !ok || n.Cluster != a.b.s.Cluster {
