@@ -31,6 +31,15 @@ type Config struct {
 	// RetryInterval is how often a follower retries when the backend gives
 	// no wake-up (an expired lease). Default 500ms.
 	RetryInterval time.Duration `mapstructure:"retry_interval" json:"retry_interval"`
+	// ClockDriftPPM is the largest rate error, in parts per million, that
+	// regent assumes of any host's clock (NTP slews at most 500 ppm). A
+	// leader's clock and a follower's may err in opposite directions, so
+	// FenceMargin must cover 2 × ClockDriftPPM of LeaseTTL. Default 500.
+	ClockDriftPPM int `mapstructure:"clock_drift_ppm" json:"clock_drift_ppm"`
+	// Containment is how the kernel holds each worker's tree to its guard:
+	// "auto" (default: the best the kernel allows), "pid-namespace",
+	// "user+pid-namespace" or "none".
+	Containment string `mapstructure:"containment" json:"containment"`
 
 	// Queues lists the queues this replica campaigns for, in order.
 	Queues []QueueConfig `mapstructure:"-" json:"queues"`

@@ -92,8 +92,19 @@ func (c *Config) ValidateRun() error {
 	if c.FenceMargin <= 0 || c.FenceMargin+c.RenewInterval >= c.LeaseTTL {
 		return invalid("fence_margin %s must be positive and fence_margin + renew_interval (%s) below lease_ttl %s: lower --fence-margin or raise --lease-ttl", c.FenceMargin, c.RenewInterval, c.LeaseTTL)
 	}
+	if c.ClockDriftPPM < 0 || c.ClockDriftPPM > 100_000 {
+		return invalid("clock_drift_ppm %d: use 0 to 100000 parts per million (--clock-drift-ppm)", c.ClockDriftPPM)
+	}
+	if need := MinFenceMargin(c.LeaseTTL, c.ClockDriftPPM); c.FenceMargin < need {
+		return invalid("fence_margin %s does not cover a clock rate error of %d ppm on both sides over lease_ttl %s (needs at least %s): raise --fence-margin or lower --lease-ttl", c.FenceMargin, c.ClockDriftPPM, c.LeaseTTL, need)
+	}
 	if c.RetryInterval <= 0 {
 		return invalid("retry_interval must be positive (--retry-interval)")
+	}
+	switch c.Containment {
+	case "auto", "pid-namespace", "user+pid-namespace", "none":
+	default:
+		return invalid("containment %q: use auto, pid-namespace, user+pid-namespace or none (--containment)", c.Containment)
 	}
 	if c.HTTPAddr != "" {
 		if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
@@ -162,4 +173,12 @@ func checkPostgresURL(s string) error {
 		return nil // key=value connection string
 	}
 	return invalid("postgres.url %q is neither a postgres:// URL nor a key=value connection string", RedactURL(s))
+}
+
+// MinFenceMargin is the smallest fence margin that covers a clock rate
+// error of driftPPM on the leader's host and the opposite error on a
+// follower's, over a lease of ttl: the leader may count the lease that
+// much too long, and the follower count it that much too short.
+func MinFenceMargin(ttl time.Duration, driftPPM int) time.Duration {
+	return time.Duration(2 * int64(driftPPM) * int64(ttl) / 1_000_000)
 }

@@ -24,6 +24,9 @@ const (
 	// CauseGuardLost: the guard died without reporting; the worker's group
 	// was SIGKILLed by the supervisor side as a fallback.
 	CauseGuardLost Cause = "guard_lost"
+	// CauseBackstop: the guard did not end the tree by its deadline (or a
+	// kill) plus the grace, and the supervisor side SIGKILLed the guard.
+	CauseBackstop Cause = "backstop"
 )
 
 // ExitStatus is how a worker ended.

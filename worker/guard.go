@@ -65,6 +65,13 @@ func RunGuard(args []string, cfg GuardConfig) int {
 		fmt.Fprintln(cfg.Stderr, err)
 		return GuardExitError
 	}
+	if opts.probe {
+		if opts.containment.namespaced() && os.Getpid() != 1 {
+			fmt.Fprintf(cfg.Stderr, "regent guard: probe: pid %d, not a namespace's init\n", os.Getpid())
+			return GuardExitError
+		}
+		return 0
+	}
 	ctl, err := openGuardFD(guardControlFD, "regent-control")
 	if err != nil {
 		fmt.Fprintf(cfg.Stderr, "regent guard: no control pipe on fd %d: %v\n", guardControlFD, err)
@@ -135,6 +142,11 @@ func (g *guard) run(ctl *os.File) int {
 		readers.Wait()
 	}()
 
+	g.say(msgHello, GuardProtocol)
+	if g.opts.containment.namespaced() && g.self != 1 {
+		g.say(msgError, fmt.Sprintf("containment %s: the guard is pid %d, not its namespace's init", g.opts.containment, g.self))
+		return GuardExitError
+	}
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		g.say(msgError, "set child subreaper: "+err.Error())
 		return GuardExitError
@@ -147,19 +159,16 @@ func (g *guard) run(ctl *os.File) int {
 	defer signal.Stop(sigs)
 
 	deadline := g.opts.deadline
-	var lock *os.File
-	if g.opts.groupLock != "" {
-		var err error
-		if lock, err = lockGroup(g.opts.groupLock, unix.LOCK_SH); err != nil {
-			g.say(msgError, "group lock: "+err.Error())
-			return GuardExitError
-		}
-		defer func() {
-			if lock != nil {
-				lock.Close()
-			}
-		}()
+	lock, err := g.takeGroupLock()
+	if err != nil {
+		g.say(msgError, "group lock: "+err.Error())
+		return GuardExitError
 	}
+	defer func() {
+		if lock != nil {
+			lock.Close()
+		}
+	}()
 	path, err := exec.LookPath(g.opts.argv[0])
 	if err != nil {
 		g.say(msgError, err.Error())
@@ -170,22 +179,54 @@ func (g *guard) run(ctl *os.File) int {
 	// newer deadlines on the control pipe. Take in what is already there,
 	// then judge by the newest deadline; the safety rule is unchanged: no
 	// start past the newest deadline the guard knows.
-	early, leftover, stopped := catchUpControl(ctl, &deadline)
-	if stopped {
+	early, leftover, stopped, eof := catchUpControl(ctl, &deadline)
+	switch {
+	case eof:
+		// The supervisor died before this worker started: its term may
+		// already be released (this guard held the pool's lock since its
+		// fork, so it is the last one if the others are gone). Never
+		// start; release the term if this is the last guard.
+		g.say(msgError, msgOrphanedBeforeStart)
+		if g.cfg.OnOrphaned != nil {
+			if lock != nil {
+				lock.Close()
+				lock = nil
+			}
+			g.runOrphanHook(0, ExitStatus{Code: -1, Cause: CauseOrphaned})
+		}
+		return GuardExitError
+	case stopped:
 		g.say(msgError, msgStoppedBeforeStart)
 		return GuardExitError
-	}
-	if monoNow() >= deadline {
+	case bootNow() >= deadline:
 		g.say(msgError, msgDeadlinePassedBeforeStart)
 		return GuardExitError
 	}
+	timer, err := newBootTimer(deadline)
+	if err != nil {
+		g.say(msgError, "deadline timer: "+err.Error())
+		return GuardExitError
+	}
+	defer timer.Stop()
 	pid, release, err := forkWorker(path, g.opts.argv)
 	if err != nil {
 		g.say(msgError, "exec "+path+": "+err.Error())
 		return GuardExitNotStarted
 	}
 	defer release()
-	g.say(msgPID, pid)
+	reported := pid
+	if g.opts.containment.namespaced() {
+		// pid is numbered in the guard's namespace; the supervisor needs
+		// the host's number.
+		if reported, err = hostPIDOf(pid); err != nil {
+			killNamespace()
+			g.say(msgError, "worker's host pid: "+err.Error())
+			reported = 0
+		}
+	}
+	if reported > 0 {
+		g.say(msgPID, reported)
+	}
 
 	reaped := make(chan reapedChild, 16)
 	go reapChildren(reaped) // ends once the guard has no child left
@@ -200,14 +241,21 @@ func (g *guard) run(ctl *os.File) int {
 		g.say(msgNote, "deadline on argv passed before start; started with a newer one from the control pipe")
 	}
 
-	timer := time.NewTimer(time.Duration(deadline - monoNow()))
-	defer timer.Stop()
 	var (
 		status   *unix.WaitStatus
 		cause    Cause
 		killed   bool
 		orphaned bool
 	)
+	killRest := func() {
+		if g.opts.containment.namespaced() {
+			// The kernel's own list: every process of the namespace,
+			// whatever group or session it moved to.
+			killNamespace()
+			return
+		}
+		killTree(g.self, pid)
+	}
 	kill := func(c Cause) {
 		if killed {
 			return
@@ -217,7 +265,10 @@ func (g *guard) run(ctl *os.File) int {
 			cause = c
 			g.say(msgFired, c)
 		}
-		killTree(g.self, pid)
+		killRest()
+	}
+	if reported == 0 {
+		kill(CauseKilled)
 	}
 	for reaped != nil {
 		select {
@@ -230,7 +281,9 @@ func (g *guard) run(ctl *os.File) int {
 					continue
 				}
 				deadline = n
-				timer.Reset(time.Duration(deadline - monoNow()))
+				if err := timer.Set(deadline); err != nil {
+					kill(CauseDeadline) // no timer, no trust
+				}
 			case msgTerm:
 				if status == nil && !killed {
 					signalGroup(pid, unix.SIGTERM)
@@ -245,11 +298,7 @@ func (g *guard) run(ctl *os.File) int {
 				kill(CauseOrphaned)
 			}
 		case <-timer.C:
-			if killed {
-				continue
-			}
-			if left := deadline - monoNow(); left > 0 {
-				timer.Reset(time.Duration(left))
+			if killed || bootNow() < deadline {
 				continue
 			}
 			kill(CauseDeadline)
@@ -268,8 +317,12 @@ func (g *guard) run(ctl *os.File) int {
 				// die with the worker.
 				if !killed {
 					killed = true
-					killTree(g.self, pid)
+					killRest()
 				}
+			} else if killed && g.opts.containment.namespaced() {
+				// A process forked while the namespace was being killed:
+				// kill again until none is left.
+				killNamespace()
 			}
 		case s := <-sigs:
 			g.say(msgNote, "ignoring signal "+s.String())
@@ -286,9 +339,28 @@ func (g *guard) run(ctl *os.File) int {
 			lock.Close() // drop the shared lock before asking for it exclusively
 			lock = nil
 		}
-		g.runOrphanHook(pid, es)
+		g.runOrphanHook(reported, es)
 	}
 	return es.GuardCode()
+}
+
+// takeGroupLock returns the guard's hold on its pool's group lock: the
+// descriptor inherited from the supervisor, which took it shared before
+// the fork (so the guard is counted from that moment), or else the lock
+// taken here. nil without a group lock.
+func (g *guard) takeGroupLock() (*os.File, error) {
+	if g.opts.groupLockFD > 0 {
+		fd := g.opts.groupLockFD
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil {
+			return nil, fmt.Errorf("inherited descriptor %d: %w", fd, err)
+		}
+		unix.CloseOnExec(fd) // the worker must not hold it
+		return os.NewFile(uintptr(fd), "regent-group-lock"), nil
+	}
+	if g.opts.groupLock == "" {
+		return nil, nil
+	}
+	return lockGroup(g.opts.groupLock, unix.LOCK_SH)
 }
 
 // runOrphanHook runs OnOrphaned if this guard is the last of its pool.
@@ -328,16 +400,17 @@ func exitStatusOf(ws unix.WaitStatus, cause Cause) ExitStatus {
 // replaces *deadline (the newest one wins, later or earlier); a term or
 // kill line means the supervisor no longer wants this worker, and stopped
 // is true. It stops at the first read that would block, or at EOF or an
-// error, which it leaves for readControl to find again. leftover is an
+// error, which it reports in eof: the supervisor is gone, and the guard
+// must not start a worker for a term that may already be released. leftover is an
 // incomplete last line, for readControl to continue. early reports whether
 // the deadline on argv had passed and a queued one replaced it.
-func catchUpControl(f *os.File, deadline *int64) (early bool, leftover []byte, stopped bool) {
+func catchUpControl(f *os.File, deadline *int64) (early bool, leftover []byte, stopped, eof bool) {
 	initial := *deadline
 	var buf []byte
 	chunk := make([]byte, 4096)
 	rc, err := f.SyscallConn()
 	if err != nil {
-		return false, nil, false
+		return false, nil, false, true
 	}
 	for {
 		var n int
@@ -348,7 +421,10 @@ func catchUpControl(f *os.File, deadline *int64) (early bool, leftover []byte, s
 			n, rerr = unix.Read(int(fd), chunk)
 			return true
 		}); err != nil || rerr != nil || n <= 0 {
-			break // EAGAIN (nothing more queued), EOF or an error
+			// EAGAIN: nothing more queued. EOF or another error: the
+			// supervisor is gone (or never was), and no renewal can come.
+			eof = (err == nil && rerr == nil && n == 0) || (rerr != nil && rerr != unix.EAGAIN && rerr != unix.EINTR)
+			break
 		}
 		buf = append(buf, chunk[:n]...)
 		for {
@@ -368,8 +444,8 @@ func catchUpControl(f *os.File, deadline *int64) (early bool, leftover []byte, s
 			}
 		}
 	}
-	early = monoNow() >= initial && *deadline != initial
-	return early, buf, stopped
+	early = bootNow() >= initial && *deadline != initial
+	return early, buf, stopped, eof
 }
 
 // readControl sends each control line to lines and closes eof when the

@@ -12,8 +12,18 @@ import (
 
 // guardOptions are the guard's command-line options.
 type guardOptions struct {
-	// deadline is the initial absolute deadline, CLOCK_MONOTONIC ns.
+	// deadline is the initial absolute deadline, CLOCK_BOOTTIME ns.
 	deadline int64
+	// protocol is the protocol version the supervisor speaks.
+	protocol int
+	// containment is how the guard was started (Containment).
+	containment Containment
+	// probe: only check that the containment works, then exit 0.
+	probe bool
+	// groupLockFD, if positive, is an inherited descriptor of groupLock
+	// already holding its shared lock: the guard counts as part of its
+	// pool from the moment it was forked.
+	groupLockFD int
 	// meta is opaque key=value data handed to the orphan hook.
 	meta map[string]string
 	// groupLock is a file every guard of one pool holds a shared flock
@@ -43,13 +53,30 @@ func parseGuardArgs(args []string, stderr io.Writer) (guardOptions, error) {
 	o := guardOptions{meta: map[string]string{}}
 	fs := flag.NewFlagSet("regent guard", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Int64Var(&o.deadline, "deadline-ns", 0, "initial deadline, absolute CLOCK_MONOTONIC nanoseconds (required)")
+	fs.Int64Var(&o.deadline, "deadline-ns", 0, "initial deadline, absolute CLOCK_BOOTTIME nanoseconds (required)")
+	fs.IntVar(&o.protocol, "protocol", 0, "guard protocol version the supervisor speaks (required)")
+	var containment string
+	fs.StringVar(&containment, "containment", string(ContainmentNone), "how the guard was started: pid-namespace, user+pid-namespace or none")
+	fs.BoolVar(&o.probe, "probe", false, "only check the containment and exit")
+	fs.IntVar(&o.groupLockFD, "group-lock-fd", 0, "inherited descriptor holding -group-lock shared")
 	fs.Var(metaFlag(o.meta), "meta", "key=value handed to the orphan hook (repeatable; visible in ps: no secrets)")
 	fs.StringVar(&o.groupLock, "group-lock", "", "lock file shared by the guards of one pool")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
 	o.argv = fs.Args()
+	c, err := ParseContainment(containment)
+	if err != nil || c == "" {
+		return o, fmt.Errorf("regent guard: bad -containment %q", containment)
+	}
+	o.containment = c
+	if o.probe {
+		return o, nil
+	}
+	if o.protocol != GuardProtocol {
+		return o, fmt.Errorf("regent guard: protocol mismatch: the supervisor speaks guard protocol %d, this binary %d "+
+			"(the regent binary was replaced under a running supervisor?); restart regent", o.protocol, GuardProtocol)
+	}
 	if o.deadline <= 0 {
 		return o, errors.New("regent guard: -deadline-ns is required")
 	}
@@ -60,9 +87,11 @@ func parseGuardArgs(args []string, stderr io.Writer) (guardOptions, error) {
 }
 
 // guardArgs builds the guard's argument vector (after the executable and
-// the caller's fixed GuardArgs).
-func guardArgs(deadline int64, meta map[string]string, groupLock string, argv []string) []string {
-	out := []string{"-deadline-ns", strconv.FormatInt(deadline, 10)}
+// the caller's fixed GuardArgs). lockFD is the guard's descriptor of the
+// held group lock, or 0.
+func guardArgs(deadline int64, c Containment, meta map[string]string, groupLock string, lockFD int, argv []string) []string {
+	out := []string{"-protocol", strconv.Itoa(GuardProtocol), "-deadline-ns", strconv.FormatInt(deadline, 10),
+		"-containment", string(c)}
 	keys := make([]string, 0, len(meta))
 	for k := range meta {
 		keys = append(keys, k)
@@ -73,6 +102,9 @@ func guardArgs(deadline int64, meta map[string]string, groupLock string, argv []
 	}
 	if groupLock != "" {
 		out = append(out, "-group-lock", groupLock)
+	}
+	if lockFD > 0 {
+		out = append(out, "-group-lock-fd", strconv.Itoa(lockFD))
 	}
 	out = append(out, "--")
 	return append(out, argv...)

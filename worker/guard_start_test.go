@@ -40,7 +40,7 @@ func startRawGuard(t *testing.T, argvDeadline int64, queued ...string) *rawGuard
 		}
 	}
 	args := append([]string{testGuardArg},
-		guardArgs(argvDeadline, nil, "", []string{testworkerPath, "-interval", "50ms"})...)
+		guardArgs(argvDeadline, ContainmentNone, nil, "", 0, []string{testworkerPath, "-interval", "50ms"})...)
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.ExtraFiles = []*os.File{ctlR, repW}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -94,7 +94,7 @@ func (g *rawGuard) firstReport(t *testing.T) string {
 		if !ok {
 			return ""
 		}
-		if verb, _ := splitMsg(l); verb != msgNote {
+		if verb, _ := splitMsg(l); verb != msgNote && verb != msgHello {
 			return l
 		}
 	}
@@ -106,7 +106,7 @@ func deadlineLine(ns int64) string { return msgDeadline + " " + strconv.FormatIn
 // already queued on its control pipe (the supervisor renewed while the
 // guard was being started), starts the worker and enforces the newer one.
 func TestGuardCatchesUpQueuedDeadline(t *testing.T) {
-	now := monoNow()
+	now := bootNow()
 	past := now - int64(time.Second)
 	g := startRawGuard(t, past,
 		deadlineLine(now-int64(500*time.Millisecond)), // an older renewal, passed too
@@ -122,7 +122,7 @@ func TestGuardCatchesUpQueuedDeadline(t *testing.T) {
 	}
 	// The newer deadline is the one enforced: move it close, and the
 	// guard kills the tree at it.
-	if _, err := g.ctl.WriteString(deadlineLine(monoNow()+int64(300*time.Millisecond)) + "\n"); err != nil {
+	if _, err := g.ctl.WriteString(deadlineLine(bootNow()+int64(300*time.Millisecond)) + "\n"); err != nil {
 		t.Fatal(err)
 	}
 	var exit string
@@ -149,7 +149,7 @@ func TestGuardCatchesUpQueuedDeadline(t *testing.T) {
 // queued after a future one on argv (the newest wins, even if earlier);
 // and a queued kill or term stops it before it starts.
 func TestGuardRefusesStaleStart(t *testing.T) {
-	now := monoNow()
+	now := bootNow()
 	for name, c := range map[string]struct {
 		argv   int64
 		queued []string

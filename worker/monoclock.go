@@ -3,23 +3,16 @@ package worker
 import (
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/regentd/regent/internal/boottime"
 )
 
-// monoNow returns CLOCK_MONOTONIC in nanoseconds. The supervisor and its
-// guards run on one host and share this clock, so deadlines cross the
-// control pipe as absolute monotonic instants.
-func monoNow() int64 {
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
-		// CLOCK_MONOTONIC exists on every Linux; this cannot happen.
-		panic("worker: clock_gettime(CLOCK_MONOTONIC): " + err.Error())
-	}
-	return ts.Nano()
-}
+// bootNow returns CLOCK_BOOTTIME in nanoseconds. The supervisor and its
+// guards run on one host and share this clock, which does not jump with
+// the wall clock and, unlike CLOCK_MONOTONIC, counts time the host spent
+// suspended, so deadlines cross the control pipe as absolute instants
+// and a lease that expired during a suspend is seen expired at resume.
+func bootNow() int64 { return boottime.Nanos() }
 
-// monoAt converts t to an absolute CLOCK_MONOTONIC instant. time.Until uses
-// t's monotonic reading when it has one, so wall-clock steps do not move it.
-func monoAt(t time.Time) int64 {
-	return monoNow() + int64(time.Until(t))
-}
+// bootAt converts t, a deadline made from boottime.Now, to an absolute
+// CLOCK_BOOTTIME instant.
+func bootAt(t time.Time) int64 { return boottime.At(t) }

@@ -17,6 +17,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
+
+	"github.com/regentd/regent/internal/boottime"
 )
 
 // Process is one worker running under its guard, seen from the supervisor.
@@ -38,9 +40,14 @@ type Process struct {
 	ctl       *os.File // control pipe write end; nil once closed
 	deadline  time.Time
 	stopStart time.Time
+	killAt    time.Time // when Kill was first asked; zero before
 	status    ExitStatus
 	report    *ExitStatus // the guard's exit report
 	startErr  string
+	hello     int  // the guard's protocol version, 0 before its hello
+	backstop  bool // the supervisor side SIGKILLed the guard
+
+	rearm chan struct{} // wakes the backstop after a deadline change or Kill
 }
 
 // Start starts spec.Command under a guard and returns once the guard has
@@ -62,8 +69,18 @@ func start(ctx context.Context, spec Spec, spawned func(*Process)) (*Process, er
 	if err != nil {
 		return nil, err
 	}
-	if !time.Now().Before(spec.Deadline) {
+	if !boottime.Now().Before(spec.Deadline) {
 		return nil, ErrDeadlinePassed
+	}
+	// The guard holds its pool's group lock from its fork: a guard forked
+	// just before the supervisor died counts as a member of the pool, so
+	// the last of the others does not release the term under it.
+	var lock *os.File
+	if spec.GroupLock != "" {
+		if lock, err = lockGroup(spec.GroupLock, unix.LOCK_SH); err != nil {
+			return nil, fmt.Errorf("%w: group lock: %v", ErrStart, err)
+		}
+		defer lock.Close() // the guard keeps its own descriptor
 	}
 	ctlR, ctlW, err := os.Pipe()
 	if err != nil {
@@ -82,21 +99,27 @@ func start(ctx context.Context, spec Spec, spawned func(*Process)) (*Process, er
 		done:     make(chan struct{}),
 		ctl:      ctlW,
 		deadline: spec.Deadline,
+		rearm:    make(chan struct{}, 1),
 	}
 	p.stdout = &lineWriter{emit: p.emitter("stdout")}
 	p.stderr = &lineWriter{emit: p.emitter("stderr")}
 
+	lockFD := 0
+	if lock != nil {
+		lockFD = guardLockFD
+	}
 	args := append(append([]string{}, spec.GuardArgs...),
-		guardArgs(monoAt(spec.Deadline), spec.GuardMeta, spec.GroupLock, spec.Command)...)
+		guardArgs(bootAt(spec.Deadline), spec.Containment, spec.GuardMeta, spec.GroupLock, lockFD, spec.Command)...)
 	cmd := exec.Command(spec.GuardExe, args...)
 	cmd.Env = spec.Env
 	cmd.Dir = spec.Dir
 	cmd.Stdout = p.stdout
 	cmd.Stderr = p.stderr
 	cmd.ExtraFiles = []*os.File{ctlR, repW} // fds 3 and 4 of the guard
-	// The guard gets its own process group: a terminal's SIGINT to the
-	// supervisor's group must not reach it; the supervisor owns stopping.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if lock != nil {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, lock) // fd 5
+	}
+	cmd.SysProcAttr = spec.Containment.sysProcAttr()
 	cmd.WaitDelay = 2 * time.Second
 	p.cmd = cmd
 	if spec.Reaper != nil {
@@ -121,6 +144,7 @@ func start(ctx context.Context, spec Spec, spawned func(*Process)) (*Process, er
 	reportDone := make(chan struct{})
 	go p.readReports(repR, reportDone) // ends at the report pipe's EOF
 	go p.wait(repR, reportDone)        // the only caller of cmd.Wait
+	go p.runBackstop()                 // ends when done closes
 	if spawned != nil {
 		spawned(p)
 	}
@@ -159,7 +183,7 @@ func (p *Process) startError() error {
 	switch {
 	case strings.HasPrefix(p.startErr, msgDeadlinePassedBeforeStart):
 		return ErrDeadlinePassed
-	case strings.HasPrefix(p.startErr, msgStoppedBeforeStart):
+	case strings.HasPrefix(p.startErr, msgStoppedBeforeStart), strings.HasPrefix(p.startErr, msgOrphanedBeforeStart):
 		return ErrStoppedBeforeStart
 	}
 	if p.startErr != "" {
@@ -176,7 +200,26 @@ func (p *Process) readReports(r io.Reader, done chan<- struct{}) {
 	for sc.Scan() {
 		verb, rest := splitMsg(sc.Text())
 		switch verb {
+		case msgHello:
+			v, _ := strconv.Atoi(rest)
+			p.mu.Lock()
+			p.hello = v
+			p.mu.Unlock()
 		case msgPID:
+			p.mu.Lock()
+			hello := p.hello
+			p.mu.Unlock()
+			if hello != GuardProtocol {
+				// A guard of another regent version (the binary replaced
+				// under us, or GuardExe pointing elsewhere) would read our
+				// lines its own way: it must not run a worker.
+				p.mu.Lock()
+				p.startErr = fmt.Sprintf("guard speaks protocol %d, the supervisor %d: the guard binary is another regent version; restart regent", hello, GuardProtocol)
+				p.mu.Unlock()
+				p.log.Error("guard protocol mismatch, killing it", "guard_protocol", hello, "protocol", GuardProtocol)
+				p.killGuard()
+				continue
+			}
 			if n, err := strconv.Atoi(rest); err == nil && n > 0 {
 				p.pid.Store(int64(n))
 				p.pidOnce.Do(func() { close(p.pidKnown) })
@@ -232,6 +275,9 @@ func (p *Process) wait(rep *os.File, reportDone <-chan struct{}) {
 		p.status = *p.report
 	} else {
 		p.status = ExitStatus{Code: -1, Cause: CauseGuardLost}
+		if p.backstop {
+			p.status.Cause = CauseBackstop
+		}
 		if pid := p.PID(); pid > 0 {
 			// The guard died without killing the tree (SIGKILLed?). The
 			// worker itself got its death signal; the rest of its group
@@ -271,10 +317,13 @@ func (p *Process) sendLocked(line string) error {
 func (p *Process) ExtendDeadline(t time.Time) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if err := p.sendLocked(msgDeadline + " " + strconv.FormatInt(monoAt(t), 10)); err != nil {
+	// The backstop follows the deadline the supervisor wants, even when
+	// the guard cannot be told (a full pipe of a frozen guard).
+	p.deadline = t
+	p.wakeBackstop()
+	if err := p.sendLocked(msgDeadline + " " + strconv.FormatInt(bootAt(t), 10)); err != nil {
 		return err
 	}
-	p.deadline = t
 	return nil
 }
 
@@ -298,7 +347,7 @@ func (p *Process) Stop(ctx context.Context) error {
 	}
 	p.mu.Lock()
 	if p.stopStart.IsZero() {
-		p.stopStart = time.Now()
+		p.stopStart = boottime.Now()
 		_ = p.sendLocked(msgTerm)
 	}
 	killAt := p.stopStart.Add(p.spec.StopTimeout)
@@ -307,7 +356,7 @@ func (p *Process) Stop(ctx context.Context) error {
 	}
 	p.mu.Unlock()
 
-	t := time.NewTimer(time.Until(killAt))
+	t := time.NewTimer(boottime.Until(killAt))
 	defer t.Stop()
 	select {
 	case <-p.done:
@@ -327,11 +376,89 @@ func (p *Process) Stop(ctx context.Context) error {
 }
 
 // Kill asks the guard to SIGKILL the worker's whole tree now and returns at
-// once; Done is closed when the tree is dead. It is idempotent.
+// once; Done is closed when the tree is dead. A guard that has not done it
+// within BackstopGrace is itself SIGKILLed (see runBackstop). It is
+// idempotent.
 func (p *Process) Kill() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.killAt.IsZero() {
+		p.killAt = boottime.Now()
+		p.wakeBackstop()
+	}
 	_ = p.sendLocked(msgKill)
+}
+
+// wakeBackstop makes the backstop look at its trigger again.
+func (p *Process) wakeBackstop() {
+	select {
+	case p.rearm <- struct{}{}:
+	default:
+	}
+}
+
+// killBackstopGrace is the backstop's grace after a Kill asked before the
+// deadline.
+const killBackstopGrace = time.Second
+
+// backstopTick bounds how late the backstop notices its trigger after a
+// host suspend (its timer counts CLOCK_MONOTONIC).
+const backstopTick = 250 * time.Millisecond
+
+// runBackstop is the supervisor's side of the dead-man's switch: the
+// supervisor never waits without end on a guard that does not act (one
+// frozen by SIGSTOP, stuck in uninterruptible I/O, a debugger attached).
+// At the deadline plus BackstopGrace (or a second after a Kill asked
+// earlier), if the guard has not
+// exited, it SIGKILLs the guard; the containment takes everything below
+// it, and without one the worker's group is killed when the guard is
+// reaped (see wait). It returns when done closes.
+func (p *Process) runBackstop() {
+	t := time.NewTimer(backstopTick)
+	defer t.Stop()
+	for {
+		p.mu.Lock()
+		trigger := p.deadline.Add(p.spec.BackstopGrace)
+		if !p.killAt.IsZero() {
+			// Before the deadline a slow kill is no danger: a guard
+			// killing a large tree on a loaded host gets longer.
+			if k := p.killAt.Add(max(p.spec.BackstopGrace, killBackstopGrace)); k.Before(trigger) {
+				trigger = k
+			}
+		}
+		p.mu.Unlock()
+		left := boottime.Until(trigger)
+		if left <= 0 {
+			p.mu.Lock()
+			p.backstop = true
+			p.mu.Unlock()
+			p.log.Error("guard did not end its worker in time, killing the guard",
+				"guard_pid", p.guardPID, "pid", p.PID(), "grace", p.spec.BackstopGrace)
+			p.killGuard()
+			<-p.done
+			return
+		}
+		t.Reset(min(left, backstopTick))
+		select {
+		case <-p.done:
+			return
+		case <-p.rearm:
+			if !t.Stop() {
+				select {
+				case <-t.C:
+				default:
+				}
+			}
+		case <-t.C:
+		}
+	}
+}
+
+// killGuard SIGKILLs the guard. os.Process signals through a pidfd, and
+// the guard is not reaped before done closes, so this never hits another
+// process.
+func (p *Process) killGuard() {
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
 }
 
 // Done is closed once the guard has exited, which it does only after every

@@ -12,24 +12,32 @@ import (
 //
 // Control pipe (supervisor → guard, the guard's fd 3):
 //
-//	deadline <ns>   new absolute deadline, CLOCK_MONOTONIC nanoseconds
+//	deadline <ns>   new absolute deadline, CLOCK_BOOTTIME nanoseconds
 //	term            SIGTERM (then SIGCONT) the worker's process group
 //	kill            SIGKILL the worker's whole tree now
 //
 // Report pipe (guard → supervisor, the guard's fd 4):
 //
-//	pid <n>                        the worker started with pid n
+//	hello <version>                the guard's protocol version, first
+//	pid <n>                        the worker started with pid n (as the supervisor numbers it)
 //	fired <cause>                  the guard is killing the tree (cause: deadline, orphaned, killed)
 //	error <text>                   the guard could not start the worker
 //	note <text>                    informational (an ignored signal, the orphan hook's result)
 //	exit <code> <signal> <cause>   every process of the tree is dead and reaped
 //
 // Unknown messages are ignored by both sides, so either can grow new ones.
+// GuardProtocol changes when the meaning of a message or flag changes;
+// the guard refuses a supervisor that speaks another version and the
+// supervisor a guard that says another one in its hello.
+const GuardProtocol = 2
+
+// Protocol messages.
 const (
 	msgDeadline = "deadline"
 	msgTerm     = "term"
 	msgKill     = "kill"
 
+	msgHello = "hello"
 	msgPID   = "pid"
 	msgFired = "fired"
 	msgError = "error"
@@ -46,12 +54,18 @@ const (
 	// msgStoppedBeforeStart: a term or kill line was queued before the
 	// worker started.
 	msgStoppedBeforeStart = "stopped before start"
+	// msgOrphanedBeforeStart: the control pipe hit EOF before the worker
+	// started (the supervisor died): the term may already be released.
+	msgOrphanedBeforeStart = "orphaned before start"
 )
 
 // Fixed descriptors of the guard process.
 const (
 	guardControlFD = 3
 	guardReportFD  = 4
+	// guardLockFD holds the pool's group lock, taken shared by the
+	// supervisor before the fork.
+	guardLockFD = 5
 )
 
 // Exit codes of the guard itself. Otherwise the guard exits with the

@@ -2,7 +2,6 @@ package worker
 
 import (
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -10,6 +9,10 @@ import (
 
 // DefaultStopTimeout is Spec.StopTimeout when unset.
 const DefaultStopTimeout = 10 * time.Second
+
+// DefaultBackstopGrace is Spec.BackstopGrace when unset: half the
+// smallest fence margin regent allows (200 ms).
+const DefaultBackstopGrace = 100 * time.Millisecond
 
 // Spec describes one worker process to start under its guard.
 type Spec struct {
@@ -30,9 +33,20 @@ type Spec struct {
 	// ExtendDeadline moves it. Required; Start refuses a deadline already
 	// passed.
 	Deadline time.Time
-	// GuardExe is the executable run as the guard. Default os.Executable()
-	// (the regent binary itself).
+	// GuardExe is the executable run as the guard. Default /proc/self/exe:
+	// the binary this process runs, even when a package upgrade has
+	// replaced the file on disk since (a guard of another version would
+	// not speak this supervisor's protocol).
 	GuardExe string
+	// Containment is how the kernel holds the worker's tree to its guard
+	// (DetectContainment finds the best one allowed). Default
+	// ContainmentNone.
+	Containment Containment
+	// BackstopGrace: a guard that has not ended its tree this long after
+	// the deadline (or a Kill) is SIGKILLed by the supervisor side. Keep
+	// it below the lease's fence margin, so that the backstop acts before
+	// another replica may lead. Default DefaultBackstopGrace.
+	BackstopGrace time.Duration
 	// GuardArgs are the words between GuardExe and the guard's own flags.
 	// nil means []string{"guard"}, the hidden `regent guard` subcommand.
 	GuardArgs []string
@@ -65,11 +79,13 @@ func (s Spec) withDefaults() (Spec, error) {
 		s.StopTimeout = DefaultStopTimeout
 	}
 	if s.GuardExe == "" {
-		exe, err := os.Executable()
-		if err != nil {
-			return s, fmt.Errorf("%w: find own executable: %v", ErrInvalidSpec, err)
-		}
-		s.GuardExe = exe
+		s.GuardExe = selfExe
+	}
+	if s.Containment == "" {
+		s.Containment = ContainmentNone
+	}
+	if s.BackstopGrace <= 0 {
+		s.BackstopGrace = DefaultBackstopGrace
 	}
 	if s.GuardArgs == nil {
 		s.GuardArgs = []string{"guard"}

@@ -28,7 +28,7 @@ type guardReleaseConfig struct {
 }
 
 // newPoolFactory adapts the worker package's Pool to the supervisor.
-func newPoolFactory(cfg *config.Config, guardExe string, reaper *worker.Reaper) supervisor.PoolFactory {
+func newPoolFactory(cfg *config.Config, guardExe string, containment worker.Containment, reaper *worker.Reaper) supervisor.PoolFactory {
 	rel, _ := json.Marshal(guardReleaseConfig{Backend: cfg.Backend, Cluster: cfg.Cluster, Etcd: cfg.Etcd, Postgres: cfg.Postgres})
 	return func(spec supervisor.PoolSpec) supervisor.Pool {
 		q := spec.Queue
@@ -44,6 +44,9 @@ func newPoolFactory(cfg *config.Config, guardExe string, reaper *worker.Reaper) 
 				Env:         env,
 				StopTimeout: q.StopTimeout,
 				GuardExe:    guardExe,
+				Containment: containment,
+				// The backstop acts before another replica may lead.
+				BackstopGrace: cfg.FenceMargin / 2,
 				GuardMeta: map[string]string{
 					"cluster": cfg.Cluster, "queue": q.Name, "node": cfg.NodeID,
 					"term": strconv.FormatInt(spec.Term, 10),

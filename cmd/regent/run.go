@@ -100,9 +100,13 @@ func runRun(cmd *cobra.Command, args []string) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := supervisor.NewMetrics(reg)
 
-	guardExe, err := os.Executable()
+	// Guards run the binary this process runs, even after a package
+	// upgrade replaced the file: they must speak this supervisor's
+	// protocol.
+	const guardExe = "/proc/self/exe"
+	containment, err := chooseContainment(ctx, cfg, guardExe, log)
 	if err != nil {
-		return fmt.Errorf("cannot find the regent binary to run worker guards: %w", err)
+		return err
 	}
 	opts := electionOptions(cfg, false)
 	sup, err := supervisor.New(supervisor.Config{
@@ -117,7 +121,7 @@ func runRun(cmd *cobra.Command, args []string) error {
 		Dial: func(ctx context.Context) (election.Backend, error) {
 			return openBackend(ctx, cfg, opts, log)
 		},
-		NewPool: newPoolFactory(cfg, guardExe, reaper),
+		NewPool: newPoolFactory(cfg, guardExe, containment, reaper),
 		Logger:  log,
 		Metrics: metrics,
 	})
