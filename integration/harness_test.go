@@ -152,7 +152,10 @@ type replicaOpts struct {
 	backend    []string // overrides the cluster's backend args
 	extra      []string
 	workerArgs []string
-	env        []string
+	// command, when set, replaces the whole worker command line (the
+	// test worker with its -out, -interval and workerArgs).
+	command []string
+	env     []string
 	// ttl overrides the test lease TTL (renewal TTL/5, margin TTL/10).
 	ttl time.Duration
 	// config, when set, is written to a YAML file passed with --config,
@@ -202,8 +205,13 @@ func (c *cluster) start(o replicaOpts) *replica {
 		args = append(args, "--max-rss", strconv.Itoa(o.maxRSS))
 	}
 	args = append(args, o.extra...)
-	args = append(args, "--", c.worker, "-out", c.outFile, "-interval", workerTick.String())
-	args = append(args, o.workerArgs...)
+	if o.command != nil {
+		args = append(args, "--")
+		args = append(args, o.command...)
+	} else {
+		args = append(args, "--", c.worker, "-out", c.outFile, "-interval", workerTick.String())
+		args = append(args, o.workerArgs...)
+	}
 	cmd := exec.Command(c.regent, args...)
 	cmd.Env = append(os.Environ(), "HOME="+home)
 	cmd.Env = append(cmd.Env, o.env...)
