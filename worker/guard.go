@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -64,6 +65,14 @@ func RunGuard(args []string, cfg GuardConfig) int {
 	if err != nil {
 		fmt.Fprintln(cfg.Stderr, err)
 		return GuardExitError
+	}
+	if len(os.Args) > 0 {
+		// Run from /proc/self/exe the guard's comm is "exe": name it as
+		// its binary, so that ps and pkill see a regent process.
+		// (/proc/self/comm is the main thread's; prctl would name only
+		// the calling one.)
+		name := filepath.Base(strings.TrimSuffix(os.Args[0], " (deleted)"))
+		_ = os.WriteFile("/proc/self/comm", []byte(name), 0)
 	}
 	if opts.probe {
 		if opts.containment.namespaced() && os.Getpid() != 1 {

@@ -111,6 +111,13 @@ func start(ctx context.Context, spec Spec, spawned func(*Process)) (*Process, er
 	args := append(append([]string{}, spec.GuardArgs...),
 		guardArgs(bootAt(spec.Deadline), spec.Containment, spec.GuardMeta, spec.GroupLock, lockFD, spec.Command)...)
 	cmd := exec.Command(spec.GuardExe, args...)
+	if spec.GuardExe == selfExe {
+		// argv[0] names the binary for ps; the guard sets its comm to it
+		// (exec of /proc/self/exe would show "exe").
+		if exe, err := os.Executable(); err == nil {
+			cmd.Args[0] = exe
+		}
+	}
 	cmd.Env = spec.Env
 	cmd.Dir = spec.Dir
 	cmd.Stdout = p.stdout
