@@ -143,7 +143,7 @@ func (s *Supervisor) lead(ctx context.Context, b election.Backend, qs *queueStat
 	log := s.log.With("queue", name, "term", term)
 	margin := s.cfg.FenceMargin
 	deadline := l.ValidUntil().Add(-margin)
-	if !time.Now().Before(deadline) {
+	if !s.now().Before(deadline) {
 		log.Warn("leadership_lost", "reason", reasonDeadline, "detail", "lease already past its deadline when won")
 		s.resign(ctx, l, log)
 		return reasonDeadline
@@ -175,7 +175,7 @@ func (s *Supervisor) lead(ctx context.Context, b election.Backend, qs *queueStat
 	case <-qs.stepDown:
 	default:
 	}
-	now := time.Now()
+	now := s.now()
 	s.mu.Lock()
 	qs.role, qs.term, qs.since, qs.deadline, qs.pool, qs.conflicts = election.RoleLeader, term, now, deadline, pool, nil
 	s.mu.Unlock()
@@ -185,7 +185,7 @@ func (s *Supervisor) lead(ctx context.Context, b election.Backend, qs *queueStat
 		m.ConfigConflicts.WithLabelValues(name).Set(0)
 		m.Workers.WithLabelValues(name).Set(float64(qs.cfg.Concurrency))
 	}
-	log.Info("leadership_acquired", "deadline_in", time.Until(deadline).Round(time.Millisecond).String())
+	log.Info("leadership_acquired", "deadline_in", deadline.Sub(s.now()).Round(time.Millisecond).String())
 	s.wakeMember()
 
 	poolCtx, stopPool := context.WithCancel(context.WithoutCancel(ctx))
@@ -193,7 +193,7 @@ func (s *Supervisor) lead(ctx context.Context, b election.Backend, qs *queueStat
 	poolDone := make(chan error, 1)
 	go func() { poolDone <- pool.Run(poolCtx) }()
 
-	fence := time.NewTimer(time.Until(deadline))
+	fence := time.NewTimer(deadline.Sub(s.now()))
 	defer fence.Stop()
 	gauge := time.NewTicker(time.Second)
 	defer gauge.Stop()
@@ -204,7 +204,7 @@ func (s *Supervisor) lead(ctx context.Context, b election.Backend, qs *queueStat
 		if d.After(deadline) {
 			deadline = d
 			pool.SetDeadline(deadline)
-			fence.Reset(time.Until(deadline))
+			fence.Reset(deadline.Sub(s.now()))
 			s.mu.Lock()
 			qs.deadline = deadline
 			s.mu.Unlock()
@@ -220,8 +220,8 @@ loop:
 		case <-l.Renewed():
 			renew()
 		case <-fence.C:
-			if time.Now().Before(deadline) {
-				fence.Reset(time.Until(deadline))
+			if s.now().Before(deadline) {
+				fence.Reset(deadline.Sub(s.now()))
 				continue
 			}
 			reason = reasonDeadline
@@ -237,7 +237,7 @@ loop:
 			case <-l.Done():
 				reason = reasonLost
 			default:
-				if !time.Now().Before(deadline) {
+				if !s.now().Before(deadline) {
 					reason = reasonDeadline
 				}
 			}
@@ -260,6 +260,14 @@ loop:
 			reason = reasonPool
 			break loop
 		case <-gauge.C:
+			// The fence timer counts CLOCK_MONOTONIC, which stops while
+			// the host is suspended: after a resume it would fire late by
+			// the suspension. The deadline is on the suspend-counting
+			// clock; look at it on every gauge tick too.
+			if !s.now().Before(deadline) {
+				reason = reasonDeadline
+				break loop
+			}
 			s.setLeaseGauge(name, deadline)
 		}
 	}
@@ -289,8 +297,8 @@ loop:
 				renew()
 			}
 		case <-fence.C:
-			if time.Now().Before(deadline) {
-				fence.Reset(time.Until(deadline))
+			if s.now().Before(deadline) {
+				fence.Reset(deadline.Sub(s.now()))
 				continue
 			}
 			pool.Fence()
@@ -346,6 +354,6 @@ func (s *Supervisor) resign(ctx context.Context, l election.Leadership, log inte
 
 func (s *Supervisor) setLeaseGauge(queue string, deadline time.Time) {
 	if s.cfg.Metrics != nil {
-		s.cfg.Metrics.LeaseRemaining.WithLabelValues(queue).Set(max(0, time.Until(deadline).Seconds()))
+		s.cfg.Metrics.LeaseRemaining.WithLabelValues(queue).Set(max(0, deadline.Sub(s.now()).Seconds()))
 	}
 }

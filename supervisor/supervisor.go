@@ -14,6 +14,7 @@ import (
 
 	"github.com/regentd/regent/config"
 	"github.com/regentd/regent/election"
+	"github.com/regentd/regent/internal/boottime"
 )
 
 // Pool runs the workers of one queue for one leadership term.
@@ -68,6 +69,9 @@ type Config struct {
 	NewPool PoolFactory
 	Logger  hclog.Logger
 	Metrics *Metrics
+	// Now is the clock of the leader's deadlines: monotonic and counting
+	// host suspend. Default boottime.Now; tests inject a suspend.
+	Now func() time.Time
 	// StepDownHold is how long a replica asked to step down, or not named
 	// by a step-down's --to, holds back its candidacy. Default LeaseTTL,
 	// at most 5s.
@@ -147,6 +151,9 @@ type queueState struct {
 	problems       []Problem
 }
 
+// now reads the clock of the leader's deadlines (Config.Now).
+func (s *Supervisor) now() time.Time { return s.cfg.Now() }
+
 // New validates cfg and returns a Supervisor.
 func New(cfg Config) (*Supervisor, error) {
 	if cfg.Dial == nil || cfg.NewPool == nil {
@@ -166,6 +173,9 @@ func New(cfg Config) (*Supervisor, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = hclog.NewNullLogger()
+	}
+	if cfg.Now == nil {
+		cfg.Now = boottime.Now
 	}
 	s := &Supervisor{
 		cfg:        cfg,
@@ -394,7 +404,7 @@ func (s *Supervisor) Leads(queue string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	qs, ok := s.queues[queue]
-	return ok && qs.role == election.RoleLeader && time.Now().Before(qs.deadline)
+	return ok && qs.role == election.RoleLeader && s.now().Before(qs.deadline)
 }
 
 // Healthy reports whether the backend session is open.

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -49,8 +50,14 @@ func queueCfg(name string, maxRSS int) config.QueueConfig {
 
 func startHarness(t *testing.T, exclusive bool) *harness {
 	t.Helper()
+	return startHarnessWith(t, exclusive, nil)
+}
+
+// startHarnessWith is startHarness with a change to the config (nil: none).
+func startHarnessWith(t *testing.T, exclusive bool, change func(*Config)) *harness {
+	t.Helper()
 	h := &harness{fb: newFakeBackend(), pools: make(chan *fakePool, 10), done: make(chan error, 1), logBuf: &lockedBuffer{}}
-	sup, err := New(Config{
+	cfg := Config{
 		Identity:    election.Identity{Cluster: "c", Node: "self"},
 		LeaseTTL:    time.Second,
 		FenceMargin: 100 * time.Millisecond,
@@ -63,7 +70,11 @@ func startHarness(t *testing.T, exclusive bool) *harness {
 			return p
 		},
 		Logger: hclog.New(&hclog.LoggerOptions{Output: h.logBuf, Level: hclog.Debug}),
-	})
+	}
+	if change != nil {
+		change(&cfg)
+	}
+	sup, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,6 +139,32 @@ func TestFencesAtDeadline(t *testing.T) {
 	}
 	if late := at.Sub(want); late > 50*time.Millisecond {
 		t.Errorf("fenced %s after the deadline", late)
+	}
+	waitFor(t, "resign after fence", func() bool { return slices.Contains(h.fb.Events(), "resign") })
+}
+
+// A host suspend stops CLOCK_MONOTONIC (and Go's timers) but not the
+// lease on the backend: after the resume the leader fences at once by its
+// suspend-counting clock, not a whole remaining lease later when its
+// monotonic fence timer fires. The suspend is injected through
+// Config.Now (a real one cannot be made here).
+func TestFencesAfterSuspend(t *testing.T) {
+	var suspended atomic.Int64
+	h := startHarnessWith(t, false, func(c *Config) {
+		c.LeaseTTL, c.FenceMargin = 20*time.Second, 2*time.Second
+		c.Now = func() time.Time { return time.Now().Add(time.Duration(suspended.Load())) }
+	})
+	l := newFakeLeadership("q", 9, time.Now().Add(20*time.Second))
+	h.fb.grant <- l
+	p := h.pool(t)
+	waitFor(t, "the pool running", func() bool { return slices.Contains(h.fb.Events(), "pool_start") })
+	resumed := time.Now()
+	suspended.Store(int64(30 * time.Second)) // the host slept through the lease
+	select {
+	case <-p.fenced:
+		t.Logf("fenced %s after the resume", time.Since(resumed).Round(time.Millisecond))
+	case <-time.After(3 * time.Second):
+		t.Fatal("workers not fenced within 3s of a resume past the lease; the monotonic fence timer has 18s to go")
 	}
 	waitFor(t, "resign after fence", func() bool { return slices.Contains(h.fb.Events(), "resign") })
 }

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/regentd/regent/internal/boottime"
 )
 
 // Pool supervises the workers of one queue for one leadership term: it
@@ -209,7 +211,7 @@ func (p *Pool) emit(e Event) {
 func (p *Pool) startable() (deadline time.Time, ok bool, changed <-chan struct{}) {
 	p.dlMu.Lock()
 	defer p.dlMu.Unlock()
-	if p.fenced || !time.Now().Before(p.deadline) {
+	if p.fenced || !boottime.Now().Before(p.deadline) {
 		return time.Time{}, false, p.changed
 	}
 	return p.deadline, true, p.changed
