@@ -60,6 +60,11 @@ type Backend struct {
 	sdLease   clientv3.LeaseID
 	sdGranted time.Time
 
+	// beatWatch, nil outside tests, wraps the heartbeat watch of a waiting
+	// campaign (see campaign.wait): tests hold its events back to show
+	// that a campaign's hold-back does not depend on when they arrive.
+	beatWatch func(context.Context, clientv3.WatchChan) clientv3.WatchChan
+
 	// leading counts leaderships held plus creation attempts in flight;
 	// while it is positive each renewal also rewrites the heartbeat key.
 	leading atomic.Int64
