@@ -53,6 +53,9 @@ type Backend struct {
 	// renewals of other replicas' leases as last read (see
 	// leaseRenewalBound).
 	renewalBounds leaseBounds
+	// heartbeat reads of campaigns whose leader key was deleted (see
+	// heartbeatAt).
+	beatReads beatReads
 
 	// sdMu guards the step-down lease shared by requests made within
 	// stepDownLeaseShare of its grant (see stepDownLease).

@@ -380,22 +380,16 @@ func (c *campaign) beatsBefore(ctx context.Context, seen *observed, rev int64) e
 	if rev-1 <= seen.beatRev {
 		return nil
 	}
-	b := c.b
-	rctx, end, err := b.campaignRequest(ctx)
-	if err != nil {
-		return err
-	}
-	defer end()
-	resp, err := b.cli.Get(rctx, b.keys.heartbeat(seen.lease), clientv3.WithRev(rev-1), clientv3.WithKeysOnly())
+	mod, err := c.b.heartbeatAt(ctx, seen.lease, rev-1)
 	switch {
 	case ctx.Err() != nil:
 		return ctx.Err()
 	case err != nil:
 		c.log.Debug("cannot read the leader's last heartbeat before its key was deleted; holding back from the deletion",
-			"lease", leaseHex(seen.lease), "revision", rev-1, "error", b.translate(rctx, "read heartbeat", err))
+			"lease", leaseHex(seen.lease), "revision", rev-1, "error", err)
 		seen.since = seen.gone
-	case len(resp.Kvs) > 0 && resp.Kvs[0].ModRevision > seen.beatRev:
-		seen.since, seen.beat, seen.beatRev = seen.gone, seen.gone, resp.Kvs[0].ModRevision
+	case mod > seen.beatRev:
+		seen.since, seen.beat, seen.beatRev = seen.gone, seen.gone, mod
 	}
 	return nil
 }

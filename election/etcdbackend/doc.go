@@ -89,8 +89,9 @@
 //     its keys with it and takes no more writes, and a leader counts a
 //     renewal only once its heartbeat is written. (A key deleted by hand
 //     leaves the lease alive; its leader's own watch sees the deletion
-//     and gives the leadership up.) The read costs one request per queue
-//     waiting on a term that ends uncleanly, none on a clean end.
+//     and gives the leadership up.) The read costs one request per lease
+//     and unclean end, shared by the campaigns of every queue the lease
+//     held (their keys go at one revision); none on a clean end.
 //
 //     A follower that starts watching a term late (a campaign begun or
 //     restarted while the leader was already gone) also bounds the

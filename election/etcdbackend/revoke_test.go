@@ -133,7 +133,8 @@ func TestRevokeBeforeHeartbeatDeliveredHoldsBack(t *testing.T) {
 // beatsBefore moves a campaign's bound on the leader's last renewal to the
 // moment the leader key was seen deleted exactly when a heartbeat written
 // before the deletion was not seen, or when etcd cannot tell (the
-// revision was compacted).
+// revision was compacted); campaigns share a read of one lease at one
+// revision.
 func TestBeatsBeforeDeletion(t *testing.T) {
 	etcd := testenv.NewEtcd(t) // compacted below: not the shared member
 	eps := etcd.Endpoints()
@@ -154,6 +155,7 @@ func TestBeatsBeforeDeletion(t *testing.T) {
 	x1 := put("other")
 	h2 := put(hb)
 	x2 := put("other")
+	x3 := put("other")
 
 	since := time.Now().Add(-time.Second)
 	gone := time.Now()
@@ -169,7 +171,9 @@ func TestBeatsBeforeDeletion(t *testing.T) {
 		{"every heartbeat seen", lease, h2, x2, false, false},
 		{"no heartbeat since the snapshot", lease, h1, x1 + 1, false, false},
 		{"no heartbeat key", lease + 1, h1, x2, false, false},
-		{"compacted", lease, x1, x2, true, true},
+		{"compacted", lease, x1, x3, true, true},
+		// Read before the compaction: shared, not read again.
+		{"shared", lease, h1, x1 + 1, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.compact {
