@@ -53,12 +53,20 @@ type Backend struct {
 	// renewals of other replicas' leases as last read (see
 	// leaseRenewalBound).
 	renewalBounds leaseBounds
+	// heartbeat reads of campaigns whose leader key was deleted (see
+	// heartbeatAt).
+	beatReads beatReads
 
 	// sdMu guards the step-down lease shared by requests made within
 	// stepDownLeaseShare of its grant (see stepDownLease).
 	sdMu      sync.Mutex
 	sdLease   clientv3.LeaseID
 	sdGranted time.Time
+
+	// beatWatch, nil outside tests, wraps the heartbeat watch of a waiting
+	// campaign (see campaign.wait): tests hold its events back to show
+	// that a campaign's hold-back does not depend on when they arrive.
+	beatWatch func(context.Context, clientv3.WatchChan) clientv3.WatchChan
 
 	// leading counts leaderships held plus creation attempts in flight;
 	// while it is positive each renewal also rewrites the heartbeat key.

@@ -122,6 +122,9 @@ type observed struct {
 	// beat is when the last heartbeat of lease was seen, gone when the
 	// leader key was seen deleted (zero: not seen); see endOf.
 	beat, gone time.Time
+	// beatRev: every heartbeat of lease up to this revision is accounted
+	// for in since (the snapshot's revision, or the last heartbeat seen).
+	beatRev int64
 }
 
 // snapshot is the state of a queue's keys at one revision.
@@ -166,7 +169,7 @@ func (c *campaign) run(ctx context.Context) (*leadership, error) {
 				}
 				continue
 			}
-			seen = &observed{term: st.leader.CreateRevision, lease: st.leader.Lease, since: time.Now()}
+			seen = &observed{term: st.leader.CreateRevision, lease: st.leader.Lease, since: time.Now(), beatRev: st.rev}
 			if by, ok := c.b.leaseRenewalBound(ctx, seen.lease, seen.since); ok && by.Before(seen.since) {
 				// A campaign that starts (or restarts) while the leader is
 				// already gone would otherwise wait a whole lease from now
@@ -308,7 +311,9 @@ func (c *campaign) read(ctx context.Context) (snapshot, error) {
 // wait watches, from rev, the queue's leader key and the heartbeat key of
 // the observed leader's lease until the observed leadership ends (its
 // leader key deleted or replaced). Heartbeats of its lease move
-// seen.since. It returns errWatchGap if a watch breaks off.
+// seen.since; so does, once the key is deleted, a heartbeat written before
+// the deletion that the heartbeat watch had not delivered yet (see
+// beatsBefore). It returns errWatchGap if a watch breaks off.
 //
 // Two narrow watches, not one on the cluster's prefix: a replica stands by
 // for hundreds of queues, and a prefix watch per queue would deliver every
@@ -320,6 +325,9 @@ func (c *campaign) wait(ctx context.Context, seen *observed, rev int64) error {
 	lk, hb := b.keys.leader(c.queue), b.keys.heartbeat(seen.lease)
 	lch := b.cli.Watch(wctx, lk, clientv3.WithRev(rev+1))
 	hch := b.cli.Watch(wctx, hb, clientv3.WithRev(rev+1))
+	if b.beatWatch != nil {
+		hch = b.beatWatch(wctx, hch)
+	}
 	for {
 		var resp clientv3.WatchResponse
 		var ok bool
@@ -344,11 +352,12 @@ func (c *campaign) wait(ctx context.Context, seen *observed, rev int64) error {
 			case hb:
 				if ev.Type == mvccpb.PUT {
 					seen.since, seen.beat = now, now
+					seen.beatRev = max(seen.beatRev, ev.Kv.ModRevision)
 				}
 			case lk:
 				if ev.Type == mvccpb.DELETE {
 					seen.gone = now
-					return nil
+					return c.beatsBefore(ctx, seen, ev.Kv.ModRevision)
 				}
 				if ev.Kv.CreateRevision != seen.term {
 					return nil
@@ -356,6 +365,33 @@ func (c *campaign) wait(ctx context.Context, seen *observed, rev int64) error {
 			}
 		}
 	}
+}
+
+// beatsBefore accounts in seen for every heartbeat of the observed
+// leader's lease written before rev, the revision at which its leader key
+// was deleted (seen at seen.gone). The heartbeat watch delivers apart from
+// the leader key's, so the last of those heartbeats may not have arrived:
+// the heartbeat key is read as of rev-1. If it was written after the last
+// heartbeat seen, it was written before the deletion was, and so before
+// seen.gone: seen.gone becomes the bound on the leader's last renewal.
+// If the read fails (compacted, etcd unreachable), the same: nothing later
+// than seen.gone can count. It returns an error only when ctx is done.
+func (c *campaign) beatsBefore(ctx context.Context, seen *observed, rev int64) error {
+	if rev-1 <= seen.beatRev {
+		return nil
+	}
+	mod, err := c.b.heartbeatAt(ctx, seen.lease, rev-1)
+	switch {
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case err != nil:
+		c.log.Debug("cannot read the leader's last heartbeat before its key was deleted; holding back from the deletion",
+			"lease", leaseHex(seen.lease), "revision", rev-1, "error", err)
+		seen.since = seen.gone
+	case mod > seen.beatRev:
+		seen.since, seen.beat, seen.beatRev = seen.gone, seen.gone, mod
+	}
+	return nil
 }
 
 // holdUntil returns when the leader of the last term, which ended without

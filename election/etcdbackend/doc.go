@@ -61,6 +61,7 @@
 //
 //   - Cleanly (the released key holds the term): at once. Resign and
 //     ReleaseTerm are only called once the leader's work has stopped.
+//
 //   - Uncleanly (lease expired or revoked by an administrator, key
 //     deleted by hand): the old leader may still trust its leadership
 //     until its own ValidUntil, unknown to the follower. A leader that
@@ -72,13 +73,32 @@
 //     its watch was re-established). It holds back until that moment plus
 //     the old leader's TTL (from the term key). After a lease expiry this
 //     is already past, so failover takes about one TTL; after a revoke it
-//     waits at most one TTL. A follower that starts watching a term
-//     late (a campaign begun or restarted while the leader was already
-//     gone) also bounds the leader's last renewal from the lease's
-//     remaining TTL, asked of etcd after its read (etcd received every
-//     renewal counted so far at least granted - remaining - 1 seconds
-//     earlier); without that bound (lease unknown) it holds back a full
-//     TTL from when it started watching.
+//     waits at most one TTL.
+//
+//     The two watches deliver apart, though: when the key's deletion (at
+//     revision R) arrives, a heartbeat written just before it may not
+//     have, and the follower would count from an older one, up to one
+//     renewal interval too early (an administrator revoking a cut-off
+//     leader's lease right after a renewal). So it first reads the
+//     heartbeat key as of revision R-1: a heartbeat newer than the last
+//     it saw was written before the deletion, so before the follower saw
+//     the deletion, and that moment takes the place of the last event
+//     seen. If etcd cannot tell (R-1 compacted, etcd unreachable), the
+//     same: a whole TTL from the deletion seen is always enough. No
+//     heartbeat after R can count: a lease revoked or expired at R loses
+//     its keys with it and takes no more writes, and a leader counts a
+//     renewal only once its heartbeat is written. (A key deleted by hand
+//     leaves the lease alive; its leader's own watch sees the deletion
+//     and gives the leadership up.) The read costs one request per lease
+//     and unclean end, shared by the campaigns of every queue the lease
+//     held (their keys go at one revision); none on a clean end.
+//
+//     A follower that starts watching a term late (a campaign begun or
+//     restarted while the leader was already gone) also bounds the
+//     leader's last renewal from the lease's remaining TTL, asked of etcd
+//     after its read (etcd received every renewal counted so far at least
+//     granted - remaining - 1 seconds earlier); without that bound (lease
+//     unknown) it holds back a full TTL from when it started watching.
 //
 // # History
 //

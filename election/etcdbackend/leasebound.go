@@ -75,3 +75,72 @@ func (b *Backend) leaseRenewalBound(ctx context.Context, lease int64, readAt tim
 	}
 	return by, true
 }
+
+// beatReads remembers, per lease of another replica and revision, the
+// ModRevision of its heartbeat key as of that revision (see
+// campaign.beatsBefore): when a lease ends, the leader keys of every queue
+// it held go at one revision, and the campaigns waiting on them share one
+// read. A read at a past revision never changes.
+type beatReads struct {
+	mu    sync.Mutex
+	reads map[beatReadKey]beatRead
+}
+
+type beatReadKey struct{ lease, rev int64 }
+
+type beatRead struct {
+	mod int64     // ModRevision of the heartbeat key (0: none)
+	at  time.Time // when it was read
+}
+
+// beatReadKeep is how long a heartbeat read is kept for sharing: the
+// campaigns of one lease's queues all see its keys go at once.
+const beatReadKeep = time.Minute
+
+func (r *beatReads) get(k beatReadKey) (int64, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	br, ok := r.reads[k]
+	return br.mod, ok
+}
+
+func (r *beatReads) put(k beatReadKey, mod int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.reads == nil {
+		r.reads = map[beatReadKey]beatRead{}
+	}
+	for k, br := range r.reads {
+		if time.Since(br.at) > beatReadKeep {
+			delete(r.reads, k)
+		}
+	}
+	r.reads[k] = beatRead{mod: mod, at: time.Now()}
+}
+
+// heartbeatAt returns the ModRevision of lease's heartbeat key as of rev
+// (0 if it did not exist then), read once for all the campaigns that ask.
+func (b *Backend) heartbeatAt(ctx context.Context, lease, rev int64) (int64, error) {
+	k := beatReadKey{lease: lease, rev: rev}
+	if mod, ok := b.beatReads.get(k); ok {
+		return mod, nil
+	}
+	rctx, end, err := b.campaignRequest(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer end()
+	if mod, ok := b.beatReads.get(k); ok { // read while this one waited for a slot
+		return mod, nil
+	}
+	resp, err := b.cli.Get(rctx, b.keys.heartbeat(lease), clientv3.WithRev(rev), clientv3.WithKeysOnly())
+	if err != nil {
+		return 0, b.translate(rctx, "read heartbeat", err)
+	}
+	var mod int64
+	if len(resp.Kvs) > 0 {
+		mod = resp.Kvs[0].ModRevision
+	}
+	b.beatReads.put(k, mod)
+	return mod, nil
+}
