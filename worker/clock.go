@@ -4,7 +4,7 @@ import "time"
 
 // Clock is the time source of a Pool's restart logic (backoff waits, run
 // lengths, kill and restart windows), injectable for tests. Deadlines are
-// always real: the guards enforce them on CLOCK_MONOTONIC.
+// always real: the guards enforce them on CLOCK_BOOTTIME.
 type Clock interface {
 	// Now returns the current time.
 	Now() time.Time

@@ -6,18 +6,33 @@
 //
 // # The guard
 //
-// Every worker runs under a guard: the regent binary re-executed as
-// `regent guard [flags] -- command args...` (GuardMain is the whole
-// subcommand). The supervisor (Start) gives the guard two pipes: fd 3, the
-// read end of a control pipe, and fd 4, the write end of a report pipe.
-// Both carry text lines (see protocol.go):
+// Every worker runs under a guard: the regent binary re-executed (from
+// /proc/self/exe, the binary the supervisor runs even after an upgrade
+// replaced the file) as `regent guard [flags] -- command args...`
+// (GuardMain is the whole subcommand). The supervisor (Start) gives the
+// guard two pipes: fd 3, the read end of a control pipe, and fd 4, the
+// write end of a report pipe, and, with a group lock, fd 5: the pool's
+// lock file, already locked shared. Pipes carry text lines (see
+// protocol.go):
 //
-//	supervisor → guard: deadline <CLOCK_MONOTONIC ns> | term | kill
-//	guard → supervisor: pid <n> | fired <cause> | error <text> | note <text> | exit <code> <signal> <cause>
+//	supervisor → guard: deadline <CLOCK_BOOTTIME ns> | term | kill
+//	guard → supervisor: hello <version> | pid <n> | fired <cause> | error <text> | note <text> | exit <code> <signal> <cause>
 //
-// Deadlines are absolute CLOCK_MONOTONIC instants: both processes share
-// that clock, and it does not jump with the wall clock. The guard:
+// The guard refuses flags of another protocol version (-protocol), and
+// the supervisor a guard whose hello names another. Deadlines are
+// absolute CLOCK_BOOTTIME instants: both processes share that clock, it
+// does not jump with the wall clock, and it counts time the host spent
+// suspended (the guard waits on a CLOCK_BOOTTIME timerfd, so a deadline
+// that passed during a suspend fires at resume). The guard:
 //
+//   - with a containment (Spec.Containment, DetectContainment), is the
+//     init (PID 1) of a new PID namespace (inside a new user namespace
+//     when regent is unprivileged) that holds its worker and everything
+//     the worker starts: when the guard dies, however it dies, the kernel
+//     SIGKILLs the whole namespace. It kills its tree with kill(-1), and
+//     reports the worker's pid as the supervisor numbers it (NSpid);
+//   - counts as a member of its pool from its fork: the supervisor takes
+//     the pool's group lock shared for it before the fork (fd 5);
 //   - makes itself a child subreaper, so every descendant of the worker,
 //     orphaned or not, stays below it;
 //   - runs in its own process group (a terminal's SIGINT to the
@@ -28,7 +43,9 @@
 //     (without waiting): the supervisor may have renewed while the guard
 //     was being started, and the newest deadline is the one that counts;
 //     it refuses to start the worker if that deadline has already passed,
-//     or if a term or kill line was queued;
+//     if a term or kill line was queued, or if the pipe is already at EOF
+//     (the supervisor died: its term may already be released; the guard
+//     then runs the orphan hook if it is the last of its pool);
 //   - starts the worker in a process group of its own, with the guard's
 //     environment, directory and stdio, and PR_SET_PDEATHSIG=SIGKILL, so
 //     that a guard killed outright takes the worker with it;
@@ -57,7 +74,11 @@
 //
 // If the guard dies without its exit report (it was SIGKILLed), the
 // supervisor side SIGKILLs the worker's process group as a fallback and
-// reports CauseGuardLost.
+// reports CauseGuardLost. And the supervisor never waits without end on a
+// guard that does not act (frozen, stuck in uninterruptible I/O): at the
+// deadline plus Spec.BackstopGrace (or a second after a Kill), a guard
+// still running is SIGKILLed through its pidfd (CauseBackstop); the
+// containment takes everything below it.
 //
 // # Process
 //

@@ -13,6 +13,8 @@ import (
 	"github.com/regentd/regent/election"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/regentd/regent/internal/boottime"
 )
 
 var _ election.Backend = (*Backend)(nil)
@@ -158,7 +160,7 @@ func (b *Backend) start(ctx context.Context) error {
 		b.log.Debug("connected to etcd", "endpoints", b.endpoints, "read_only", true)
 		return nil
 	}
-	sent := time.Now()
+	sent := boottime.Now() // validUntil counts host suspend (internal/boottime)
 	resp, err := b.cli.Grant(ctx, int64(b.opts.LeaseTTL/time.Second))
 	if err != nil {
 		return b.translate(ctx, "grant lease", err)

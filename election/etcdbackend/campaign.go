@@ -11,6 +11,8 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/regentd/regent/internal/boottime"
 )
 
 // errWatchGap means a follower's watch broke off: events may be missing.
@@ -536,7 +538,7 @@ func (c *campaign) create(ctx context.Context, st snapshot) (*leadership, error)
 			return nil, election.ErrSessionLost
 		}
 		return nil, election.ErrClosed
-	case !time.Now().Before(b.validUntil):
+	case !boottime.Now().Before(b.validUntil):
 		// The session is not trusted right now: give the key back and
 		// wait for a renewal.
 		b.mu.Unlock()

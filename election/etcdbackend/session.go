@@ -8,6 +8,8 @@ import (
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/regentd/regent/internal/boottime"
 )
 
 // renewal is the outcome of one renewal attempt.
@@ -26,7 +28,7 @@ func (b *Backend) runSession() {
 	inflight := false
 	next := time.NewTimer(b.opts.RenewInterval)
 	defer next.Stop()
-	expiry := time.NewTimer(time.Until(b.currentValidUntil()))
+	expiry := time.NewTimer(boottime.Until(b.currentValidUntil()))
 	defer expiry.Stop()
 	failing := false
 	for {
@@ -51,8 +53,8 @@ func (b *Backend) runSession() {
 					b.log.Info("etcd lease renewed again")
 					failing = false
 				}
-				expiry.Reset(time.Until(b.currentValidUntil()))
-				next.Reset(time.Until(r.sent.Add(b.opts.RenewInterval)))
+				expiry.Reset(boottime.Until(b.currentValidUntil()))
+				next.Reset(boottime.Until(r.sent.Add(b.opts.RenewInterval)))
 			case errors.Is(r.err, rpctypes.ErrLeaseNotFound):
 				b.loseSession("etcd no longer knows the lease")
 				return
@@ -62,7 +64,7 @@ func (b *Backend) runSession() {
 				}
 				if !failing {
 					b.log.Warn("etcd lease renewal failed", "error", b.translate(b.live, "renew lease", r.err),
-						"valid_for", time.Until(b.currentValidUntil()).Round(time.Millisecond))
+						"valid_for", boottime.Until(b.currentValidUntil()).Round(time.Millisecond))
 				}
 				failing = true
 				next.Reset(b.retryDelay())
@@ -90,7 +92,7 @@ func (b *Backend) renewTimeout() time.Duration {
 func (b *Backend) renew() renewal {
 	ctx, cancel := context.WithTimeout(b.live, b.renewTimeout())
 	defer cancel()
-	sent := time.Now()
+	sent := boottime.Now()
 	if _, err := b.cli.KeepAliveOnce(ctx, b.lease); err != nil {
 		return renewal{sent: sent, err: err}
 	}
@@ -146,7 +148,7 @@ func (b *Backend) currentValidUntil() time.Time {
 // returns how long until validUntil.
 func (b *Backend) expire() time.Duration {
 	b.mu.Lock()
-	if d := time.Until(b.validUntil); d > 0 {
+	if d := boottime.Until(b.validUntil); d > 0 {
 		b.mu.Unlock()
 		return d
 	}
@@ -174,7 +176,7 @@ func (b *Backend) expire() time.Duration {
 func (b *Backend) waitValid(ctx context.Context) error {
 	for {
 		b.mu.Lock()
-		ok := time.Now().Before(b.validUntil)
+		ok := boottime.Now().Before(b.validUntil)
 		ch := b.renewedCh
 		b.mu.Unlock()
 		if ok {
