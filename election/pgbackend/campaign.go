@@ -3,6 +3,7 @@ package pgbackend
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -42,7 +43,20 @@ func (q *queueState) candidate() bool {
 
 type waiter struct {
 	payload []byte
-	result  chan campaignResult // buffered: one result
+	// done is the Campaign's ctx.Done(): once it is closed the campaign
+	// is withdrawn, and the actor never lets it win (dropWithdrawn).
+	done   <-chan struct{}
+	result chan campaignResult // buffered: one result
+}
+
+// withdrawn reports whether the campaign's context has ended.
+func (w *waiter) withdrawn() bool {
+	select {
+	case <-w.done:
+		return true
+	default:
+		return false
+	}
 }
 
 type campaignResult struct {
@@ -95,6 +109,54 @@ func (a *actor) removeWaiter(queue string, w *waiter) {
 		}
 	}
 	a.forget(q)
+}
+
+// withdraw ends the candidacy w of a Campaign whose context ended: w is
+// removed, and a leadership already handed to it, which Campaign did not
+// take, is resigned. It runs even when Campaign stopped waiting for it
+// (callAlways), so a withdrawn campaign never keeps a queue.
+func (a *actor) withdraw(queue string, w *waiter) {
+	a.removeWaiter(queue, w)
+	select {
+	case r := <-w.result:
+		if r.lead != nil {
+			a.resignWithdrawn(r.lead)
+		}
+	default:
+	}
+}
+
+// dropWithdrawn removes the waiters whose campaign was withdrawn (their
+// context ended) without waiting for Campaign's withdraw command, which
+// may be queued behind the actor's work (a long statement, a large
+// batch): the actor must not try a lock, or take over, for a campaign
+// nobody waits for. A lock taken for a queue left without a waiter is
+// freed (removeWaiter).
+func (a *actor) dropWithdrawn() {
+	for _, q := range a.queues {
+		if !slices.ContainsFunc(q.waiters, (*waiter).withdrawn) {
+			continue
+		}
+		for _, w := range slices.Clone(q.waiters) {
+			if w.withdrawn() {
+				a.removeWaiter(q.name, w)
+				if a.lost != nil {
+					return
+				}
+			}
+		}
+	}
+}
+
+// resignWithdrawn resigns a leadership won for a campaign withdrawn
+// meanwhile: the record is released and the lock freed in one statement,
+// so followers take over at once.
+func (a *actor) resignWithdrawn(l *leadership) {
+	a.b.log.Info("campaign withdrawn after it won: resigning", "queue", l.queue, "term", l.term)
+	if err := a.resign(l); err != nil {
+		a.b.log.Warn("resign of a withdrawn campaign failed", "queue", l.queue, "term", l.term,
+			"error", scrub(err.Error(), a.b.pgcfg.Password))
+	}
 }
 
 // hasCandidates reports whether some queue waits for its lock.
@@ -383,6 +445,7 @@ func (a *actor) takeover(qs []*queueState) {
 		return
 	}
 	answered := make(map[string]bool, len(results))
+	var withdrawn []*leadership
 	for _, r := range results {
 		q := a.queues[r.queue]
 		if q == nil || answered[r.queue] {
@@ -402,13 +465,24 @@ func (a *actor) takeover(qs []*queueState) {
 		lead := newLeadership(a.b, q.name, q.key, *r.term, sent.Add(s.LeaseTTL))
 		q.lead = lead
 		q.waiters = q.waiters[1:]
-		w.result <- campaignResult{lead: lead}
 		a.b.log.Info("elected", "queue", q.name, "term", *r.term)
+		if w.withdrawn() {
+			// Withdrawn during the statement: nobody would act on it.
+			withdrawn = append(withdrawn, lead)
+			continue
+		}
+		w.result <- campaignResult{lead: lead}
 	}
 	for _, q := range qs {
 		if !answered[q.name] {
 			// Not possible while the record exists or was inserted; retry.
 			q.waitUntil = time.Now().Add(s.RetryInterval)
+		}
+	}
+	for _, l := range withdrawn {
+		a.resignWithdrawn(l)
+		if a.lost != nil {
+			return
 		}
 	}
 }

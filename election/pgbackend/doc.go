@@ -45,10 +45,11 @@
 // # State machine of a queue, per replica
 //
 //	idle ──Campaign──▶ waiting ──try-lock ok──▶ locked ──lease free──▶ leading
-//	                      ▲  │                   │ (wait out the old    │
-//	                      │  └─stale lease: end  │  lease, holding      │
-//	                      │    the holder, retry │  the lock)           │
-//	                      └──────────────────────┴───── Resign / lost ◀─┘
+//	  ▲                   ▲  │                   │ (wait out the old    │
+//	  │                   │  └─stale lease: end  │  lease, holding      │
+//	  │                   │    the holder, retry │  the lock)           │
+//	  │                   └──────────────────────┴───── Resign / lost ◀─┘
+//	  └──── withdrawn (Campaign's ctx ended), from waiting or locked
 //
 // In detail:
 //
@@ -72,6 +73,18 @@
 //     term is incremented (term = old term + 1) in the same statement,
 //     hence the same transaction, that records the new leader, so it
 //     strictly increases for the queue.
+//   - withdrawn: a Campaign whose ctx ended asks the actor to remove it,
+//     and the actor does so even when Campaign stopped waiting for it
+//     (the actor busy in a long statement or a large batch). The actor
+//     also checks every campaign's ctx itself, before it tries locks and
+//     again before it takes over: a withdrawn campaign is dropped and a
+//     lock taken for it freed. One withdrawn while its takeover statement
+//     ran is not handed the leadership: the actor resigns it at once
+//     (record released, lock freed, followers notified), as it does a
+//     leadership handed over that Campaign did not take. So a withdrawn
+//     campaign never leads later, which would leave the queue recorded
+//     for a replica that runs no worker for it, renewed by its session,
+//     out of every other replica's reach.
 //   - leading: one statement per RenewInterval renews the session's
 //     lease row, which every record it holds follows, and the member
 //     record: at most two row writes whatever the number of queues. It
