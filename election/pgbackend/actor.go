@@ -88,6 +88,16 @@ func (a *actor) submit(c *command) error {
 // call runs fn on the actor and returns its error. Cancelling ctx stops
 // the wait; fn is skipped if it has not started, else it runs to its end.
 func (a *actor) call(ctx context.Context, fn func(a *actor) error) error {
+	return a.await(ctx, fn, true)
+}
+
+// callAlways is call for a command that must run even when ctx ends
+// first, however long the actor is busy: ctx bounds only the wait.
+func (a *actor) callAlways(ctx context.Context, fn func(a *actor) error) error {
+	return a.await(ctx, fn, false)
+}
+
+func (a *actor) await(ctx context.Context, fn func(a *actor) error, abandon bool) error {
 	c := &command{fn: fn, done: make(chan error, 1)}
 	if err := a.submit(c); err != nil {
 		return err
@@ -96,7 +106,9 @@ func (a *actor) call(ctx context.Context, fn func(a *actor) error) error {
 	case err := <-c.done:
 		return err
 	case <-ctx.Done():
-		c.abandoned.Store(true)
+		if abandon {
+			c.abandoned.Store(true)
+		}
 		return ctx.Err()
 	}
 }
@@ -182,9 +194,10 @@ func (a *actor) unusable() error {
 	return nil
 }
 
-// tick does the timed work: release lost leaderships, renew, retry
-// waiting campaigns (on the retry tick, or when a lease holding one back
-// becomes stale), finish takeovers whose wait is over.
+// tick does the timed work: release lost leaderships, renew, drop
+// withdrawn campaigns, retry waiting campaigns (on the retry tick, or when
+// a lease holding one back becomes stale), finish takeovers whose wait is
+// over.
 func (a *actor) tick() {
 	if a.sess == nil {
 		if !time.Now().Before(a.reconnectAt) {
@@ -203,12 +216,21 @@ func (a *actor) tick() {
 			return
 		}
 	}
+	// Campaigns withdrawn while the actor was busy are dropped before it
+	// tries their locks, and again before it takes over: a lock taken
+	// meanwhile is freed (dropWithdrawn).
+	if a.dropWithdrawn(); a.lost != nil {
+		return
+	}
 	if a.tryNow || a.staleDue() || (a.hasCandidates() && !time.Now().Before(a.retryAt)) {
 		a.tryNow = false
 		a.retryAt = time.Now().Add(a.b.s.RetryInterval)
 		a.tryLocks()
 	}
 	if a.lost != nil {
+		return
+	}
+	if a.dropWithdrawn(); a.lost != nil {
 		return
 	}
 	if due := a.takeoverDue(); len(due) > 0 {

@@ -135,8 +135,10 @@ func (b *Backend) LockPID() int { return int(b.lockPID.Load()) }
 
 // Campaign blocks until this replica leads queue, records payload in the
 // leader record and returns the leadership. Cancelling ctx withdraws the
-// candidacy (a leadership won meanwhile is resigned). It returns
-// ErrSessionLost when the session ends and ErrClosed after Close.
+// candidacy (a leadership won meanwhile is resigned): Campaign waits up
+// to a statement timeout for the withdrawal, which the actor does even if
+// it is busy for longer, and the withdrawn candidacy never wins later. It
+// returns ErrSessionLost when the session ends and ErrClosed after Close.
 func (b *Backend) Campaign(ctx context.Context, queue string, payload []byte) (election.Leadership, error) {
 	if b.s.ReadOnly {
 		return nil, errReadOnly
@@ -147,7 +149,7 @@ func (b *Backend) Campaign(ctx context.Context, queue string, payload []byte) (e
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	w := &waiter{payload: clone(payload), result: make(chan campaignResult, 1)}
+	w := &waiter{payload: clone(payload), done: ctx.Done(), result: make(chan campaignResult, 1)}
 	if err := b.act.call(ctx, func(a *actor) error { a.addWaiter(queue, w); return nil }); err != nil {
 		if ctx.Err() == nil {
 			return nil, err
@@ -165,14 +167,7 @@ func (b *Backend) Campaign(ctx context.Context, queue string, payload []byte) (e
 	}
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.s.clientStatementTimeout)
 	defer cancel()
-	_ = b.act.call(cctx, func(a *actor) error { a.removeWaiter(queue, w); return nil })
-	select {
-	case r := <-w.result:
-		if r.lead != nil {
-			_ = r.lead.Resign(cctx)
-		}
-	default:
-	}
+	_ = b.act.callAlways(cctx, func(a *actor) error { a.withdraw(queue, w); return nil })
 	return nil, ctx.Err()
 }
 

@@ -3,6 +3,7 @@ package pgbackend
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -42,7 +43,20 @@ func (q *queueState) candidate() bool {
 
 type waiter struct {
 	payload []byte
-	result  chan campaignResult // buffered: one result
+	// done is the Campaign's ctx.Done(): once it is closed the campaign
+	// is withdrawn, and the actor never lets it win (dropWithdrawn).
+	done   <-chan struct{}
+	result chan campaignResult // buffered: one result
+}
+
+// withdrawn reports whether the campaign's context has ended.
+func (w *waiter) withdrawn() bool {
+	select {
+	case <-w.done:
+		return true
+	default:
+		return false
+	}
 }
 
 type campaignResult struct {
@@ -97,6 +111,54 @@ func (a *actor) removeWaiter(queue string, w *waiter) {
 	a.forget(q)
 }
 
+// withdraw ends the candidacy w of a Campaign whose context ended: w is
+// removed, and a leadership already handed to it, which Campaign did not
+// take, is resigned. It runs even when Campaign stopped waiting for it
+// (callAlways), so a withdrawn campaign never keeps a queue.
+func (a *actor) withdraw(queue string, w *waiter) {
+	a.removeWaiter(queue, w)
+	select {
+	case r := <-w.result:
+		if r.lead != nil {
+			a.resignWithdrawn(r.lead)
+		}
+	default:
+	}
+}
+
+// dropWithdrawn removes the waiters whose campaign was withdrawn (their
+// context ended) without waiting for Campaign's withdraw command, which
+// may be queued behind the actor's work (a long statement, a large
+// batch): the actor must not try a lock, or take over, for a campaign
+// nobody waits for. A lock taken for a queue left without a waiter is
+// freed (removeWaiter).
+func (a *actor) dropWithdrawn() {
+	for _, q := range a.queues {
+		if !slices.ContainsFunc(q.waiters, (*waiter).withdrawn) {
+			continue
+		}
+		for _, w := range slices.Clone(q.waiters) {
+			if w.withdrawn() {
+				a.removeWaiter(q.name, w)
+				if a.lost != nil {
+					return
+				}
+			}
+		}
+	}
+}
+
+// resignWithdrawn resigns a leadership won for a campaign withdrawn
+// meanwhile: the record is released and the lock freed in one statement,
+// so followers take over at once.
+func (a *actor) resignWithdrawn(l *leadership) {
+	a.b.log.Info("campaign withdrawn after it won: resigning", "queue", l.queue, "term", l.term)
+	if err := a.resign(l); err != nil {
+		a.b.log.Warn("resign of a withdrawn campaign failed", "queue", l.queue, "term", l.term,
+			"error", scrub(err.Error(), a.b.pgcfg.Password))
+	}
+}
+
 // hasCandidates reports whether some queue waits for its lock.
 func (a *actor) hasCandidates() bool {
 	for _, q := range a.queues {
@@ -121,17 +183,19 @@ func (a *actor) nextStale() time.Time {
 
 // sqlTryLocks tries the lock of every waiting queue in one round trip. A
 // queue held back by a step-down request naming another node is not tried.
-// For each it reports whether the lock was taken, and the pid recorded by
-// the leader's lease and whether that lease is stale (expired beyond the
-// grace), for ending a stale session; for a lease that is neither released
-// nor stale yet, how long until it becomes stale, in microseconds on the
-// server's clock (NULL otherwise), so the follower can try again then. The
-// lease's expiry is read once per queue (LATERAL x), whatever uses it.
+// For each it reports whether the lock was taken; whether no leadership is
+// in force (no record, a released one, or a lease stale: expired beyond
+// the grace), so that a lock held all the same is held by a session that
+// does not lead (see sqlLockHolders); and, for a lease that is neither
+// released nor stale yet, how long until it becomes stale, in
+// microseconds on the server's clock (NULL otherwise), so the follower can
+// try again then. The lease's expiry is read once per queue (LATERAL x),
+// whatever uses it.
 const sqlTryLocks = `
 SELECT q.queue,
        CASE WHEN sd.hold IS TRUE THEN false ELSE pg_try_advisory_lock(q.key) END,
-       l.lock_pid,
-       COALESCE(l.released IS NOT TRUE AND x.expires_at < now() - $4 * interval '1 microsecond', false),
+       sd.hold IS NOT TRUE AND (l.released IS TRUE
+           OR COALESCE(x.expires_at < now() - $4 * interval '1 microsecond', true)),
        CASE WHEN l.released IS NOT TRUE AND x.expires_at >= now() - $4 * interval '1 microsecond'
             THEN GREATEST(CEIL(EXTRACT(EPOCH FROM (x.expires_at + $4 * interval '1 microsecond' - now())) * 1e6)::bigint, 0)
        END
@@ -160,10 +224,10 @@ func (a *actor) tryLocks() {
 		return
 	}
 	type tried struct {
-		queue   string
-		got     bool
-		lockPID *int32
-		stale   bool
+		queue string
+		got   bool
+		// noLeader: no leadership is in force.
+		noLeader bool
 		// staleIn: microseconds until the lease becomes stale, if it
 		// runs.
 		staleIn *int64
@@ -176,7 +240,7 @@ func (a *actor) tryLocks() {
 	if err == nil {
 		for rows.Next() {
 			var t tried
-			if err = rows.Scan(&t.queue, &t.got, &t.lockPID, &t.stale, &t.staleIn); err != nil {
+			if err = rows.Scan(&t.queue, &t.got, &t.noLeader, &t.staleIn); err != nil {
 				break
 			}
 			results = append(results, t)
@@ -195,11 +259,7 @@ func (a *actor) tryLocks() {
 		a.unlockAttempted(keys)
 		return
 	}
-	// Queues whose stale lease names another session, by that session: one
-	// statement per session, not per queue (a dead replica's pid stands in
-	// thousands of rows, and each statement reads pg_locks).
-	stale := map[int32][]*queueState{}
-	var pids []int32
+	var held []*queueState
 	for _, t := range results {
 		q := a.queue(t.queue)
 		switch {
@@ -209,17 +269,112 @@ func (a *actor) tryLocks() {
 			q.locked = true
 			q.staleWarned = 0
 			q.waitUntil = time.Time{}
-		case t.stale && t.lockPID != nil && *t.lockPID != a.sess.pid:
-			if stale[*t.lockPID] == nil {
-				pids = append(pids, *t.lockPID)
-			}
-			stale[*t.lockPID] = append(stale[*t.lockPID], q)
+		case t.noLeader:
+			// Held by a session that does not lead: a stale leader, or
+			// a follower that took the lock and has not recorded itself
+			// (waiting out the previous lease, or frozen).
+			held = append(held, q)
 		case t.staleIn != nil:
 			// The server computed the wait from its now(), which came
 			// after sent: at sent + wait the lease may be a little short
 			// of stale (then the next round reports the rest), never past
 			// it by more than the millisecond added.
 			q.staleAt = sent.Add(time.Duration(*t.staleIn)*time.Microsecond + time.Millisecond)
+		}
+	}
+	if len(held) > 0 {
+		a.endStaleHolders(held)
+	}
+}
+
+// sqlLockHolders finds, for each queue in $2 (its lock as pg_locks shows
+// it in $3, $4), the session other than this one that holds the lock,
+// whether that session is stale, and otherwise how long until it is, in
+// microseconds on the server's clock (NULL: never, it has no lease of its
+// own). A holder is stale when its own session lease (its regent_sessions
+// row, which every live replica renews, leader or not: see sqlRenew)
+// expired more than the grace ago, or when it is the session the queue's
+// record names (lock_pid) and the record's lease did. pg_locks is read
+// once, whatever the number of queues.
+const sqlLockHolders = `
+SELECT q.queue, lk.pid,
+       COALESCE(s.expires_at < now() - $5 * interval '1 microsecond', false)
+       OR COALESCE(l.lock_pid = lk.pid AND l.released IS NOT TRUE
+                   AND x.expires_at < now() - $5 * interval '1 microsecond', false),
+       CASE WHEN s.expires_at >= now() - $5 * interval '1 microsecond'
+            THEN GREATEST(CEIL(EXTRACT(EPOCH FROM (s.expires_at + $5 * interval '1 microsecond' - now())) * 1e6)::bigint, 0)
+       END
+FROM unnest($2::text[], $3::bigint[], $4::bigint[]) AS q(queue, classid, objid)
+JOIN pg_locks lk ON lk.locktype = 'advisory' AND lk.granted AND lk.objsubid = 1
+	AND lk.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+	AND (lk.classid::bigint, lk.objid::bigint) = (q.classid, q.objid)
+	AND lk.pid <> pg_backend_pid()
+LEFT JOIN regent_leaders l ON l.cluster = $1 AND l.queue = q.queue
+LEFT JOIN LATERAL (SELECT ` + leaseExpiryL + ` AS expires_at) x ON true
+LEFT JOIN regent_sessions s ON s.cluster = $1 AND s.pid = lk.pid`
+
+// endStaleHolders ends the stale sessions (sqlLockHolders) that hold the
+// locks of qs, which no leadership holds in force; for a holder not stale
+// yet it schedules the next attempt for the moment it will be. So a
+// session that holds a queue's lock without leading it (a leader whose
+// lease expired, a follower frozen or cut off while it waits out the
+// previous lease or before it records itself) keeps the queue at most
+// until its own lease, renewed with its every renewal, is stale.
+func (a *actor) endStaleHolders(qs []*queueState) {
+	names := make([]string, len(qs))
+	classids := make([]int64, len(qs))
+	objids := make([]int64, len(qs))
+	for i, q := range qs {
+		names[i] = q.name
+		classids[i], objids[i] = lockIDs(q.key)
+	}
+	type holder struct {
+		queue   string
+		pid     int32
+		stale   bool
+		staleIn *int64
+	}
+	var holders []holder
+	ctx, cancel := a.stmt()
+	sent := time.Now()
+	rows, err := a.conn().Query(ctx, sqlLockHolders, a.b.s.Cluster, names, classids, objids,
+		a.b.s.staleGrace.Microseconds())
+	if err == nil {
+		for rows.Next() {
+			var h holder
+			if err = rows.Scan(&h.queue, &h.pid, &h.stale, &h.staleIn); err != nil {
+				break
+			}
+			holders = append(holders, h)
+		}
+		rows.Close()
+		if err == nil {
+			err = rows.Err()
+		}
+	}
+	cancel()
+	if err != nil {
+		if _ = a.check(err); a.lost == nil {
+			a.b.log.Warn("cannot read lock holders", "queues", len(qs), "error", scrub(err.Error(), a.b.pgcfg.Password))
+		}
+		return
+	}
+	// By session: one statement per stale session, not per queue (a dead
+	// replica's pid holds thousands of locks, and each statement reads
+	// pg_locks).
+	stale := map[int32][]*queueState{}
+	var pids []int32
+	for _, h := range holders {
+		q := a.queues[h.queue]
+		switch {
+		case q == nil:
+		case h.stale:
+			if stale[h.pid] == nil {
+				pids = append(pids, h.pid)
+			}
+			stale[h.pid] = append(stale[h.pid], q)
+		case h.staleIn != nil:
+			q.staleAt = sent.Add(time.Duration(*h.staleIn)*time.Microsecond + time.Millisecond)
 		}
 	}
 	for _, pid := range pids {
@@ -383,6 +538,7 @@ func (a *actor) takeover(qs []*queueState) {
 		return
 	}
 	answered := make(map[string]bool, len(results))
+	var withdrawn []*leadership
 	for _, r := range results {
 		q := a.queues[r.queue]
 		if q == nil || answered[r.queue] {
@@ -402,8 +558,13 @@ func (a *actor) takeover(qs []*queueState) {
 		lead := newLeadership(a.b, q.name, q.key, *r.term, sent.Add(s.LeaseTTL))
 		q.lead = lead
 		q.waiters = q.waiters[1:]
-		w.result <- campaignResult{lead: lead}
 		a.b.log.Info("elected", "queue", q.name, "term", *r.term)
+		if w.withdrawn() {
+			// Withdrawn during the statement: nobody would act on it.
+			withdrawn = append(withdrawn, lead)
+			continue
+		}
+		w.result <- campaignResult{lead: lead}
 	}
 	for _, q := range qs {
 		if !answered[q.name] {
@@ -411,13 +572,20 @@ func (a *actor) takeover(qs []*queueState) {
 			q.waitUntil = time.Now().Add(s.RetryInterval)
 		}
 	}
+	for _, l := range withdrawn {
+		a.resignWithdrawn(l)
+		if a.lost != nil {
+			return
+		}
+	}
 }
 
-// endStale ends session pid if it still holds the lock of one of qs,
-// whose leases (recorded by pid) have expired: a leader cut off behind a
-// pooler or proxy, whose server session lingers. Only that pid, and only
-// if it holds one of those locks, is terminated. This needs superuser,
-// membership in pg_signal_backend, or the same role as the stale session.
+// endStale ends session pid if it still holds the lock of one of qs and
+// is stale (sqlLockHolders): a leader cut off behind a pooler or proxy,
+// whose server session lingers, or a frozen one, or a follower frozen
+// while it holds a lock. Only that pid, and only if it holds one of those
+// locks, is terminated. This needs superuser, membership in
+// pg_signal_backend, or the same role as the stale session.
 func (a *actor) endStale(qs []*queueState, pid int32) {
 	classids := make([]int64, len(qs))
 	objids := make([]int64, len(qs))

@@ -30,7 +30,8 @@
 // while the record follows its session's lease, else a lease of its own
 // (set on release, or when the session stops covering it). The lease of a
 // session is one row of regent_sessions per (cluster, pid): renewed_at
-// and expires_at, on the server's clock; a record's lease is its own
+// and expires_at, on the server's clock, written when the session starts
+// and by every renewal, leader or not; a record's lease is its own
 // expires_at, else its session's (the row of its cluster and lock_pid).
 // Leader rows are written only when leadership changes, never by a
 // renewal (renewed_at of regent_leaders is no longer used). A lock
@@ -45,10 +46,11 @@
 // # State machine of a queue, per replica
 //
 //	idle ──Campaign──▶ waiting ──try-lock ok──▶ locked ──lease free──▶ leading
-//	                      ▲  │                   │ (wait out the old    │
-//	                      │  └─stale lease: end  │  lease, holding      │
-//	                      │    the holder, retry │  the lock)           │
-//	                      └──────────────────────┴───── Resign / lost ◀─┘
+//	  ▲                   ▲  │                   │ (wait out the old    │
+//	  │                   │  └─stale holder: end │  lease, holding      │
+//	  │                   │    it, retry         │  the lock)           │
+//	  │                   └──────────────────────┴───── Resign / lost ◀─┘
+//	  └──── withdrawn (Campaign's ctx ended), from waiting or locked
 //
 // In detail:
 //
@@ -56,22 +58,41 @@
 //     one statement tries the locks of all waiting queues
 //     (pg_try_advisory_lock). A queue held back by a step-down request
 //     naming another node is not tried until the successor won or the hold
-//     (the lease TTL) ended. If the lock is held by a session whose lease
-//     expired more than a small grace ago (a leader frozen, or cut off
-//     behind a pooler or proxy, whose server session lingers), the
-//     follower ends that session with pg_terminate_backend(lock_pid) (only
-//     if that pid is the one holding the lock) and retries at once. The
-//     same statement reports, for each lease that still runs, how long
-//     until it becomes stale (on the server's clock); the follower tries
-//     again at that moment when it comes before the next RetryInterval, so
-//     failover after a frozen or cut-off leader is the lease's expiry plus
-//     the grace (TTL/20, 100ms to 1s), not plus up to a retry interval.
+//     (the lease TTL) ended. A lock held while no leadership is in force
+//     (no record, a released one, or a lease expired more than a small
+//     grace ago) is held by a session that does not lead: a leader frozen,
+//     or cut off behind a pooler or proxy, whose server session lingers;
+//     or a follower frozen or cut off while locked. The follower reads
+//     that session from pg_locks and ends it with pg_terminate_backend
+//     once it is stale: its own session lease expired more than the grace
+//     ago, or it is the session the record names (lock_pid) and the
+//     record's lease did; then it retries at once. The try-lock statement
+//     reports, for each lease that still runs, how long until it becomes
+//     stale, and the holder statement the same for the holder's session
+//     lease (on the server's clock); the follower tries again at that
+//     moment when it comes before the next RetryInterval, so failover
+//     after a frozen or cut-off leader is the lease's expiry plus the
+//     grace (TTL/20, 100ms to 1s), not plus up to a retry interval.
 //   - locked: holding the lock, the replica records itself as leader only
 //     if the previous row is released, or expired on the server's clock;
 //     otherwise it waits until that lease has passed and asks again. The
 //     term is incremented (term = old term + 1) in the same statement,
 //     hence the same transaction, that records the new leader, so it
-//     strictly increases for the queue.
+//     strictly increases for the queue. While it waits, its renewals keep
+//     its session lease running: that is what tells the other replicas
+//     that the holder lives (see Liveness bounds).
+//   - withdrawn: a Campaign whose ctx ended asks the actor to remove it,
+//     and the actor does so even when Campaign stopped waiting for it
+//     (the actor busy in a long statement or a large batch). The actor
+//     also checks every campaign's ctx itself, before it tries locks and
+//     again before it takes over: a withdrawn campaign is dropped and a
+//     lock taken for it freed. One withdrawn while its takeover statement
+//     ran is not handed the leadership: the actor resigns it at once
+//     (record released, lock freed, followers notified), as it does a
+//     leadership handed over that Campaign did not take. So a withdrawn
+//     campaign never leads later, which would leave the queue recorded
+//     for a replica that runs no worker for it, renewed by its session,
+//     out of every other replica's reach.
 //   - leading: one statement per RenewInterval renews the session's
 //     lease row, which every record it holds follows, and the member
 //     record: at most two row writes whatever the number of queues. It
@@ -118,6 +139,25 @@
 // a step of that clock shortens or lengthens the leases in force by as
 // much, which the supervisor's safety margin must cover.
 //
+// # Liveness bounds
+//
+// A session that holds a queue's lock while no leadership is in force
+// keeps the queue until it is stale, no longer. A follower frozen
+// (SIGSTOP, a paused VM) or cut off while it waits out the previous lease
+// with the lock, or between taking the lock and recording itself, blocks
+// the queue until max(its last renewal + TTL, the previous lease's
+// expiry) + the grace, plus a few round trips; its last renewal came at
+// most a RenewInterval before it stopped, so that is at most TTL + grace
+// after the freeze (10.5 s for the default 10 s TTL). The next
+// follower's attempt comes at that moment, not on its retry tick, and
+// ends the session (with the privilege below; the session loses every
+// leadership it held, which had expired with its lease anyway). A leader
+// frozen or cut off is the same case: its records follow its session
+// lease. During a rolling upgrade, a replica older than this rule renews
+// its session lease only while it leads: if it led earlier in its
+// session, its session may be ended while it holds a lock as a follower;
+// if it never did, it has no lease row and is never ended.
+//
 // # Keepalive bound
 //
 // With Linux defaults a vanished client's session, and its locks, would
@@ -143,7 +183,8 @@
 // session, so replicas that all use the same role need nothing more. A
 // refusal is logged ("cannot end stale session: permission denied ...")
 // and the follower then waits for the server to drop the session (the
-// keepalive bound) or for an operator.
+// keepalive bound; never, for a session frozen on a live host) or for an
+// operator.
 //
 // # Poolers, standbys, failures
 //

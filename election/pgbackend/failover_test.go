@@ -384,3 +384,162 @@ func TestNoticeBurstCoalesced(t *testing.T) {
 		t.Errorf("%d renewals in the 2 s after 1,000 notices; want them coalesced (about 7 from the timer)", n)
 	}
 }
+
+// A follower frozen while it holds a queue's lock and waits out the
+// lease of a leader whose session ended uncleanly keeps that lock (its
+// session stays open on the server): a third replica must end the
+// follower's session once the follower's own session lease is stale, and
+// lead. The follower renewed at most a renewal interval before the
+// freeze, so the bound is the TTL plus the grace from the freeze (plus
+// slack for scheduling), and never before the old leader's lease expired.
+func TestFrozenFollowerHoldingLockEnded(t *testing.T) {
+	url := testenv.NewDatabase(t)
+	cluster := randomName("c")
+	opts := func(node string) election.Options {
+		o := testOpts(cluster, node)
+		o.LeaseTTL = 2 * time.Second
+		o.RenewInterval = 400 * time.Millisecond
+		return o
+	}
+	a := openBackend(t, url, opts("a"))
+	b := openBackend(t, url, opts("b"))
+	c := openBackend(t, url, opts("c"))
+	admin := rawConn(t, url)
+	ctx := testCtx(t)
+	grace := c.s.staleGrace
+
+	la := mustCampaign(t, a, "q", nil)
+	chB := campaignAsync(t, ctx, b, "q", nil)
+	// The unclean end: a's session is ended while its lease runs (a
+	// leader SIGKILLed with its guards, as the server sees it).
+	var ok bool
+	if err := admin.QueryRow(ctx, `SELECT pg_terminate_backend($1)`, a.LockPID()).Scan(&ok); err != nil || !ok {
+		t.Fatalf("terminate: %v %v", ok, err)
+	}
+	<-la.Done()
+	eventually(t, 5*time.Second, "b holding the lock", func() bool {
+		return lockHolder(t, admin, cluster, "q") == int32(b.LockPID())
+	})
+	release, state := holdActor(t, b, func(a *actor) string {
+		q := a.queues["q"]
+		if q == nil || !q.locked || q.lead != nil {
+			return "not waiting with the lock"
+		}
+		return ""
+	})
+	frozen := time.Now()
+	if state != "" {
+		t.Fatalf("b when frozen: %s", state)
+	}
+	var expires time.Time
+	if err := admin.QueryRow(ctx,
+		`SELECT `+leaseExpiryL+` FROM regent_leaders l WHERE cluster = $1 AND queue = 'q'`, cluster).Scan(&expires); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("b (session %d) frozen holding the lock; a's lease expires at %s", b.LockPID(), expires.Format("15:04:05.000"))
+
+	chC := campaignAsync(t, ctx, c, "q", nil)
+	const slack = time.Second
+	bound := opts("c").LeaseTTL + grace + slack
+	var r campaignResultT
+	select {
+	case r = <-chC:
+	case <-time.After(bound):
+		t.Fatalf("c did not lead within %s of b's freeze (TTL %s, grace %s, slack %s); lock held by %d",
+			time.Since(frozen), opts("c").LeaseTTL, grace, slack, lockHolder(t, admin, cluster, "q"))
+	}
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	t.Logf("c led %s after b's freeze, term %d", r.at.Sub(frozen), r.lead.Term())
+	if r.lead.Term() != la.Term()+1 {
+		t.Errorf("term %d after %d", r.lead.Term(), la.Term())
+	}
+	rec, err := c.Leader(ctx, "q")
+	if err != nil || rec.Node != "c" {
+		t.Fatalf("record %+v, %v", rec, err)
+	}
+	if rec.ElectedAt.Before(expires) {
+		t.Errorf("c elected at %s, before a's lease expired at %s", rec.ElectedAt, expires)
+	}
+	var n int
+	if err := admin.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE pid = $1`, b.LockPID()).Scan(&n); err != nil || n != 0 {
+		t.Errorf("frozen follower's session still listed: %d %v", n, err)
+	}
+	// Thawed, b finds its session ended.
+	release()
+	if r := waitResult(t, chB, 5*time.Second); !errors.Is(r.err, election.ErrSessionLost) {
+		t.Errorf("b's campaign after the thaw: %v, %v; want the session lost", r.lead, r.err)
+	}
+}
+
+// A session that holds a queue's lock while no leadership is in force (no
+// record, a released one, or a stale lease of another session) is ended
+// once its own session lease is stale, never before: a replica frozen
+// after it took the lock and before it recorded itself keeps the queue
+// no longer than a frozen leader would.
+func TestStaleLockHolderWithoutLeadershipEnded(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		record string // inserts the record of queue 'q' ($1 cluster, $2 a pid not holding the lock), if any
+		term   int64  // the term b gets
+	}{
+		{name: "no record", term: 1},
+		{name: "released record", term: 8, record: `
+INSERT INTO regent_leaders (cluster, queue, node, term, elected_at, expires_at, lock_pid, released)
+VALUES ($1, 'q', 'gone', 7, now() - interval '1 minute', now() - interval '1 s', $2, true)`},
+		{name: "stale record", term: 4, record: `
+INSERT INTO regent_leaders (cluster, queue, node, term, elected_at, expires_at, lock_pid, released)
+VALUES ($1, 'q', 'dead', 3, now() - interval '1 minute', now() - interval '1 minute', $2, false)`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			url := testenv.NewDatabase(t)
+			cluster := randomName("c")
+			b := openBackend(t, url, testOpts(cluster, "b")) // migrates
+			holder := rawConn(t, url)
+			admin := rawConn(t, url)
+			ctx := testCtx(t)
+			const holderLease = time.Second
+			if _, err := holder.Exec(ctx, `SELECT pg_advisory_lock($1)`, LockKey(cluster, "q")); err != nil {
+				t.Fatal(err)
+			}
+			var leaseEnd time.Time
+			if err := admin.QueryRow(ctx, `
+INSERT INTO regent_sessions (cluster, pid, node, renewed_at, expires_at)
+VALUES ($1, $2, 'frozen', now(), now() + $3 * interval '1 microsecond') RETURNING expires_at`,
+				cluster, holder.PgConn().PID(), holderLease.Microseconds()).Scan(&leaseEnd); err != nil {
+				t.Fatal(err)
+			}
+			if tc.record != "" {
+				if _, err := admin.Exec(ctx, tc.record, cluster, admin.PgConn().PID()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			const slack = time.Second
+			bound := holderLease + b.s.staleGrace + slack
+			start := time.Now()
+			cctx, cancel := context.WithTimeout(ctx, bound)
+			defer cancel()
+			l, err := b.Campaign(cctx, "q", nil)
+			took := time.Since(start)
+			if err != nil {
+				t.Fatalf("b did not lead within %s (the holder's lease %s + grace %s + slack %s): %v",
+					took, holderLease, b.s.staleGrace, slack, err)
+			}
+			t.Logf("b led after %s (holder's lease %s, grace %s)", took, holderLease, b.s.staleGrace)
+			if l.Term() != tc.term {
+				t.Errorf("term %d, want %d", l.Term(), tc.term)
+			}
+			rec, err := b.Leader(ctx, "q")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rec.ElectedAt.Before(leaseEnd.Add(b.s.staleGrace)) {
+				t.Errorf("b elected at %s, before the holder's lease %s plus the grace %s", rec.ElectedAt, leaseEnd, b.s.staleGrace)
+			}
+			if err := holder.Ping(ctx); err == nil {
+				t.Error("the stale holder's session is still alive")
+			}
+		})
+	}
+}

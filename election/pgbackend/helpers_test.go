@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -138,4 +140,53 @@ func closed(ch <-chan struct{}) bool {
 	default:
 		return false
 	}
+}
+
+// holdActor keeps b's actor busy in a command until the returned function
+// is called or the test ends: like a frozen process, the session stays
+// open on the server but sends nothing (no renewal, no lock attempt, no
+// other command). inspect, if set, runs on the actor first; its result is
+// returned, for the test goroutine to check.
+func holdActor(t testing.TB, b *Backend, inspect func(a *actor) string) (release func(), seen string) {
+	t.Helper()
+	started := make(chan string, 1)
+	unblock := make(chan struct{})
+	var once sync.Once
+	release = func() { once.Do(func() { close(unblock) }) }
+	c := &command{done: make(chan error, 1), fn: func(a *actor) error {
+		s := ""
+		if inspect != nil {
+			s = inspect(a)
+		}
+		started <- s
+		<-unblock
+		return nil
+	}}
+	if err := b.act.submit(c); err != nil {
+		t.Fatalf("hold actor: %v", err)
+	}
+	t.Cleanup(release)
+	select {
+	case seen = <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("actor not held within 10s")
+	}
+	return release, seen
+}
+
+// lockHolder returns the server pid of the session holding the advisory
+// lock of (cluster, queue), 0 if none.
+func lockHolder(t testing.TB, c *pgx.Conn, cluster, queue string) int32 {
+	t.Helper()
+	classid, objid := lockIDs(LockKey(cluster, queue))
+	var pid int32
+	err := c.QueryRow(testCtx(t), `
+SELECT pid FROM pg_locks
+WHERE locktype = 'advisory' AND granted AND objsubid = 1
+  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND classid::bigint = $1 AND objid::bigint = $2`, classid, objid).Scan(&pid)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		t.Fatalf("lock holder: %v", err)
+	}
+	return pid
 }

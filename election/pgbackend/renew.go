@@ -14,7 +14,10 @@ import (
 // its own deadline) gets the session's lease as it was before this
 // renewal as its own, so that the renewal does not extend it. The lock pid
 // checks make sure the statement runs in the session that holds the
-// locks. With no term given, the session row is not written.
+// locks. The session row is written even with no term given: it is also
+// the lease of the session itself, which tells other replicas that a
+// session holding a lock it does not lead with (a follower waiting out
+// the previous lease) is alive (sqlLockHolders).
 const sqlRenew = `
 WITH held AS (
 	SELECT * FROM unnest($4::text[], $5::bigint[]) AS h(queue, term)
@@ -23,7 +26,6 @@ WITH held AS (
 ), s AS (
 	INSERT INTO regent_sessions AS s (cluster, pid, node, renewed_at, expires_at)
 	SELECT $1, pg_backend_pid(), $2, now(), now() + $3 * interval '1 microsecond'
-	WHERE cardinality($4::text[]) > 0
 	ON CONFLICT (cluster, pid) DO UPDATE SET
 		node = excluded.node, renewed_at = excluded.renewed_at, expires_at = excluded.expires_at
 	RETURNING pid

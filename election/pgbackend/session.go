@@ -31,13 +31,15 @@ const (
 const leaseRenewedL = `CASE WHEN l.expires_at IS NULL THEN (SELECT s.renewed_at FROM regent_sessions s
 	WHERE s.cluster = l.cluster AND s.pid = l.lock_pid) END`
 
-// sqlRegisterSession runs once per lock session, before it leads: a
-// session row of this pid, and the records that follow it, belong to an
+// sqlRegisterSession runs once per lock session, before it takes a lock:
+// a session row of this pid, and the records that follow it, belong to an
 // earlier session that had the same pid (a pid is unique among live
 // sessions, not over time or across a failover): those records get the
 // old session's expiry as their own (now if the row is missing) so that
-// this session does not revive them, and the row is removed. Session
-// rows expired for over an hour and followed by no record are removed.
+// this session does not revive them, and the row is replaced by this
+// session's, with a fresh lease ($3: the TTL in microseconds) that every
+// renewal moves, leader or not. Session rows expired for over an hour and
+// followed by no record are removed.
 const sqlRegisterSession = `
 WITH old AS (
 	SELECT expires_at FROM regent_sessions WHERE cluster = $1 AND pid = pg_backend_pid()
@@ -45,11 +47,17 @@ WITH old AS (
 	UPDATE regent_leaders l SET expires_at = COALESCE((SELECT expires_at FROM old), now())
 	WHERE l.cluster = $1 AND l.lock_pid = pg_backend_pid() AND l.expires_at IS NULL
 	RETURNING 1
+), mine AS (
+	INSERT INTO regent_sessions AS s (cluster, pid, node, renewed_at, expires_at)
+	VALUES ($1, pg_backend_pid(), $2, now(), now() + $3 * interval '1 microsecond')
+	ON CONFLICT (cluster, pid) DO UPDATE SET
+		node = excluded.node, renewed_at = excluded.renewed_at, expires_at = excluded.expires_at
+	RETURNING pid
 ), gone AS (
 	DELETE FROM regent_sessions s
-	WHERE s.cluster = $1 AND (s.pid = pg_backend_pid() OR (s.expires_at < now() - interval '1 hour'
+	WHERE s.cluster = $1 AND s.pid <> pg_backend_pid() AND s.expires_at < now() - interval '1 hour'
 	  AND NOT EXISTS (SELECT 1 FROM regent_leaders l
-	                  WHERE l.cluster = s.cluster AND l.lock_pid = s.pid AND l.expires_at IS NULL)))
+	                  WHERE l.cluster = s.cluster AND l.lock_pid = s.pid AND l.expires_at IS NULL)
 	RETURNING 1
 )
 SELECT (SELECT count(*) FROM frozen), (SELECT count(*) FROM gone)`
@@ -59,7 +67,8 @@ func (b *Backend) registerSession(ctx context.Context, sess *session) error {
 	ctx, cancel := context.WithTimeout(ctx, b.s.clientStatementTimeout)
 	defer cancel()
 	var frozen, gone int64
-	if err := sess.conn.QueryRow(ctx, sqlRegisterSession, b.s.Cluster).Scan(&frozen, &gone); err != nil {
+	if err := sess.conn.QueryRow(ctx, sqlRegisterSession, b.s.Cluster, b.s.Node,
+		b.s.LeaseTTL.Microseconds()).Scan(&frozen, &gone); err != nil {
 		if isFatal(sess.conn, err) {
 			return b.unavailable("register session", err)
 		}
