@@ -159,6 +159,16 @@ func TestValidateRun(t *testing.T) {
 		}, "whole seconds"},
 		{"renew too slow", func(c *Config) { c.RenewInterval = 5 * time.Second }, "renew_interval"},
 		{"margin too big", func(c *Config) { c.FenceMargin = 9 * time.Second }, "fence_margin"},
+		// 2 × 500 ppm of a 1000 s lease is 1 s: a 500 ms margin does not
+		// cover the leader's clock running slow and the follower's fast.
+		{"margin below clock drift", func(c *Config) {
+			c.LeaseTTL, c.RenewInterval, c.FenceMargin = 1000*time.Second, 10*time.Second, 500*time.Millisecond
+		}, "clock rate error of 500 ppm"},
+		{"margin covers clock drift", func(c *Config) {
+			c.LeaseTTL, c.RenewInterval, c.FenceMargin = 1000*time.Second, 10*time.Second, time.Second
+		}, ""},
+		{"drift out of range", func(c *Config) { c.ClockDriftPPM = -1 }, "--clock-drift-ppm"},
+		{"containment", func(c *Config) { c.Containment = "chroot" }, "--containment"},
 		{"no command", func(c *Config) { c.Queues[0].Command = nil }, "no worker command"},
 		{"concurrency", func(c *Config) { c.Queues[0].Concurrency = -1 }, "concurrency"},
 		{"leadership only", func(c *Config) { c.Queues[0].Concurrency = 0 }, ""},
