@@ -14,7 +14,8 @@ import (
 // its own deadline) gets the session's lease as it was before this
 // renewal as its own, so that the renewal does not extend it. The lock pid
 // checks make sure the statement runs in the session that holds the
-// locks. With no term given, the session row is not written.
+// locks. With no term given, the session row is not written. A written
+// session row is announced on RenewalChannel.
 const sqlRenew = `
 WITH held AS (
 	SELECT * FROM unnest($4::text[], $5::bigint[]) AS h(queue, term)
@@ -26,7 +27,7 @@ WITH held AS (
 	WHERE cardinality($4::text[]) > 0
 	ON CONFLICT (cluster, pid) DO UPDATE SET
 		node = excluded.node, renewed_at = excluded.renewed_at, expires_at = excluded.expires_at
-	RETURNING pid
+	RETURNING pid, ` + sqlNotifyRenewal + `
 ), dropped AS (
 	UPDATE regent_leaders l SET expires_at = COALESCE((SELECT expires_at FROM old), now())
 	WHERE l.cluster = $1 AND l.lock_pid = pg_backend_pid() AND l.expires_at IS NULL
@@ -41,6 +42,12 @@ SELECT l.queue, l.term FROM regent_leaders l
 WHERE l.cluster = $1 AND l.node = $2 AND l.lock_pid = pg_backend_pid() AND l.released IS NOT TRUE
   AND l.expires_at IS NULL AND (l.queue, l.term) IN (SELECT * FROM held)
   AND EXISTS (SELECT 1 FROM s)`
+
+// sqlNotifyRenewal, in the RETURNING list of a write of the session row
+// aliased s (every returned row is computed, even when the statement
+// reads none), announces the row's new version on RenewalChannel.
+const sqlNotifyRenewal = `pg_notify('` + RenewalChannel + `',
+		json_build_object('cluster', s.cluster, 'pid', s.pid, 'row', s.xmin::text)::text) IS NOT NULL AS notified`
 
 // renew runs sqlRenew. ValidUntil of each renewed leadership becomes the
 // send time plus the TTL: the server set the session's expires_at to its
