@@ -46,6 +46,10 @@ type actor struct {
 	// lostLeads are the leaderships still trusted when the session ended,
 	// for their history (see noteLost).
 	lostLeads []lostLead
+	// renewals holds the latest renewal notice heard of each lock session
+	// (see heardRenewal), pruned at most every renewalKeep.
+	renewals       map[int32]heardRenewal
+	renewalsPruned time.Time
 }
 
 // command is a function run on the actor goroutine.
@@ -300,7 +304,7 @@ func (a *actor) wait() {
 	}
 	n, err := a.sess.conn.WaitForNotification(ctx)
 	if n != nil {
-		a.handleNotice(n.Payload)
+		a.notification(n)
 		a.drainNotices()
 	}
 	if err != nil && (ctx.Err() == nil || a.sess.conn.IsClosed()) {
@@ -322,7 +326,7 @@ func (a *actor) drainNotices() {
 		if n == nil {
 			return
 		}
-		a.handleNotice(n.Payload)
+		a.notification(n)
 	}
 }
 

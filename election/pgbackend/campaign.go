@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/regentd/regent/election"
+	"github.com/regentd/regent/internal/boottime"
 )
 
 // queueState is the actor's view of one queue this replica campaigns for
@@ -34,6 +35,11 @@ type queueState struct {
 	staleAt time.Time
 	// staleWarned is the lock pid last warned about, to log once.
 	staleWarned int32
+	// prev is the lease of the previous leader as last read, and since
+	// when this replica knows it: until its TTL has passed on this
+	// replica's clock, the queue is not taken over, nor its holder's
+	// session ended, whatever the server's clock says (see hold.go).
+	prev leaseSeen
 }
 
 // candidate reports whether q waits for its lock.
@@ -186,10 +192,11 @@ func (a *actor) nextStale() time.Time {
 // For each it reports whether the lock was taken; whether no leadership is
 // in force (no record, a released one, or a lease stale: expired beyond
 // the grace), so that a lock held all the same is held by a session that
-// does not lead (see sqlLockHolders); and, for a lease that is neither
+// does not lead (see sqlLockHolders); for a lease that is neither
 // released nor stale yet, how long until it becomes stale, in
 // microseconds on the server's clock (NULL otherwise), so the follower can
-// try again then. The lease's expiry is read once per queue (LATERAL x),
+// try again then; and the lease as a follower dates it on its own clock
+// (leaseSeenL). The lease's expiry is read once per queue (LATERAL x),
 // whatever uses it.
 const sqlTryLocks = `
 SELECT q.queue,
@@ -198,9 +205,11 @@ SELECT q.queue,
            OR COALESCE(x.expires_at < now() - $4 * interval '1 microsecond', true)),
        CASE WHEN l.released IS NOT TRUE AND x.expires_at >= now() - $4 * interval '1 microsecond'
             THEN GREATEST(CEIL(EXTRACT(EPOCH FROM (x.expires_at + $4 * interval '1 microsecond' - now())) * 1e6)::bigint, 0)
-       END
+       END,
+       ` + leaseSeenL + `
 FROM unnest($2::text[], $3::bigint[]) AS q(queue, key)
 LEFT JOIN regent_leaders l ON l.cluster = $1 AND l.queue = q.queue
+LEFT JOIN regent_sessions ls ON ls.cluster = l.cluster AND ls.pid = l.lock_pid
 LEFT JOIN LATERAL (SELECT ` + leaseExpiryL + ` AS expires_at) x ON true
 LEFT JOIN LATERAL (
 	SELECT true AS hold FROM regent_stepdowns s
@@ -231,6 +240,7 @@ func (a *actor) tryLocks() {
 		// staleIn: microseconds until the lease becomes stale, if it
 		// runs.
 		staleIn *int64
+		obs     leaseObs
 	}
 	var results []tried
 	ctx, cancel := a.stmt()
@@ -240,7 +250,8 @@ func (a *actor) tryLocks() {
 	if err == nil {
 		for rows.Next() {
 			var t tried
-			if err = rows.Scan(&t.queue, &t.got, &t.noLeader, &t.staleIn); err != nil {
+			if err = rows.Scan(&t.queue, &t.got, &t.noLeader, &t.staleIn,
+				&t.obs.ver, &t.obs.pid, &t.obs.row, &t.obs.ttl); err != nil {
 				break
 			}
 			results = append(results, t)
@@ -259,20 +270,31 @@ func (a *actor) tryLocks() {
 		a.unlockAttempted(keys)
 		return
 	}
+	answered := boottime.Now()
+	grace := a.b.s.staleGrace
 	var held []*queueState
 	for _, t := range results {
 		q := a.queue(t.queue)
+		a.observe(q, t.obs, answered)
 		switch {
 		case t.got:
 			// The takeover statement runs in tick, for at most
-			// takeoverBatch queues per tick.
+			// takeoverBatch queues per tick, once the old leader's
+			// trust has surely ended on this replica's clock.
 			q.locked = true
 			q.staleWarned = 0
-			q.waitUntil = time.Time{}
+			_, q.waitUntil = q.prev.holding(0)
 		case t.noLeader:
 			// Held by a session that does not lead: a stale leader, or
 			// a follower that took the lock and has not recorded itself
-			// (waiting out the previous lease, or frozen).
+			// (waiting out the previous lease, or frozen). Nobody's
+			// session is ended before the previous lease has also run
+			// out on this replica's own clock (a step of the server's
+			// clock, or a lease first seen late).
+			if holding, wake := q.prev.holding(grace); holding {
+				q.staleAt = wake
+				break
+			}
 			held = append(held, q)
 		case t.staleIn != nil:
 			// The server computed the wait from its now(), which came
@@ -280,6 +302,9 @@ func (a *actor) tryLocks() {
 			// of stale (then the next round reports the rest), never past
 			// it by more than the millisecond added.
 			q.staleAt = sent.Add(time.Duration(*t.staleIn)*time.Microsecond + time.Millisecond)
+			if held, wake := q.prev.holding(grace); held && wake.After(q.staleAt) {
+				q.staleAt = wake
+			}
 		}
 	}
 	if len(held) > 0 {
@@ -405,10 +430,12 @@ func (a *actor) unlockAttempted(keys []int64) {
 
 // sqlTakeover records this replica as leader of each queue in $2 (one row
 // per queue, with its payload $6/$7 and notice $9) whose previous lease is
-// released or expired on the server's clock, incrementing the term in the
-// same statement (so in the same transaction); for every other queue it
-// returns how long the previous lease still runs. Run only while holding
-// the queues' locks. One statement takes over many queues: a replica that
+// released, or else is the version $10 that this replica has waited out
+// on its own clock (NULL: not yet; see hold.go) and expired on the
+// server's clock, incrementing the term in the same statement (so in the
+// same transaction); for every other queue it returns how long the
+// previous lease still runs on the server's clock, and the lease as read
+// (leaseSeenL). Run only while holding the queues' locks. One statement takes over many queues: a replica that
 // inherits a dead replica's thousands of queues takes them in a few round
 // trips, not thousands.
 const sqlTakeover = `
@@ -417,14 +444,18 @@ WITH ` + sqlTakeoverWant + `, ` + sqlTakeoverUp + sqlTakeoverSelect
 // sqlTakeoverWant is the part of sqlTakeover that lists the queues to take
 // over, as a CTE named want.
 const sqlTakeoverWant = `want AS (
-	SELECT * FROM unnest($2::text[], $6::jsonb[], $7::bytea[], $9::text[])
-		AS w(queue, payload, payload_raw, notice)
+	SELECT * FROM unnest($2::text[], $6::jsonb[], $7::bytea[], $9::text[], $10::text[])
+		AS w(queue, payload, payload_raw, notice, ver)
 )`
 
 // sqlTakeoverUp is the part of sqlTakeover that records the new leaders,
 // as a CTE named up returning each queue taken and its new term, their
 // records following this session's lease (up_sess), which it sets to
-// now + TTL.
+// now + TTL. A queue whose previous record is neither released nor of
+// the version waited out is left alone: the statement's snapshot, taken
+// with the lock held, holds every renewal its leader counted (a session
+// frees its locks only after its last commit, or after giving up the
+// leadership), so no renewal newer than that version counts.
 const sqlTakeoverUp = `up AS (
 	INSERT INTO regent_leaders AS l
 		(cluster, queue, node, host, pid, term, payload, payload_raw,
@@ -432,6 +463,11 @@ const sqlTakeoverUp = `up AS (
 	SELECT $1, w.queue, $3, $4, $5, 1, w.payload, w.payload_raw,
 		now(), NULL, pg_backend_pid(), false
 	FROM want w
+	WHERE NOT EXISTS (
+		SELECT 1 FROM regent_leaders l
+		LEFT JOIN regent_sessions ls ON ls.cluster = l.cluster AND ls.pid = l.lock_pid
+		WHERE l.cluster = $1 AND l.queue = w.queue AND l.released IS NOT TRUE
+		  AND (w.ver IS NULL OR ` + leaseVersionL + ` IS DISTINCT FROM w.ver))
 	ON CONFLICT (cluster, queue) DO UPDATE SET
 		node = excluded.node, host = excluded.host, pid = excluded.pid,
 		term = GREATEST(COALESCE(l.term, 0), 0) + 1,
@@ -446,17 +482,20 @@ const sqlTakeoverUp = `up AS (
 	WHERE EXISTS (SELECT 1 FROM up)
 	ON CONFLICT (cluster, pid) DO UPDATE SET
 		node = excluded.node, renewed_at = excluded.renewed_at, expires_at = excluded.expires_at
-	RETURNING pid
+	RETURNING pid, ` + sqlNotifyRenewal + `
 )`
 
 // sqlTakeoverSelect is the result of sqlTakeover: per queue, the new term,
-// or how long the previous lease still runs.
+// or how long the previous lease still runs and that lease as read.
 const sqlTakeoverSelect = `
-SELECT up.queue, up.term, NULL::bigint FROM up JOIN want w ON w.queue = up.queue
+SELECT up.queue, up.term, NULL::bigint, NULL::text, NULL::integer, NULL::text, NULL::bigint
+FROM up JOIN want w ON w.queue = up.queue
 WHERE pg_notify('` + NotifyChannel + `', w.notice) IS NOT NULL
 UNION ALL
-SELECT l.queue, NULL, GREATEST(CEIL(EXTRACT(EPOCH FROM (` + leaseExpiryL + ` - now())) * 1e6)::bigint, 0)
+SELECT l.queue, NULL, GREATEST(CEIL(EXTRACT(EPOCH FROM (` + leaseExpiryL + ` - now())) * 1e6)::bigint, 0),
+	` + leaseSeenL + `
 FROM regent_leaders l JOIN want w ON w.queue = l.queue
+LEFT JOIN regent_sessions ls ON ls.cluster = l.cluster AND ls.pid = l.lock_pid
 WHERE l.cluster = $1 AND NOT EXISTS (SELECT 1 FROM up WHERE up.queue = l.queue)`
 
 // takeoverBatch bounds the queues of one takeover statement, so that one
@@ -491,22 +530,30 @@ func (a *actor) takeover(qs []*queueState) {
 	jsonTexts := make([]any, len(qs))
 	raws := make([][]byte, len(qs))
 	notices := make([]string, len(qs))
+	// vers: the version of each previous lease waited out on this
+	// replica's clock; nil while it may still be trusted (then only a
+	// released record is taken over).
+	vers := make([]*string, len(qs))
 	for i, q := range qs {
 		names[i] = q.name
 		jsonTexts[i], raws[i] = encodePayload(q.waiters[0].payload)
 		notices[i] = noticePayload(s.Cluster, q.name, kindElected)
+		if held, _ := q.prev.holding(0); !held {
+			vers[i] = &q.prev.ver
+		}
 	}
 	type result struct {
 		queue      string
 		term       *int64
 		waitMicros *int64
+		obs        leaseObs
 	}
 	var results []result
 	var sent time.Time
 	err := a.withHistory("takeover", func(history bool) error {
 		results = results[:0]
 		sql, args := sqlTakeover, []any{s.Cluster, names, s.Node, s.Host, s.PID,
-			jsonTexts, raws, s.LeaseTTL.Microseconds(), notices}
+			jsonTexts, raws, s.LeaseTTL.Microseconds(), notices, vers}
 		if history {
 			sql, args = sqlTakeoverHistory, append(args, election.HistoryKeep)
 		}
@@ -520,7 +567,8 @@ func (a *actor) takeover(qs []*queueState) {
 		defer rows.Close()
 		for rows.Next() {
 			var r result
-			if err := rows.Scan(&r.queue, &r.term, &r.waitMicros); err != nil {
+			if err := rows.Scan(&r.queue, &r.term, &r.waitMicros,
+				&r.obs.ver, &r.obs.pid, &r.obs.row, &r.obs.ttl); err != nil {
 				return err
 			}
 			results = append(results, r)
@@ -537,6 +585,7 @@ func (a *actor) takeover(qs []*queueState) {
 		}
 		return
 	}
+	at := boottime.Now()
 	answered := make(map[string]bool, len(results))
 	var withdrawn []*leadership
 	for _, r := range results {
@@ -551,9 +600,15 @@ func (a *actor) takeover(qs []*queueState) {
 				wait = time.Duration(*r.waitMicros) * time.Microsecond
 			}
 			q.waitUntil = sent.Add(wait + time.Millisecond)
-			a.b.log.Info("lock taken; waiting out the previous leader's lease", "queue", q.name, "wait", wait)
+			a.observe(q, r.obs, at)
+			if held, wake := q.prev.holding(0); held && wake.After(q.waitUntil) {
+				q.waitUntil = wake
+			}
+			a.b.log.Info("lock taken; waiting out the previous leader's lease", "queue", q.name,
+				"wait", time.Until(q.waitUntil).Round(time.Millisecond))
 			continue
 		}
+		q.prev = leaseSeen{}
 		w := q.waiters[0]
 		lead := newLeadership(a.b, q.name, q.key, *r.term, sent.Add(s.LeaseTTL))
 		q.lead = lead

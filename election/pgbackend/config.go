@@ -20,6 +20,12 @@ const (
 	// announced on. Its payload is a small JSON object naming the cluster,
 	// the queue and the kind of change.
 	NotifyChannel = "regent"
+	// RenewalChannel is the LISTEN/NOTIFY channel every write of a lock
+	// session's lease (a renewal, a takeover) is announced on, so that
+	// followers date the renewals they see on their own clock. Its
+	// payload names the cluster, the session's server pid and the new
+	// version of its lease row. Read-only backends do not listen.
+	RenewalChannel = "regent_renewal"
 )
 
 // Config is how to reach Postgres. TLS and authentication settings
@@ -104,7 +110,8 @@ func newSettings(cfg Config, opts election.Options) (settings, error) {
 // The grace is not what makes ending the session safe:
 //
 //   - Ending the session only frees the lock. The takeover statement still
-//     requires the lease to have expired on the server's clock, in the
+//     requires the lease to have expired on the server's clock, and to be
+//     the version the follower waited out on its own clock, in the
 //     transaction that increments the term (sqlTakeover), exactly as when
 //     the server frees a dead leader's lock by itself, where no grace
 //     applies at all.

@@ -106,6 +106,11 @@ func (b *Backend) prepare(ctx context.Context, sess *session) error {
 	if _, err := sess.conn.Exec(sctx, "LISTEN "+NotifyChannel); err != nil {
 		return b.unavailable("listen", err)
 	}
+	if !b.s.ReadOnly {
+		if _, err := sess.conn.Exec(sctx, "LISTEN "+RenewalChannel); err != nil {
+			return b.unavailable("listen", err)
+		}
+	}
 	return nil
 }
 

@@ -13,9 +13,11 @@
 // (WaitForNotification) so that a NOTIFY, or the end of the session
 // (pg_terminate_backend by an administrator, a server restart), is seen
 // within milliseconds: every leadership's Done and the backend's Done
-// close at once, and the backend is finished (make a new one). At start
-// New opens one more, short-lived connection (application_name
-// "regent-probe:<cluster>:<node>") to detect a pooler, and closes it.
+// close at once, and the backend is finished (make a new one). A
+// read-write backend also LISTENs on RenewalChannel (see "Waiting out an
+// unclean end"). At start New opens one more, short-lived connection
+// (application_name "regent-probe:<cluster>:<node>") to detect a pooler,
+// and closes it.
 // A read-only backend has one plain connection, takes no lock, and
 // reconnects by itself when the connection drops.
 //
@@ -62,25 +64,28 @@
 //     (no record, a released one, or a lease expired more than a small
 //     grace ago) is held by a session that does not lead: a leader frozen,
 //     or cut off behind a pooler or proxy, whose server session lingers;
-//     or a follower frozen or cut off while locked. The follower reads
-//     that session from pg_locks and ends it with pg_terminate_backend
-//     once it is stale: its own session lease expired more than the grace
-//     ago, or it is the session the record names (lock_pid) and the
-//     record's lease did; then it retries at once. The try-lock statement
-//     reports, for each lease that still runs, how long until it becomes
-//     stale, and the holder statement the same for the holder's session
-//     lease (on the server's clock); the follower tries again at that
-//     moment when it comes before the next RetryInterval, so failover
-//     after a frozen or cut-off leader is the lease's expiry plus the
-//     grace (TTL/20, 100ms to 1s), not plus up to a retry interval.
+//     or a follower frozen or cut off while locked. Once the previous
+//     lease has also run out on the follower's own clock (see "Waiting out
+//     an unclean end"), the follower reads that session from pg_locks and
+//     ends it with pg_terminate_backend once it is stale: its own session
+//     lease expired more than the grace ago, or it is the session the
+//     record names (lock_pid) and the record's lease did; then it retries
+//     at once. The try-lock statement reports, for each lease that still
+//     runs, how long until it becomes stale, and the holder statement the
+//     same for the holder's session lease (on the server's clock); the
+//     follower tries again at that moment, or when its own clock allows if
+//     that is later, when it comes before the next RetryInterval, so
+//     failover after a frozen or cut-off leader is the lease's expiry plus
+//     the grace (TTL/20, 100ms to 1s), not plus up to a retry interval.
 //   - locked: holding the lock, the replica records itself as leader only
-//     if the previous row is released, or expired on the server's clock;
-//     otherwise it waits until that lease has passed and asks again. The
-//     term is incremented (term = old term + 1) in the same statement,
-//     hence the same transaction, that records the new leader, so it
-//     strictly increases for the queue. While it waits, its renewals keep
-//     its session lease running: that is what tells the other replicas
-//     that the holder lives (see Liveness bounds).
+//     if the previous row is released, or else expired both on the
+//     server's clock and on its own; otherwise it waits until that lease
+//     has passed and asks again. The term is incremented (term = old
+//     term + 1) in the same statement, hence the same transaction, that
+//     records the new leader, so it strictly increases for the queue.
+//     While it waits, its renewals keep its session lease running: that
+//     is what tells the other replicas that the holder lives (see
+//     Liveness bounds).
 //   - withdrawn: a Campaign whose ctx ended asks the actor to remove it,
 //     and the actor does so even when Campaign stopped waiting for it
 //     (the actor busy in a long statement or a large batch). The actor
@@ -95,11 +100,11 @@
 //     out of every other replica's reach.
 //   - leading: one statement per RenewInterval renews the session's
 //     lease row, which every record it holds follows, and the member
-//     record: at most two row writes whatever the number of queues. It
-//     reads back the records of the terms held (lock_pid =
-//     pg_backend_pid()); a queue missing from the result was released
-//     (ReleaseTerm) or taken: that leadership is lost, its lock freed. A
-//     record of the session no longer among the terms held (its
+//     record: at most two row writes whatever the number of queues (the
+//     session's is announced on RenewalChannel). It reads back the
+//     records of the terms held (lock_pid = pg_backend_pid()); a queue
+//     missing from the result was released (ReleaseTerm) or taken: that
+//     leadership is lost, its lock freed. A record of the session no longer among the terms held (its
 //     leadership ended on its deadline) gets, in the same statement, the
 //     session's lease as it was before the renewal as its own, so the
 //     renewal does not extend it. The takeover sets the session's lease
@@ -135,9 +140,60 @@
 // stuck in a statement; callers subtract their own safety margin. A
 // follower that gets the lock of a dead or cut-off leader still waits out
 // its lease: the old leader's workers have stopped by then on their own
-// deadline (safety property 2). Leases are measured on the server's clock:
-// a step of that clock shortens or lengthens the leases in force by as
-// much, which the supervisor's safety margin must cover.
+// deadline (safety property 2). The server measures leases on its wall
+// clock, which a step moves (ntpd steps beyond 128 ms; a failover lands on
+// a host with another clock): followers therefore also wait on their own
+// clock (below), so a step forward cannot shorten a lease in force; a
+// step back lengthens it on the server, which only delays failover.
+//
+// # Waiting out an unclean end
+//
+// How soon a follower may take over depends on how the last term ended:
+//
+//   - Cleanly (the record is released: Resign, Close, ReleaseTerm): at
+//     once. These are only called once the leader's work has stopped.
+//   - Uncleanly (the lease ran out, the session was killed or ended as
+//     stale, the server restarted): the old leader may trust its
+//     leadership until its own ValidUntil, unknown to the follower. The
+//     follower does not lead, nor end the holder's session, before the
+//     lease's TTL has passed on its own clock (internal/boottime: counts
+//     suspend, never steps) since the last renewal it could have seen.
+//
+// Every write that may extend a leader's trust changes the lease's
+// version: a renewal or a takeover writes the session's lease row (its
+// xmin changes), a new term or a lease of its own changes the record. Each
+// such write of the session row is announced on RenewalChannel with the
+// row's new xmin, so a follower dates it on its own clock within
+// milliseconds. A follower reads the version with every lock attempt and
+// takeover, and dates each version from the first time it knew of it: the
+// notice that announced it, or else the answer of the statement that read
+// it. The write that made a version was sent before either, and so was
+// every renewal counted before it. The follower holds back until that
+// date plus the TTL the leader recorded in its session row (expires_at -
+// renewed_at, both from one now(); at least the follower's own TTL). A
+// follower that starts watching late (a campaign begun or restarted, or a
+// new session after a failover or a server restart) knows no earlier
+// date than its first sight: it holds back a full TTL from then (after a
+// failover to a standby, that sight comes after every renewal the old
+// primary received, replicated or not). So after
+// a crash, a freeze or a cut, failover still takes about one TTL (the
+// last renewal was heard as it happened), and after a session killed by
+// an administrator at most one TTL; a replica that starts while a dead
+// leader's record stands waits one TTL.
+//
+// The takeover statement checks that the lease is still the version
+// waited out (else it reports the new one, and the follower waits again).
+// That is enough: it runs while the follower holds the queue's lock, and a
+// session frees its locks only after its last commit (when it ends) or
+// once the leadership is lost (its own unlock), so the statement's
+// snapshot holds every renewal the old leader counted: none is newer than
+// the version waited out. A renewal that committed but whose answer was
+// lost is seen though not counted: it only makes the follower wait
+// longer. Forgetting a notice, or hearing one late, only does that too.
+// During a rolling upgrade, a leader running an earlier regent announces
+// no renewals (followers date them at their next lock attempt, up to a
+// RetryInterval late), and a follower running one waits on the server's
+// clock alone.
 //
 // # Liveness bounds
 //
@@ -220,6 +276,9 @@
 //     session), only with the actor's, bounded by the statement timeout.
 //   - A leadership is returned only while this session holds the queue's
 //     advisory lock and its row holds the new term with an unexpired lease.
+//   - After an unclean end, a leadership is returned, and a stale session
+//     ended, only once the previous lease's TTL has passed on this
+//     replica's boottime clock since the last renewal it could have seen.
 //   - Every goroutine has an owner: the actor is stopped by Close (which
 //     waits for it) or by the session's end; deadline timers are stopped
 //     when their leadership ends; Changes channels are closed by their

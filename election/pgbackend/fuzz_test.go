@@ -319,3 +319,23 @@ func FuzzParseNotice(f *testing.F) {
 		}
 	})
 }
+
+func FuzzParseRenewal(f *testing.F) {
+	f.Add(`{"cluster" : "prod", "pid" : 4242, "row" : "73914"}`)
+	f.Add(`{"cluster":"prod","pid":0,"row":"1"}`)
+	f.Add(`{"cluster":"prod","pid":99999999999,"row":"1"}`)
+	f.Add(`{"cluster":"prod","pid":"12","row":7}`)
+	f.Add(`{"cluster":"prod","pid":12`)
+	f.Fuzz(func(t *testing.T, payload string) {
+		n, ok := parseRenewal(payload)
+		if !ok {
+			if n != (renewal{}) {
+				t.Fatalf("rejected renewal notice gives %+v", n)
+			}
+			return
+		}
+		if n.PID == 0 || n.Row == "" {
+			t.Fatalf("renewal notice %+v without a session or a version", n)
+		}
+	})
+}

@@ -56,7 +56,7 @@ func withHistoryEnd(with, sel, from, reason string, history bool) string {
 // sqlTakeoverHistory is sqlTakeover that also, for each queue it records
 // a new leader of: closes the previous term's history row if nobody did
 // (released: resign; else the lease ran out: expiry, at its expires_at),
-// opens the new term's row and trims the rows beyond the newest $10 (terms
+// opens the new term's row and trims the rows beyond the newest $11 (terms
 // of a queue are consecutive). prev reads the records as they were before
 // up changed them (every CTE sees the same snapshot).
 const sqlTakeoverHistory = `
@@ -79,7 +79,7 @@ WITH ` + sqlTakeoverWant + `, prev AS (
 		started_at = excluded.started_at, ended_at = NULL, end_reason = NULL
 ), hist_trim AS (
 	DELETE FROM regent_history h USING up
-	WHERE h.cluster = $1 AND h.queue = up.queue AND (h.term <= up.term - $10::bigint OR h.term > up.term)
+	WHERE h.cluster = $1 AND h.queue = up.queue AND (h.term <= up.term - $11::bigint OR h.term > up.term)
 )` + sqlTakeoverSelect
 
 // withHistory runs run with the statement that also writes the history

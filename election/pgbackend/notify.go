@@ -30,3 +30,20 @@ func parseNotice(payload string) (notice, bool) {
 	}
 	return n, true
 }
+
+// renewal is the payload of a NOTIFY on RenewalChannel: the lease row of a
+// lock session was written (a renewal or a takeover); Row is the new
+// version of the row (its xmin).
+type renewal struct {
+	Cluster string `json:"cluster"`
+	PID     int32  `json:"pid"`
+	Row     string `json:"row"`
+}
+
+func parseRenewal(payload string) (renewal, bool) {
+	var n renewal
+	if err := json.Unmarshal([]byte(payload), &n); err != nil || n.PID == 0 || n.Row == "" {
+		return renewal{}, false
+	}
+	return n, true
+}

@@ -17,7 +17,8 @@ import (
 // locks. The session row is written even with no term given: it is also
 // the lease of the session itself, which tells other replicas that a
 // session holding a lock it does not lead with (a follower waiting out
-// the previous lease) is alive (sqlLockHolders).
+// the previous lease) is alive (sqlLockHolders). A written session row is
+// announced on RenewalChannel.
 const sqlRenew = `
 WITH held AS (
 	SELECT * FROM unnest($4::text[], $5::bigint[]) AS h(queue, term)
@@ -28,7 +29,7 @@ WITH held AS (
 	SELECT $1, pg_backend_pid(), $2, now(), now() + $3 * interval '1 microsecond'
 	ON CONFLICT (cluster, pid) DO UPDATE SET
 		node = excluded.node, renewed_at = excluded.renewed_at, expires_at = excluded.expires_at
-	RETURNING pid
+	RETURNING pid, ` + sqlNotifyRenewal + `
 ), dropped AS (
 	UPDATE regent_leaders l SET expires_at = COALESCE((SELECT expires_at FROM old), now())
 	WHERE l.cluster = $1 AND l.lock_pid = pg_backend_pid() AND l.expires_at IS NULL
@@ -43,6 +44,12 @@ SELECT l.queue, l.term FROM regent_leaders l
 WHERE l.cluster = $1 AND l.node = $2 AND l.lock_pid = pg_backend_pid() AND l.released IS NOT TRUE
   AND l.expires_at IS NULL AND (l.queue, l.term) IN (SELECT * FROM held)
   AND EXISTS (SELECT 1 FROM s)`
+
+// sqlNotifyRenewal, in the RETURNING list of a write of the session row
+// aliased s (every returned row is computed, even when the statement
+// reads none), announces the row's new version on RenewalChannel.
+const sqlNotifyRenewal = `pg_notify('` + RenewalChannel + `',
+		json_build_object('cluster', s.cluster, 'pid', s.pid, 'row', s.xmin::text)::text) IS NOT NULL AS notified`
 
 // renew runs sqlRenew. ValidUntil of each renewed leadership becomes the
 // send time plus the TTL: the server set the session's expires_at to its

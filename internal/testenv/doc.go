@@ -6,7 +6,9 @@
 // client and peer ports, members killed, stopped and restarted one by one
 // or together, the raft leader found with Leader) and restarts of a
 // private Postgres server in fast or immediate shutdown mode (RestartWith)
-// serve fault-injection tests.
+// serve fault-injection tests, as do steps of a private Postgres server's
+// wall clock (PostgresOptions.FakeClock, StepClock: libfaketime preloaded
+// into that server only; the machine's clock is never changed).
 //
 // A package that uses it wraps its tests with Main:
 //
@@ -29,7 +31,8 @@
 //     when a later one starts a server (each names its owner's pid).
 //   - Readiness is awaited by polling the server (a client round trip) up
 //     to a deadline, never by sleeping a fixed time. A server that cannot
-//     start fails the test (t.Fatal); nothing is skipped.
+//     start fails the test (t.Fatal); nothing is skipped, but a server
+//     with FakeClock on a machine without libfaketime outside CI.
 //   - REGENT_TEST_ETCD_ENDPOINTS and REGENT_TEST_POSTGRES_URL, when set,
 //     replace the shared servers by external ones (private servers are
 //     always started locally).

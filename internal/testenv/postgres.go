@@ -108,13 +108,15 @@ func newDatabaseOn(t testing.TB, base string) string {
 // may stop, kill and restart. Its URL stays the same across restarts.
 // Methods must be called from the test's goroutine.
 type PostgresProc struct {
-	root     string   // temporary dir: data/, sock/, postgres.log
-	maxConns int      // max_connections
-	settings []string // extra -c settings
+	root      string   // temporary dir: data/, sock/, postgres.log
+	maxConns  int      // max_connections
+	settings  []string // extra -c settings
+	fakeClock bool     // libfaketime preloaded (see StepClock)
 
-	mu   sync.Mutex
-	port int
-	proc *child
+	mu          sync.Mutex
+	port        int
+	proc        *child
+	clockOffset time.Duration // of the wall clock, with fakeClock
 }
 
 // NewPostgres starts a private PostgreSQL server, destroyed at the end of
@@ -136,6 +138,11 @@ type PostgresOptions struct {
 	// Settings are extra server settings, "name=value" each (postgres -c),
 	// e.g. "shared_preload_libraries=pg_stat_statements".
 	Settings []string
+	// FakeClock preloads libfaketime (FakeTimeLib) into the server, so that
+	// the test can step the server's wall clock with StepClock, and only
+	// the server's. The test is skipped when the library is missing, or
+	// fails under CI (see RequireFakeTime).
+	FakeClock bool
 }
 
 // NewPostgresWith starts a private PostgreSQL server with opts, destroyed
@@ -143,6 +150,9 @@ type PostgresOptions struct {
 func NewPostgresWith(t testing.TB, opts PostgresOptions) *PostgresProc {
 	t.Helper()
 	requireMain(t)
+	if opts.FakeClock {
+		RequireFakeTime(t)
+	}
 	p, err := startPostgresProc(opts)
 	if err != nil {
 		t.Fatalf("postgres: %v", err)
@@ -218,10 +228,16 @@ func startPostgresProc(opts PostgresOptions) (*PostgresProc, error) {
 	if opts.MaxConnections <= 0 {
 		opts.MaxConnections = DefaultMaxConnections
 	}
-	p := &PostgresProc{root: root, maxConns: opts.MaxConnections, settings: opts.Settings}
+	p := &PostgresProc{root: root, maxConns: opts.MaxConnections, settings: opts.Settings, fakeClock: opts.FakeClock}
 	if err := p.initdb(su); err != nil {
 		_ = os.RemoveAll(root)
 		return nil, err
+	}
+	if p.fakeClock {
+		if err := p.writeClockOffset(0); err != nil {
+			_ = os.RemoveAll(root)
+			return nil, err
+		}
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -278,6 +294,9 @@ func (p *PostgresProc) startLocked(port int) error {
 		args = append(args, "-c", kv)
 	}
 	cmd := exec.Command(filepath.Join(postgresBin(), "postgres"), args...)
+	if p.fakeClock {
+		cmd.Env = append(os.Environ(), p.fakeTimeEnv()...)
+	}
 	su.apply(cmd)
 	// SIGQUIT: immediate shutdown if the test binary dies.
 	proc, err := startChild("postgres", cmd, filepath.Join(p.root, "postgres.log"), syscall.SIGQUIT)
