@@ -10,6 +10,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/regentd/regent/election"
+
+	"github.com/regentd/regent/internal/boottime"
 )
 
 // actor is the single goroutine that owns the lock connection. Other
@@ -61,7 +63,7 @@ type command struct {
 
 func newActor(b *Backend, sess *session) *actor {
 	ctx, cancel := context.WithCancel(context.Background())
-	now := time.Now()
+	now := boottime.Now()
 	return &actor{
 		b:       b,
 		ctx:     ctx,
@@ -190,7 +192,7 @@ func (a *actor) unusable() error {
 		return a.lost
 	}
 	if a.sess == nil {
-		if time.Now().Before(a.reconnectAt) && a.connErr != nil {
+		if boottime.Now().Before(a.reconnectAt) && a.connErr != nil {
 			return a.connErr
 		}
 		return a.reconnect()
@@ -204,7 +206,7 @@ func (a *actor) unusable() error {
 // over.
 func (a *actor) tick() {
 	if a.sess == nil {
-		if !time.Now().Before(a.reconnectAt) {
+		if !boottime.Now().Before(a.reconnectAt) {
 			_ = a.reconnect()
 		}
 		return
@@ -213,8 +215,8 @@ func (a *actor) tick() {
 	if a.lost != nil {
 		return
 	}
-	if !a.b.s.ReadOnly && !time.Now().Before(a.renewAt) {
-		a.renewAt = time.Now().Add(a.b.s.RenewInterval)
+	if !a.b.s.ReadOnly && !boottime.Now().Before(a.renewAt) {
+		a.renewAt = boottime.Now().Add(a.b.s.RenewInterval)
 		a.renew()
 		if a.lost != nil {
 			return
@@ -226,9 +228,9 @@ func (a *actor) tick() {
 	if a.dropWithdrawn(); a.lost != nil {
 		return
 	}
-	if a.tryNow || a.staleDue() || (a.hasCandidates() && !time.Now().Before(a.retryAt)) {
+	if a.tryNow || a.staleDue() || (a.hasCandidates() && !boottime.Now().Before(a.retryAt)) {
 		a.tryNow = false
-		a.retryAt = time.Now().Add(a.b.s.RetryInterval)
+		a.retryAt = boottime.Now().Add(a.b.s.RetryInterval)
 		a.tryLocks()
 	}
 	if a.lost != nil {
@@ -248,12 +250,12 @@ func (a *actor) tick() {
 // become stale by now (see queueState.staleAt).
 func (a *actor) staleDue() bool {
 	next := a.nextStale()
-	return !next.IsZero() && !time.Now().Before(next)
+	return !next.IsZero() && !boottime.Now().Before(next)
 }
 
 // nextWake is when tick has work again.
 func (a *actor) nextWake() time.Time {
-	now := time.Now()
+	now := boottime.Now()
 	next := now.Add(a.b.s.RenewInterval)
 	if a.sess == nil {
 		return a.reconnectAt
@@ -382,7 +384,7 @@ func (a *actor) connLost(cause error) error {
 	if a.b.s.ReadOnly {
 		_ = conn.Close(ctx)
 		a.b.log.Warn("connection lost", "error", msg)
-		a.reconnectAt = time.Now()
+		a.reconnectAt = boottime.Now()
 		return fmt.Errorf("%w: connection lost: %s", election.ErrUnavailable, msg)
 	}
 	a.lost = fmt.Errorf("%w: %s", election.ErrSessionLost, msg)
@@ -399,7 +401,7 @@ func (a *actor) reconnect() error {
 	sess, err := a.b.open(a.ctx)
 	a.connErr = err
 	if err != nil {
-		a.reconnectAt = time.Now().Add(min(max(a.b.s.RetryInterval, 500*time.Millisecond), 5*time.Second))
+		a.reconnectAt = boottime.Now().Add(min(max(a.b.s.RetryInterval, 500*time.Millisecond), 5*time.Second))
 		return err
 	}
 	a.sess = sess

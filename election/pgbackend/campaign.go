@@ -244,7 +244,7 @@ func (a *actor) tryLocks() {
 	}
 	var results []tried
 	ctx, cancel := a.stmt()
-	sent := time.Now()
+	sent := boottime.Now()
 	rows, err := a.conn().Query(ctx, sqlTryLocks, a.b.s.Cluster, names, keys,
 		a.b.s.staleGrace.Microseconds(), a.b.s.Node)
 	if err == nil {
@@ -361,7 +361,7 @@ func (a *actor) endStaleHolders(qs []*queueState) {
 	}
 	var holders []holder
 	ctx, cancel := a.stmt()
-	sent := time.Now()
+	sent := boottime.Now()
 	rows, err := a.conn().Query(ctx, sqlLockHolders, a.b.s.Cluster, names, classids, objids,
 		a.b.s.staleGrace.Microseconds())
 	if err == nil {
@@ -509,7 +509,7 @@ const takeoverBatch = 256
 // session holds, that have a waiting campaign, and whose takeover is due.
 func (a *actor) takeoverDue() []*queueState {
 	var due []*queueState
-	now := time.Now()
+	now := boottime.Now()
 	for _, q := range a.queues {
 		if q.locked && q.lead == nil && len(q.waiters) > 0 && !now.Before(q.waitUntil) {
 			due = append(due, q)
@@ -559,7 +559,7 @@ func (a *actor) takeover(qs []*queueState) {
 		}
 		ctx, cancel := a.stmt()
 		defer cancel()
-		sent = time.Now()
+		sent = boottime.Now()
 		rows, err := a.conn().Query(ctx, sql, args...)
 		if err != nil {
 			return err
@@ -581,7 +581,7 @@ func (a *actor) takeover(qs []*queueState) {
 		}
 		a.b.log.Warn("takeover failed", "queue", qs[0].name, "queues", len(qs), "error", scrub(err.Error(), a.b.pgcfg.Password))
 		for _, q := range qs {
-			q.waitUntil = time.Now().Add(s.RetryInterval)
+			q.waitUntil = boottime.Now().Add(s.RetryInterval)
 		}
 		return
 	}
@@ -605,7 +605,7 @@ func (a *actor) takeover(qs []*queueState) {
 				q.waitUntil = wake
 			}
 			a.b.log.Info("lock taken; waiting out the previous leader's lease", "queue", q.name,
-				"wait", time.Until(q.waitUntil).Round(time.Millisecond))
+				"wait", boottime.Until(q.waitUntil).Round(time.Millisecond))
 			continue
 		}
 		q.prev = leaseSeen{}
@@ -624,7 +624,7 @@ func (a *actor) takeover(qs []*queueState) {
 	for _, q := range qs {
 		if !answered[q.name] {
 			// Not possible while the record exists or was inserted; retry.
-			q.waitUntil = time.Now().Add(s.RetryInterval)
+			q.waitUntil = boottime.Now().Add(s.RetryInterval)
 		}
 	}
 	for _, l := range withdrawn {

@@ -8,6 +8,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/regentd/regent/election"
+
+	"github.com/regentd/regent/internal/boottime"
 )
 
 // History (see doc.go): the table regent_history holds one row per term
@@ -153,7 +155,7 @@ func (a *actor) noteLost() {
 			until = l.validUntil
 		}
 	}
-	if !time.Now().Before(until) {
+	if !boottime.Now().Before(until) {
 		return
 	}
 	ctx, cancel := context.WithDeadline(a.ctx, until)

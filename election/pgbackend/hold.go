@@ -73,7 +73,7 @@ func (l leaseSeen) holding(extra time.Duration) (held bool, wake time.Time) {
 	if left <= 0 {
 		return false, time.Time{}
 	}
-	return true, time.Now().Add(left)
+	return true, boottime.Now().Add(left)
 }
 
 // heardRenewal is the latest renewal notice heard of one session.

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/regentd/regent/election"
+
+	"github.com/regentd/regent/internal/boottime"
 )
 
 // Reasons a leadership ends, wrapped in the errors its methods return.
@@ -48,7 +50,7 @@ func newLeadership(b *Backend, queue string, key, term int64, validUntil time.Ti
 		validUntil: validUntil,
 	}
 	l.mu.Lock()
-	l.timer = time.AfterFunc(time.Until(validUntil), l.deadline)
+	l.timer = time.AfterFunc(boottime.Until(validUntil), l.deadline)
 	l.mu.Unlock()
 	return l
 }
@@ -90,7 +92,7 @@ func (l *leadership) extend(until time.Time) bool {
 	}
 	if until.After(l.validUntil) {
 		l.validUntil = until
-		l.timer.Reset(time.Until(until))
+		l.timer.Reset(boottime.Until(until))
 		select {
 		case l.renewed <- struct{}{}:
 		default:
@@ -124,7 +126,7 @@ func (l *leadership) deadline() {
 		l.mu.Unlock()
 		return
 	}
-	if left := time.Until(l.validUntil); left > 0 {
+	if left := boottime.Until(l.validUntil); left > 0 {
 		l.timer.Reset(left)
 		l.mu.Unlock()
 		return

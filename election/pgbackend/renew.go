@@ -1,7 +1,7 @@
 package pgbackend
 
 import (
-	"time"
+	"github.com/regentd/regent/internal/boottime"
 )
 
 // sqlRenew renews, in one statement, the lease of this session (its
@@ -68,7 +68,7 @@ func (a *actor) renew() {
 	s := &a.b.s
 	ctx, cancel := a.stmt()
 	defer cancel()
-	sent := time.Now()
+	sent := boottime.Now()
 	a.b.renewals.Add(1)
 	rows, err := a.conn().Query(ctx, sqlRenew, s.Cluster, s.Node, s.LeaseTTL.Microseconds(), names, terms)
 	renewed := map[string]int64{}
