@@ -100,6 +100,13 @@ type containCase struct {
 	viaProxy bool
 	// killsA: the fault kills a's supervisor.
 	killsA bool
+	// setup, if set, adjusts the options of a and b (command, flags,
+	// environment) once the case's defaults are in place.
+	setup func(c *cluster, a, b *replicaOpts)
+	// check, if set, runs the case's own checks after the observation
+	// window and the orphan scan; at is the fault's time, first the new
+	// term's first worker line.
+	check func(k *containRun, what string, at, first time.Time)
 	// fault injects the fault and returns when it took effect, what it
 	// was, and the bound for the next term's first worker line from then.
 	fault func(k *containRun) (at time.Time, what string, bound time.Duration)
@@ -216,6 +223,9 @@ type containResult struct {
 	orphans   []termProc
 	problems  []string
 	newLeader string
+	// lateStart tells of workers of the old term started after its
+	// supervisor died ("" if none).
+	lateStart string
 }
 
 func (r *containResult) String() string {
@@ -227,6 +237,13 @@ func (r *containResult) String() string {
 		ov = r.overlap.Round(time.Millisecond).String()
 		if r.endless {
 			ov += " (still running)"
+		}
+	}
+	if r.lateStart != "" {
+		if r.overlap > 0 {
+			ov += "; " + r.lateStart
+		} else {
+			ov = r.lateStart
 		}
 	}
 	var pids []string
@@ -276,6 +293,9 @@ func runContainCase(t *testing.T, shared *cluster, be backend, cc containCase, r
 		k.proxy = c.proxy()
 		aOpts.backend = be.viaProxy(k.proxy.Addr())
 	}
+	if cc.setup != nil {
+		cc.setup(c, &aOpts, &bOpts)
+	}
 	k.a = c.start(aOpts)
 	leader, term := c.waitLeaderRunning(q, hangTimeout)
 	if leader != aOpts.node {
@@ -308,6 +328,9 @@ func runContainCase(t *testing.T, shared *cluster, be backend, cc containCase, r
 	}
 	k.checkOverlap(what)
 	k.checkOrphans(what)
+	if cc.check != nil {
+		cc.check(k, what, at, first)
+	}
 	var live []*replica
 	for _, r := range []*replica{k.a, k.b} {
 		if r == k.a && cc.killsA {

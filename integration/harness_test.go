@@ -163,6 +163,9 @@ type replicaOpts struct {
 	config string
 }
 
+// home is node's HOME and working directory (its workers' too).
+func (c *cluster) home(node string) string { return filepath.Join(c.dir, "home-"+node) }
+
 // start runs a replica with its own HOME and pid file.
 func (c *cluster) start(o replicaOpts) *replica {
 	t := c.t
@@ -170,7 +173,7 @@ func (c *cluster) start(o replicaOpts) *replica {
 	if len(o.queues) == 0 && o.config == "" {
 		o.queues = []string{"q"}
 	}
-	home := filepath.Join(c.dir, "home-"+o.node)
+	home := c.home(o.node)
 	if err := os.MkdirAll(home, 0o755); err != nil {
 		t.Fatal(err)
 	}

@@ -80,6 +80,10 @@
 // still running is SIGKILLed through its pidfd (CauseBackstop); the
 // containment takes everything below it.
 //
+// EnvTestStartDelay (REGENT_GUARD_TEST_START_DELAY) is a test-only seam:
+// the guard sleeps that long before it looks at its lock or its pipe, as
+// a slow exec on a loaded host would (integration/latestart_test.go).
+//
 // # Process
 //
 // Start runs one worker under its guard and returns once the guard has

@@ -81,6 +81,7 @@ func RunGuard(args []string, cfg GuardConfig) int {
 		}
 		return 0
 	}
+	testStartDelay(cfg.Stderr)
 	ctl, err := openGuardFD(guardControlFD, "regent-control")
 	if err != nil {
 		fmt.Fprintf(cfg.Stderr, "regent guard: no control pipe on fd %d: %v\n", guardControlFD, err)
@@ -97,6 +98,28 @@ func RunGuard(args []string, cfg GuardConfig) int {
 		}
 	}()
 	return g.run(ctl)
+}
+
+// EnvTestStartDelay is a test-only seam: a Go duration the guard sleeps
+// right after parsing its arguments, before it touches its group lock or
+// its control pipe, as a slow exec on a loaded host would delay it
+// (integration/latestart_test.go: a guard that starts after its
+// supervisor died). Its GuardEnvPrefix keeps it from the worker. Never set
+// it in production.
+const EnvTestStartDelay = GuardEnvPrefix + "TEST_START_DELAY"
+
+// testStartDelay sleeps for EnvTestStartDelay, if it is set.
+func testStartDelay(stderr io.Writer) {
+	v := os.Getenv(EnvTestStartDelay)
+	if v == "" {
+		return
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		fmt.Fprintf(stderr, "regent guard: ignoring %s=%q: %v\n", EnvTestStartDelay, v, err)
+		return
+	}
+	time.Sleep(d) // the seam: a guard that starts late
 }
 
 // openGuardFD wraps an inherited descriptor. It is made close-on-exec, so
