@@ -51,6 +51,10 @@ func (s Setting) Env() string {
 	return "REGENT_" + strings.ToUpper(r.Replace(name))
 }
 
+// DefaultLeaseTTL is the default lease_ttl (--lease-ttl). The diagnosis
+// assumes it of a leader whose published config does not say.
+const DefaultLeaseTTL = 10 * time.Second
+
 // Settings is every configuration key regent knows, in reference order.
 var Settings = []Setting{
 	{Key: "config", Flag: "config", Help: "path of a YAML config file", Scope: ScopeBackend},
@@ -71,7 +75,7 @@ var Settings = []Setting{
 
 	{Key: "queue", Flag: "queue", Help: "queue to campaign for (repeatable); default: the queues of the config file, else \"default\"", Scope: ScopeRun},
 	{Key: "node_id", Flag: "node-id", Help: "this replica's name (default <hostname>-<random>)", Scope: ScopeRun},
-	{Key: "lease_ttl", Flag: "lease-ttl", Default: 10 * time.Second, Help: "how long leadership survives without renewal", Scope: ScopeRun},
+	{Key: "lease_ttl", Flag: "lease-ttl", Default: DefaultLeaseTTL, Help: "how long leadership survives without renewal", Scope: ScopeRun},
 	{Key: "renew_interval", Flag: "renew-interval", Help: "session renewal interval (default lease-ttl/5)", Scope: ScopeRun},
 	{Key: "fence_margin", Flag: "fence-margin", Help: "safety margin before the lease end at which a leader stops its workers (default lease-ttl/10, at least 200ms)", Scope: ScopeRun},
 	{Key: "clock_drift_ppm", Flag: "clock-drift-ppm", Default: 500, Help: "largest clock rate error assumed of any host, in ppm; fence_margin must cover twice this share of lease_ttl", Scope: ScopeRun},

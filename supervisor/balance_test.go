@@ -12,6 +12,7 @@ import (
 
 	"github.com/regentd/regent/config"
 	"github.com/regentd/regent/election"
+	"github.com/regentd/regent/supervisor/diagnosis"
 )
 
 func liveSet(nodes ...string) map[string]bool {
@@ -229,9 +230,9 @@ func runOnFake(t *testing.T, fb *fakeBackend, cfg Config) {
 func startBalanced(t *testing.T, queues []config.QueueConfig, leads []string, others ...string) *fakeBackend {
 	t.Helper()
 	fb := newFakeBackend()
-	mp := MemberPayload{Queues: map[string]MemberQueue{}}
+	mp := diagnosis.MemberPayload{Queues: map[string]diagnosis.MemberQueue{}}
 	for _, q := range queues {
-		mp.Queues[q.Name] = MemberQueue{Role: election.RoleFollower}
+		mp.Queues[q.Name] = diagnosis.MemberQueue{Role: election.RoleFollower}
 	}
 	payload, _ := json.Marshal(mp)
 	runOnFake(t, fb, Config{Queues: queues, Balance: true})
@@ -255,7 +256,7 @@ func startBalanced(t *testing.T, queues []config.QueueConfig, leads []string, ot
 		m := fb.members["self"]
 		fb.mu.Unlock()
 		n := 0
-		if p, err := DecodeMemberPayload(m.Payload); err == nil {
+		if p, err := diagnosis.DecodeMemberPayload(m.Payload); err == nil {
 			for _, q := range leads {
 				if p.Queues[q].Role == election.RoleLeader {
 					n++

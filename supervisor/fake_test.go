@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/regentd/regent/election"
+	"github.com/regentd/regent/supervisor/diagnosis"
 )
 
 // fakeBackend is an in-memory election backend for unit tests of the
@@ -210,7 +211,7 @@ func (p *fakePool) Fence() {
 	})
 }
 
-func (p *fakePool) Workers() []WorkerInfo { return nil }
+func (p *fakePool) Workers() []diagnosis.WorkerInfo { return nil }
 
 func (f *fakeBackend) History(ctx context.Context, queue string, limit int) ([]election.HistoryEntry, error) {
 	return nil, nil

@@ -5,19 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/regentd/regent/config"
 	"github.com/regentd/regent/election"
+	"github.com/regentd/regent/supervisor/diagnosis"
 )
-
-// Problem is one anomaly found about a queue.
-type Problem struct {
-	Severity string `json:"severity"`
-	Code     string `json:"code"`
-	Message  string `json:"message"`
-}
 
 // observe watches the cluster's records and reports conflicts, split
 // brain and stale workers; it also relays step-down requests. It returns
@@ -111,12 +104,12 @@ func (s *Supervisor) observeOnce(ctx context.Context, b election.Backend, report
 		}
 		byQueue[r.Queue] = r
 	}
-	decoded := map[string]MemberPayload{}
+	decoded := map[string]diagnosis.MemberPayload{}
 	for _, m := range members {
 		if m.Err != nil {
 			continue
 		}
-		if p, err := DecodeMemberPayload(m.Payload); err == nil {
+		if p, err := diagnosis.DecodeMemberPayload(m.Payload); err == nil {
 			decoded[m.Node] = p
 		}
 	}
@@ -127,7 +120,7 @@ func (s *Supervisor) observeOnce(ctx context.Context, b election.Backend, report
 		rec, led := byQueue[name]
 		var leaderCfg *config.Published
 		if led {
-			if p, err := DecodeLeaderPayload(rec.Payload); err == nil {
+			if p, err := diagnosis.DecodeLeaderPayload(rec.Payload); err == nil {
 				leaderCfg = &p.Config
 			}
 		}
@@ -170,7 +163,7 @@ func (s *Supervisor) observeOnce(ctx context.Context, b election.Backend, report
 			}
 			if len(conflicts) > 0 {
 				s.log.Warn("config_conflict", "queue", name, "leader_node", rec.Node, "term", rec.Term,
-					"conflicts", FormatConflicts(conflicts))
+					"conflicts", diagnosis.FormatConflicts(conflicts))
 			} else {
 				s.log.Info("config_conflict_resolved", "queue", name)
 			}
@@ -181,7 +174,7 @@ func (s *Supervisor) observeOnce(ctx context.Context, b election.Backend, report
 		// (plus a second) after the newest began: a dead replica's member
 		// record lingers until its lease expires, and a live one must
 		// have fenced itself by then.
-		var claims []Claim
+		var claims []diagnosis.Claim
 		stale := 0
 		for _, node := range sortedKeys(decoded) {
 			mq, ok := decoded[node].Queues[name]
@@ -189,7 +182,7 @@ func (s *Supervisor) observeOnce(ctx context.Context, b election.Backend, report
 				continue
 			}
 			if mq.Role == election.RoleLeader {
-				claims = append(claims, Claim{Node: node, Term: mq.Term, Since: mq.Since})
+				claims = append(claims, diagnosis.Claim{Node: node, Term: mq.Term, Since: mq.Since})
 			}
 			if led && time.Since(rec.ElectedAt) > s.cfg.LeaseTTL+time.Second {
 				for _, t := range mq.WorkerTerms {
@@ -202,7 +195,7 @@ func (s *Supervisor) observeOnce(ctx context.Context, b election.Backend, report
 				}
 			}
 		}
-		claimants := SplitBrain(claims, s.cfg.LeaseTTL+time.Second, time.Now())
+		claimants := diagnosis.SplitBrain(claims, s.cfg.LeaseTTL+time.Second, time.Now())
 		if m := s.cfg.Metrics; m != nil {
 			v := 0.0
 			if len(claimants) > 1 {
@@ -212,7 +205,7 @@ func (s *Supervisor) observeOnce(ctx context.Context, b election.Backend, report
 			m.StaleWorkers.WithLabelValues(name).Set(float64(stale))
 		}
 		if len(claimants) > 1 {
-			desc := FormatClaims(claimants)
+			desc := diagnosis.FormatClaims(claimants)
 			s.reportOnce(reported, "split/"+name, desc, func() {
 				s.log.Error("split_brain", "queue", name, "claimants", desc)
 			})
@@ -275,7 +268,7 @@ func (s *Supervisor) observeOnce(ctx context.Context, b election.Backend, report
 
 // observeBalance builds the balance view of one observation and applies
 // it (see balance.go).
-func (s *Supervisor) observeBalance(byQueue map[string]election.LeaderRecord, members []election.MemberRecord, decoded map[string]MemberPayload) {
+func (s *Supervisor) observeBalance(byQueue map[string]election.LeaderRecord, members []election.MemberRecord, decoded map[string]diagnosis.MemberPayload) {
 	me := s.cfg.Identity.Node
 	now := time.Now()
 	v := balanceView{live: map[string]bool{}, counts: map[string]int{}, queues: len(s.order)}
@@ -327,57 +320,4 @@ func (s *Supervisor) reportOnce(reported map[string]string, key, msg string, rep
 	}
 	reported[key] = msg
 	report()
-}
-
-// FormatConflicts renders conflicts as "field leader=X follower=Y; ...".
-func FormatConflicts(cs []config.Conflict) string {
-	parts := make([]string, len(cs))
-	for i, c := range cs {
-		parts[i] = fmt.Sprintf("%s leader=%s follower=%s", c.Field, c.Leader, c.Follower)
-	}
-	return strings.Join(parts, "; ")
-}
-
-// Claim is a member's claim to lead a queue.
-type Claim struct {
-	Node  string
-	Term  int64
-	Since time.Time
-}
-
-// SplitBrain returns the claims that make a split brain: every claim, if
-// more than one remains after dropping those older than the newest claim
-// while the newest began less than grace ago (a dead replica's lingering
-// record, or a deposed leader still within its own deadline). It returns
-// nil when there is at most one claimant.
-func SplitBrain(claims []Claim, grace time.Duration, now time.Time) []Claim {
-	if len(claims) < 2 {
-		return nil
-	}
-	newest := claims[0]
-	for _, c := range claims[1:] {
-		if c.Term > newest.Term {
-			newest = c
-		}
-	}
-	var out []Claim
-	for _, c := range claims {
-		if c.Term < newest.Term && now.Sub(newest.Since) < grace {
-			continue
-		}
-		out = append(out, c)
-	}
-	if len(out) < 2 {
-		return nil
-	}
-	return out
-}
-
-// FormatClaims renders claims as "node (term N), ...".
-func FormatClaims(cs []Claim) string {
-	parts := make([]string, len(cs))
-	for i, c := range cs {
-		parts[i] = fmt.Sprintf("%s (term %d)", c.Node, c.Term)
-	}
-	return strings.Join(parts, ", ")
 }

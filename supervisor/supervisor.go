@@ -15,6 +15,7 @@ import (
 	"github.com/regentd/regent/config"
 	"github.com/regentd/regent/election"
 	"github.com/regentd/regent/internal/boottime"
+	"github.com/regentd/regent/supervisor/diagnosis"
 )
 
 // Pool runs the workers of one queue for one leadership term.
@@ -29,7 +30,7 @@ type Pool interface {
 	// Fence kills every worker now; Run returns once they are dead.
 	Fence()
 	// Workers describes the current workers.
-	Workers() []WorkerInfo
+	Workers() []diagnosis.WorkerInfo
 }
 
 // PoolSpec is what a PoolFactory needs to build a queue's pool.
@@ -148,7 +149,6 @@ type queueState struct {
 	// way (see campaign).
 	balanceHoldLed bool
 	leader         *election.LeaderRecord
-	problems       []Problem
 }
 
 // now reads the clock of the leader's deadlines (Config.Now).
@@ -185,7 +185,7 @@ func New(cfg Config) (*Supervisor, error) {
 	}
 	for _, q := range cfg.Queues {
 		pub := q.Publish(cfg.LeaseTTL)
-		payload, err := json.Marshal(LeaderPayload{Version: cfg.Version, Config: pub})
+		payload, err := json.Marshal(diagnosis.LeaderPayload{Version: cfg.Version, Config: pub})
 		if err != nil {
 			return nil, fmt.Errorf("supervisor: encode payload: %w", err)
 		}
@@ -345,11 +345,11 @@ func (s *Supervisor) wakeMember() {
 func (s *Supervisor) memberPayload() ([]byte, string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	queues := make(map[string]MemberQueue, len(s.order))
+	queues := make(map[string]diagnosis.MemberQueue, len(s.order))
 	role := election.RoleFollower
 	for _, name := range s.order {
 		qs := s.queues[name]
-		mq := MemberQueue{Role: qs.role, Config: qs.published, Conflicts: qs.conflicts}
+		mq := diagnosis.MemberQueue{Role: qs.role, Config: qs.published, Conflicts: qs.conflicts}
 		if qs.role == election.RoleLeader {
 			role = election.RoleLeader
 			mq.Term = qs.term
@@ -366,19 +366,19 @@ func (s *Supervisor) memberPayload() ([]byte, string) {
 		}
 		queues[name] = mq
 	}
-	b, _ := json.Marshal(NewMemberPayload(s.cfg.Version, queues))
+	b, _ := json.Marshal(diagnosis.NewMemberPayload(s.cfg.Version, queues))
 	return b, role
 }
 
 // QueueState is a snapshot of this replica's view of one queue.
 type QueueState struct {
-	Queue     string            `json:"queue"`
-	Role      string            `json:"role"`
-	Term      int64             `json:"term,omitempty"`
-	Since     time.Time         `json:"since,omitempty"`
-	Deadline  time.Time         `json:"-"`
-	Conflicts []config.Conflict `json:"conflicts,omitempty"`
-	Workers   []WorkerInfo      `json:"workers,omitempty"`
+	Queue     string                 `json:"queue"`
+	Role      string                 `json:"role"`
+	Term      int64                  `json:"term,omitempty"`
+	Since     time.Time              `json:"since,omitempty"`
+	Deadline  time.Time              `json:"-"`
+	Conflicts []config.Conflict      `json:"conflicts,omitempty"`
+	Workers   []diagnosis.WorkerInfo `json:"workers,omitempty"`
 }
 
 // State returns a snapshot of every queue, in configuration order.

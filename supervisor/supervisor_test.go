@@ -15,6 +15,7 @@ import (
 
 	"github.com/regentd/regent/config"
 	"github.com/regentd/regent/election"
+	"github.com/regentd/regent/supervisor/diagnosis"
 )
 
 type harness struct {
@@ -229,7 +230,7 @@ func TestGracefulStopResignsAfterWorkers(t *testing.T) {
 func TestFollowerReportsConflict(t *testing.T) {
 	h := startHarness(t, false)
 	leaderCfg := queueCfg("q", 16384).Publish(time.Second)
-	payload, _ := json.Marshal(LeaderPayload{Version: "x", Config: leaderCfg})
+	payload, _ := json.Marshal(diagnosis.LeaderPayload{Version: "x", Config: leaderCfg})
 	h.fb.mu.Lock()
 	h.fb.leaders["q"] = election.LeaderRecord{Queue: "q", Node: "other", Term: 3, Payload: payload}
 	h.fb.mu.Unlock()
@@ -241,7 +242,7 @@ func TestFollowerReportsConflict(t *testing.T) {
 		h.fb.mu.Lock()
 		m := h.fb.members["self"]
 		h.fb.mu.Unlock()
-		p, err := DecodeMemberPayload(m.Payload)
+		p, err := diagnosis.DecodeMemberPayload(m.Payload)
 		return err == nil && len(p.Queues["q"].Conflicts) == 1 && p.Queues["q"].Conflicts[0].Field == "max_rss_mb"
 	})
 	// Reported once per change, not on every wake-up.
@@ -255,7 +256,7 @@ func TestFollowerReportsConflict(t *testing.T) {
 // --exclusive fails with the leader's identity and config.
 func TestExclusiveAlreadyLed(t *testing.T) {
 	fb := newFakeBackend()
-	payload, _ := json.Marshal(LeaderPayload{Config: queueCfg("q", 16384).Publish(time.Second)})
+	payload, _ := json.Marshal(diagnosis.LeaderPayload{Config: queueCfg("q", 16384).Publish(time.Second)})
 	fb.leaders["q"] = election.LeaderRecord{Queue: "q", Node: "other", Host: "h1", PID: 42, Term: 3, Payload: payload}
 	sup, err := New(Config{
 		Identity: election.Identity{Cluster: "c", Node: "self"}, LeaseTTL: time.Second, FenceMargin: 100 * time.Millisecond,

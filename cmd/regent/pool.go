@@ -11,6 +11,7 @@ import (
 
 	"github.com/regentd/regent/config"
 	"github.com/regentd/regent/supervisor"
+	"github.com/regentd/regent/supervisor/diagnosis"
 	"github.com/regentd/regent/worker"
 )
 
@@ -199,15 +200,15 @@ func (a *poolAdapter) Fence() {
 	_ = a.p.Fence(ctx)
 }
 
-func (a *poolAdapter) Workers() []supervisor.WorkerInfo {
+func (a *poolAdapter) Workers() []diagnosis.WorkerInfo {
 	st := a.p.Status()
-	out := make([]supervisor.WorkerInfo, len(st))
+	out := make([]diagnosis.WorkerInfo, len(st))
 	for i, s := range st {
 		state := string(s.State)
 		if s.Degraded {
 			state = "degraded"
 		}
-		out[i] = supervisor.WorkerInfo{Index: s.Index, PID: s.PID, State: state, Restarts: s.Restarts,
+		out[i] = diagnosis.WorkerInfo{Index: s.Index, PID: s.PID, State: state, Restarts: s.Restarts,
 			Crashes: s.Crashes, RSSBytes: s.RSSBytes, RSSLoop: s.RSSLoop, Wedged: s.Wedged}
 	}
 	return out
@@ -216,10 +217,10 @@ func (a *poolAdapter) Workers() []supervisor.WorkerInfo {
 // failedPool reports a pool that could not be built.
 type failedPool struct{ err error }
 
-func (f *failedPool) Run(ctx context.Context) error    { return f.err }
-func (f *failedPool) SetDeadline(time.Time)            {}
-func (f *failedPool) Fence()                           {}
-func (f *failedPool) Workers() []supervisor.WorkerInfo { return nil }
+func (f *failedPool) Run(ctx context.Context) error   { return f.err }
+func (f *failedPool) SetDeadline(time.Time)           {}
+func (f *failedPool) Fence()                          {}
+func (f *failedPool) Workers() []diagnosis.WorkerInfo { return nil }
 
 // leadershipOnlyPool is the pool of a queue with concurrency 0: leadership
 // is taken, renewed and published, but no guard or worker is spawned, so
@@ -230,6 +231,6 @@ func (leadershipOnlyPool) Run(ctx context.Context) error {
 	<-ctx.Done()
 	return nil
 }
-func (leadershipOnlyPool) SetDeadline(time.Time)            {}
-func (leadershipOnlyPool) Fence()                           {}
-func (leadershipOnlyPool) Workers() []supervisor.WorkerInfo { return []supervisor.WorkerInfo{} }
+func (leadershipOnlyPool) SetDeadline(time.Time)           {}
+func (leadershipOnlyPool) Fence()                          {}
+func (leadershipOnlyPool) Workers() []diagnosis.WorkerInfo { return []diagnosis.WorkerInfo{} }

@@ -8,7 +8,7 @@ import (
 
 	"github.com/regentd/regent/config"
 	"github.com/regentd/regent/election"
-	"github.com/regentd/regent/supervisor"
+	"github.com/regentd/regent/supervisor/diagnosis"
 )
 
 // statusDoc is the `regent status --json` document (and /status).
@@ -18,23 +18,23 @@ type statusDoc struct {
 }
 
 type queueStatus struct {
-	Queue     string               `json:"queue"`
-	Leader    *leaderStatus        `json:"leader"`
-	Followers []followerStatus     `json:"followers"`
-	Problems  []supervisor.Problem `json:"problems"`
+	Queue     string              `json:"queue"`
+	Leader    *leaderStatus       `json:"leader"`
+	Followers []followerStatus    `json:"followers"`
+	Problems  []diagnosis.Problem `json:"problems"`
 	// History is filled by status --history: the last terms, newest first.
 	History []election.HistoryEntry `json:"history,omitempty"`
 }
 
 type leaderStatus struct {
-	Node    string                  `json:"node"`
-	Host    string                  `json:"host"`
-	PID     int                     `json:"pid"`
-	Term    int64                   `json:"term"`
-	Since   time.Time               `json:"since"`
-	Version string                  `json:"version"`
-	Config  *config.Published       `json:"config"`
-	Workers []supervisor.WorkerInfo `json:"workers"`
+	Node    string                 `json:"node"`
+	Host    string                 `json:"host"`
+	PID     int                    `json:"pid"`
+	Term    int64                  `json:"term"`
+	Since   time.Time              `json:"since"`
+	Version string                 `json:"version"`
+	Config  *config.Published      `json:"config"`
+	Workers []diagnosis.WorkerInfo `json:"workers"`
 }
 
 type followerStatus struct {
@@ -68,13 +68,13 @@ func buildStatus(ctx context.Context, b election.Backend, cluster, onlyQueue str
 	get := func(name string) *queueStatus {
 		q, ok := qs[name]
 		if !ok {
-			q = &queueStatus{Queue: name, Followers: []followerStatus{}, Problems: []supervisor.Problem{}}
+			q = &queueStatus{Queue: name, Followers: []followerStatus{}, Problems: []diagnosis.Problem{}}
 			qs[name] = q
 		}
 		return q
 	}
 	add := func(q *queueStatus, sev, code, format string, args ...any) {
-		q.Problems = append(q.Problems, supervisor.Problem{Severity: sev, Code: code, Message: fmt.Sprintf(format, args...)})
+		q.Problems = append(q.Problems, diagnosis.Problem{Severity: sev, Code: code, Message: fmt.Sprintf(format, args...)})
 	}
 
 	for _, r := range leaders {
@@ -86,8 +86,8 @@ func buildStatus(ctx context.Context, b election.Backend, cluster, onlyQueue str
 			add(q, sevCritical, "corrupt_record", "leader record cannot be decoded: %v", r.Err)
 			continue
 		}
-		ls := &leaderStatus{Node: r.Node, Host: r.Host, PID: r.PID, Term: r.Term, Since: r.ElectedAt, Workers: []supervisor.WorkerInfo{}}
-		if p, err := supervisor.DecodeLeaderPayload(r.Payload); err == nil {
+		ls := &leaderStatus{Node: r.Node, Host: r.Host, PID: r.PID, Term: r.Term, Since: r.ElectedAt, Workers: []diagnosis.WorkerInfo{}}
+		if p, err := diagnosis.DecodeLeaderPayload(r.Payload); err == nil {
 			ls.Version = p.Version
 			cfg := p.Config
 			ls.Config = &cfg
@@ -97,7 +97,7 @@ func buildStatus(ctx context.Context, b election.Backend, cluster, onlyQueue str
 		q.Leader = ls
 	}
 
-	claims := map[string][]supervisor.Claim{}
+	claims := map[string][]diagnosis.Claim{}
 	sort.Slice(members, func(i, j int) bool { return members[i].Node < members[j].Node })
 	for _, m := range members {
 		if doc.Cluster == "" {
@@ -106,7 +106,7 @@ func buildStatus(ctx context.Context, b election.Backend, cluster, onlyQueue str
 		if m.Err != nil {
 			continue
 		}
-		p, err := supervisor.DecodeMemberPayload(m.Payload)
+		p, err := diagnosis.DecodeMemberPayload(m.Payload)
 		if err != nil {
 			continue
 		}
@@ -118,7 +118,7 @@ func buildStatus(ctx context.Context, b election.Backend, cluster, onlyQueue str
 			// whose workers must stop by its own deadline. It is a
 			// problem only once it outlives the lease (stale_worker).
 			if mq.Role == election.RoleLeader {
-				claims[name] = append(claims[name], supervisor.Claim{Node: m.Node, Term: mq.Term, Since: mq.Since})
+				claims[name] = append(claims[name], diagnosis.Claim{Node: m.Node, Term: mq.Term, Since: mq.Since})
 			}
 			for _, t := range mq.WorkerTerms {
 				if q.Leader != nil && t < q.Leader.Term && time.Since(q.Leader.Since) > staleGrace(q.Leader) {
@@ -145,7 +145,7 @@ func buildStatus(ctx context.Context, b election.Backend, cluster, onlyQueue str
 			if q.Leader != nil && q.Leader.Config != nil {
 				if c := config.Diff(*q.Leader.Config, cfg); len(c) > 0 {
 					fs.Conflicts = c
-					add(q, sevWarning, "config_conflict", "follower %s differs from leader %s: %s", m.Node, q.Leader.Node, supervisor.FormatConflicts(c))
+					add(q, sevWarning, "config_conflict", "follower %s differs from leader %s: %s", m.Node, q.Leader.Node, diagnosis.FormatConflicts(c))
 				}
 			}
 			q.Followers = append(q.Followers, fs)
@@ -159,8 +159,8 @@ func buildStatus(ctx context.Context, b election.Backend, cluster, onlyQueue str
 		if q.Leader != nil {
 			grace = staleGrace(q.Leader)
 		}
-		if cs := supervisor.SplitBrain(claims[name], grace, time.Now()); len(cs) > 1 {
-			add(q, sevCritical, "split_brain", "%d members claim to lead: %s", len(cs), supervisor.FormatClaims(cs))
+		if cs := diagnosis.SplitBrain(claims[name], grace, time.Now()); len(cs) > 1 {
+			add(q, sevCritical, "split_brain", "%d members claim to lead: %s", len(cs), diagnosis.FormatClaims(cs))
 		}
 	}
 	for _, name := range sortedNames(qs) {

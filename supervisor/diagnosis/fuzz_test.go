@@ -1,4 +1,4 @@
-package supervisor
+package diagnosis
 
 import (
 	"encoding/json"
