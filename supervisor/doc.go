@@ -28,5 +28,8 @@
 // effective config, watch the leader records and report, as log events,
 // metrics and in their member record: config conflicts with the leader,
 // two members claiming one queue (split brain), and live workers of a term
-// older than the queue's current one (stale workers).
+// older than the queue's current one (stale workers). What the records
+// mean — payloads, conflicts, split brain, stale workers, problems and
+// their one grace — is package diagnosis's, the same diagnosis that
+// `regent status` and /status print; the observer only acts on it.
 package supervisor

@@ -44,7 +44,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		StaleWorkers: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "regent_stale_workers", Help: "Members running workers of a term older than the queue's current term."}, []string{"queue"}),
 		Degraded: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "regent_degraded", Help: "1 if the queue's workers crash-loop on this leader."}, []string{"queue"}),
+			Name: "regent_degraded", Help: "1 if the queue's leader reports its workers crash-looping."}, []string{"queue"}),
 	}
 	reg.MustRegister(m.IsLeader, m.Term, m.LeaderChanges, m.Workers, m.WorkerRestarts,
 		m.ConfigConflicts, m.LeaseRemaining, m.BackendErrors, m.SplitBrain, m.StaleWorkers, m.Degraded)

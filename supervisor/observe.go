@@ -12,8 +12,9 @@ import (
 	"github.com/regentd/regent/supervisor/diagnosis"
 )
 
-// observe watches the cluster's records and reports conflicts, split
-// brain and stale workers; it also relays step-down requests. It returns
+// observe watches the cluster's records and reports, from their
+// diagnosis, conflicts, split brain and stale workers; it also relays
+// step-down requests. It returns
 // an *AlreadyLedError with Exclusive.
 func (s *Supervisor) observe(ctx context.Context, b election.Backend) error {
 	changes := b.Changes(ctx)
@@ -74,6 +75,10 @@ func (s *Supervisor) observeTick() time.Duration {
 	return max(s.cfg.LeaseTTL, 5*time.Second)
 }
 
+// observeOnce reads the cluster's records, diagnoses this replica's
+// queues (package diagnosis) and acts on the diagnosis: metrics, log
+// reports, this follower's conflicts; it also relays step-down requests
+// and feeds the balancer.
 func (s *Supervisor) observeOnce(ctx context.Context, b election.Backend, reported map[string]string) error {
 	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -93,177 +98,174 @@ func (s *Supervisor) observeOnce(ctx context.Context, b election.Backend, report
 	for _, r := range reqs {
 		stepDowns[r.Queue] = r
 	}
-	me := s.cfg.Identity.Node
 	byQueue := map[string]election.LeaderRecord{}
 	for _, r := range leaders {
-		if r.Err != nil {
-			s.reportOnce(reported, "corrupt/"+r.Queue, r.Err.Error(), func() {
-				s.log.Error("corrupt leader record", "queue", r.Queue, "error", r.Err)
-			})
-			continue
+		if r.Err == nil {
+			byQueue[r.Queue] = r
 		}
-		byQueue[r.Queue] = r
 	}
-	decoded := map[string]diagnosis.MemberPayload{}
-	for _, m := range members {
-		if m.Err != nil {
-			continue
-		}
-		if p, err := diagnosis.DecodeMemberPayload(m.Payload); err == nil {
-			decoded[m.Node] = p
-		}
+	snap := diagnosis.NewSnapshot(leaders, members)
+	reports := map[string]*diagnosis.Report{}
+	diag := diagnosis.Diagnose(snap, time.Now(), s.order)
+	for i := range diag {
+		reports[diag[i].Queue] = &diag[i]
 	}
 
+	me := s.cfg.Identity.Node
 	memberChanged := false
 	for _, name := range s.order {
-		qs := s.queues[name]
+		qs, rep := s.queues[name], reports[name]
 		rec, led := byQueue[name]
-		var leaderCfg *config.Published
-		if led {
-			if p, err := diagnosis.DecodeLeaderPayload(rec.Payload); err == nil {
-				leaderCfg = &p.Config
-			}
-		}
-		s.mu.Lock()
-		role := qs.role
-		if led {
-			r := rec
-			qs.leader = &r
-		} else {
-			qs.leader = nil
-		}
-		s.mu.Unlock()
-
+		role := s.noteLeader(name, qs, rec, led)
 		if s.cfg.Exclusive && led && rec.Node != me && role != election.RoleLeader {
-			return &AlreadyLedError{Queue: name, Leader: rec, Config: leaderCfg}
-		}
-		if m := s.cfg.Metrics; m != nil && led {
-			if role != election.RoleLeader {
-				m.Term.WithLabelValues(name).Set(float64(rec.Term))
+			var cfg *config.Published
+			if rep.Leader != nil {
+				cfg = rep.Leader.Config
 			}
+			return &AlreadyLedError{Queue: name, Leader: rec, Config: cfg}
 		}
-
-		// Config conflicts, reported by followers.
-		var conflicts []config.Conflict
-		if led && rec.Node != me && leaderCfg != nil {
-			conflicts = config.Diff(*leaderCfg, qs.published)
-		}
-		s.mu.Lock()
-		changed := !slices.Equal(conflicts, qs.conflicts)
-		if role == election.RoleLeader {
-			changed = false
-		} else {
-			qs.conflicts = conflicts
-		}
-		s.mu.Unlock()
-		if changed {
+		if s.reportConflicts(name, qs, rep) {
 			memberChanged = true
-			if m := s.cfg.Metrics; m != nil {
-				m.ConfigConflicts.WithLabelValues(name).Set(float64(len(conflicts)))
-			}
-			if len(conflicts) > 0 {
-				s.log.Warn("config_conflict", "queue", name, "leader_node", rec.Node, "term", rec.Term,
-					"conflicts", diagnosis.FormatConflicts(conflicts))
-			} else {
-				s.log.Info("config_conflict_resolved", "queue", name)
-			}
 		}
-
-		// Split brain: more than one member claims to lead the queue. A
-		// claim older than the newest one is tolerated for a lease TTL
-		// (plus a second) after the newest began: a dead replica's member
-		// record lingers until its lease expires, and a live one must
-		// have fenced itself by then.
-		var claims []diagnosis.Claim
-		stale := 0
-		for _, node := range sortedKeys(decoded) {
-			mq, ok := decoded[node].Queues[name]
-			if !ok {
-				continue
-			}
-			if mq.Role == election.RoleLeader {
-				claims = append(claims, diagnosis.Claim{Node: node, Term: mq.Term, Since: mq.Since})
-			}
-			if led && time.Since(rec.ElectedAt) > s.cfg.LeaseTTL+time.Second {
-				for _, t := range mq.WorkerTerms {
-					if t < rec.Term {
-						stale++
-						s.reportOnce(reported, "stale/"+name+"/"+node, fmt.Sprint(t, rec.Term), func() {
-							s.log.Error("stale_worker", "queue", name, "node", node, "worker_term", t, "current_term", rec.Term)
-						})
-					}
-				}
-			}
-		}
-		claimants := diagnosis.SplitBrain(claims, s.cfg.LeaseTTL+time.Second, time.Now())
-		if m := s.cfg.Metrics; m != nil {
-			v := 0.0
-			if len(claimants) > 1 {
-				v = 1
-			}
-			m.SplitBrain.WithLabelValues(name).Set(v)
-			m.StaleWorkers.WithLabelValues(name).Set(float64(stale))
-		}
-		if len(claimants) > 1 {
-			desc := diagnosis.FormatClaims(claimants)
-			s.reportOnce(reported, "split/"+name, desc, func() {
-				s.log.Error("split_brain", "queue", name, "claimants", desc)
-			})
-		} else {
-			delete(reported, "split/"+name)
-		}
-
-		// Step-down requests: the leader of the asked term steps down; a
-		// follower not named by --to holds back (the backends also hold
-		// back inside Campaign).
-		req, asked := stepDowns[name]
-		if !asked {
-			continue
-		}
-		if role == election.RoleLeader {
-			s.mu.Lock()
-			mine := qs.term == req.Term
-			s.mu.Unlock()
-			if mine && req.To != me {
-				select {
-				case qs.stepDown <- struct{}{}:
-				default:
-				}
-			}
-			continue
-		}
-		if req.To == me {
-			// Asked to take over: nothing of ours may hold it back, not
-			// even the hold of our own recent step-down (a queue handed
-			// back at once by a replica with another view of the counts
-			// was left leaderless for that hold).
-			s.mu.Lock()
-			qs.holdUntil = time.Time{}
-			s.mu.Unlock()
-			s.clearBalanceHold(qs)
-			wakeHold(qs)
-			continue
-		}
-		if req.To == "" {
-			continue
-		}
-		if age := time.Since(req.RequestedAt); age >= 0 && age < s.cfg.StepDownHold {
-			until := time.Now().Add(s.cfg.StepDownHold - age)
-			s.mu.Lock()
-			if until.After(qs.holdUntil) {
-				qs.holdUntil = until
-			}
-			s.mu.Unlock()
-			wakeHold(qs)
+		s.reportAnomalies(name, rep, reported)
+		if req, asked := stepDowns[name]; asked {
+			s.relayStepDown(qs, role, req)
 		}
 	}
 	if s.cfg.Balance {
-		s.observeBalance(byQueue, members, decoded)
+		s.observeBalance(byQueue, members, snap.Payloads())
 	}
 	if memberChanged {
 		s.wakeMember()
 	}
 	return nil
+}
+
+// noteLeader keeps the queue's leader record (nil when none) and, on a
+// follower, its term as regent_term. It returns this replica's role.
+func (s *Supervisor) noteLeader(name string, qs *queueState, rec election.LeaderRecord, led bool) string {
+	s.mu.Lock()
+	role := qs.role
+	if led {
+		qs.leader = &rec
+	} else {
+		qs.leader = nil
+	}
+	s.mu.Unlock()
+	if m := s.cfg.Metrics; m != nil && led && role != election.RoleLeader {
+		m.Term.WithLabelValues(name).Set(float64(rec.Term))
+	}
+	return role
+}
+
+// reportConflicts keeps this replica's config conflicts with the queue's
+// leader (the diagnosis' rule applied to its own config; none while it
+// leads), sets regent_config_conflicts, and logs config_conflict (or
+// config_conflict_resolved) once per change. It reports a change, for the
+// member record.
+func (s *Supervisor) reportConflicts(name string, qs *queueState, rep *diagnosis.Report) bool {
+	conflicts := rep.Conflicts(s.cfg.Identity.Node, qs.published)
+	s.mu.Lock()
+	changed := qs.role != election.RoleLeader && !slices.Equal(conflicts, qs.conflicts)
+	if changed {
+		qs.conflicts = conflicts
+	}
+	n := len(qs.conflicts)
+	s.mu.Unlock()
+	if m := s.cfg.Metrics; m != nil {
+		m.ConfigConflicts.WithLabelValues(name).Set(float64(n))
+	}
+	if !changed {
+		return false
+	}
+	if len(conflicts) > 0 {
+		s.log.Warn("config_conflict", "queue", name, "leader_node", rep.Leader.Node, "term", rep.Leader.Term,
+			"conflicts", diagnosis.FormatConflicts(conflicts))
+	} else {
+		s.log.Info("config_conflict_resolved", "queue", name)
+	}
+	return true
+}
+
+// reportAnomalies sets the queue's anomaly metrics from its diagnosis
+// (regent_split_brain, regent_stale_workers, regent_degraded) and logs
+// split_brain, stale_worker and a corrupt leader record once per change.
+func (s *Supervisor) reportAnomalies(name string, rep *diagnosis.Report, reported map[string]string) {
+	if m := s.cfg.Metrics; m != nil {
+		m.SplitBrain.WithLabelValues(name).Set(gauge(len(rep.Claimants) > 0))
+		m.StaleWorkers.WithLabelValues(name).Set(float64(len(rep.Stale)))
+		m.Degraded.WithLabelValues(name).Set(gauge(rep.Degraded))
+	}
+	for _, p := range rep.Problems {
+		if p.Code == diagnosis.CodeCorruptRecord {
+			s.reportOnce(reported, "corrupt/"+name, p.Message, func() {
+				s.log.Error("corrupt leader record", "queue", name, "error", p.Message)
+			})
+		}
+	}
+	for _, w := range rep.Stale {
+		s.reportOnce(reported, "stale/"+name+"/"+w.Node, fmt.Sprint(w.Term, w.Current), func() {
+			s.log.Error("stale_worker", "queue", name, "node", w.Node, "worker_term", w.Term, "current_term", w.Current)
+		})
+	}
+	if len(rep.Claimants) == 0 {
+		delete(reported, "split/"+name)
+		return
+	}
+	desc := diagnosis.FormatClaims(rep.Claimants)
+	s.reportOnce(reported, "split/"+name, desc, func() {
+		s.log.Error("split_brain", "queue", name, "claimants", desc)
+	})
+}
+
+// relayStepDown acts on a step-down request for the queue: the leader of
+// the asked term steps down; a follower not named by --to holds back (the
+// backends also hold back inside Campaign).
+func (s *Supervisor) relayStepDown(qs *queueState, role string, req election.StepDownRequest) {
+	me := s.cfg.Identity.Node
+	if role == election.RoleLeader {
+		s.mu.Lock()
+		mine := qs.term == req.Term
+		s.mu.Unlock()
+		if mine && req.To != me {
+			select {
+			case qs.stepDown <- struct{}{}:
+			default:
+			}
+		}
+		return
+	}
+	if req.To == me {
+		// Asked to take over: nothing of ours may hold it back, not
+		// even the hold of our own recent step-down (a queue handed
+		// back at once by a replica with another view of the counts
+		// was left leaderless for that hold).
+		s.mu.Lock()
+		qs.holdUntil = time.Time{}
+		s.mu.Unlock()
+		s.clearBalanceHold(qs)
+		wakeHold(qs)
+		return
+	}
+	if req.To == "" {
+		return
+	}
+	if age := time.Since(req.RequestedAt); age >= 0 && age < s.cfg.StepDownHold {
+		until := time.Now().Add(s.cfg.StepDownHold - age)
+		s.mu.Lock()
+		if until.After(qs.holdUntil) {
+			qs.holdUntil = until
+		}
+		s.mu.Unlock()
+		wakeHold(qs)
+	}
+}
+
+func gauge(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // observeBalance builds the balance view of one observation and applies
