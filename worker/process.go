@@ -285,7 +285,14 @@ func (p *Process) wait(rep *os.File, reportDone <-chan struct{}) {
 		if p.backstop {
 			p.status.Cause = CauseBackstop
 		}
-		if pid := p.PID(); pid > 0 {
+		switch pid := p.PID(); {
+		case pid > 0 && p.spec.Containment.namespaced():
+			// The kernel ended the guard's namespace, worker and all,
+			// before the guard could be reaped; the worker's pid may
+			// already name another process: nothing to signal.
+			p.log.Error("guard exited without report; its namespace is gone", "pid", pid,
+				"guard_pid", p.guardPID, "guard_status", p.cmd.ProcessState.String(), "error", werr)
+		case pid > 0:
 			// The guard died without killing the tree (SIGKILLed?). The
 			// worker itself got its death signal; the rest of its group
 			// gets SIGKILL here. Descendants in other groups were
