@@ -25,7 +25,7 @@ func chooseContainment(ctx context.Context, cfg *config.Config, guardExe string,
 	case want == worker.ContainmentNone:
 		got = worker.ContainmentNone
 	case want != "" && want != got && !(want == worker.ContainmentUserPIDNamespace && got == worker.ContainmentPIDNamespace):
-		return "", fmt.Errorf("containment %s is not allowed here (%s): run regent as root, allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1, user.max_user_namespaces > 0), or use --containment auto", want, why)
+		return "", fmt.Errorf("containment %s is not allowed here (%s): give regent CAP_SYS_ADMIN (root outside a container), allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1, user.max_user_namespaces > 0), or use --containment auto", want, why)
 	case want == worker.ContainmentUserPIDNamespace:
 		got = want
 	}
@@ -34,7 +34,7 @@ func chooseContainment(ctx context.Context, cfg *config.Config, guardExe string,
 			log.Warn("containment", "using", got, "detail", "set by configuration: a worker's processes that leave its process group survive a SIGKILLed guard; let the service manager kill them (systemd KillMode=control-group or mixed, or a container)")
 		} else {
 			log.Warn("containment", "using", got, "missing", why,
-				"fix", "run as root or allow user namespaces; otherwise let the service manager kill the whole tree (systemd KillMode=control-group or mixed, or a container): a worker's processes that leave its process group survive a SIGKILLed guard")
+				"fix", "give regent CAP_SYS_ADMIN (root outside a container) or allow user namespaces; otherwise let the service manager kill the whole tree (systemd KillMode=control-group or mixed, or a container): a worker's processes that leave its process group survive a SIGKILLed guard")
 		}
 		return got, nil
 	}
