@@ -7,17 +7,29 @@ import (
 )
 
 // Sentinel errors. Backends translate driver errors into these at the
-// boundary and wrap them with %w; callers test them with errors.Is.
+// boundary and wrap them with %w; callers test them with errors.Is. Which
+// call returns which, in which case, is the contract told in doc.go.
 var (
-	// ErrNoLeader is returned by Leader when nobody leads the queue.
+	// ErrNoLeader is returned by Leader and RequestStepDown when nobody
+	// leads the queue.
 	ErrNoLeader = errors.New("election: no leader")
-	// ErrNotLeader is returned by Leadership methods once leadership is lost.
+	// ErrNotLeader is returned by Leadership.Publish once the leadership
+	// is lost, resigned or closed.
 	ErrNotLeader = errors.New("election: not leader")
-	// ErrSessionLost is returned once the replica's backend session has ended
-	// (lease expired or revoked, connection killed).
+	// ErrSessionLost is returned by every call of a read-write Backend
+	// once its session has ended (lease expired or revoked, connection
+	// killed): the Backend is spent, Close it and open another.
 	ErrSessionLost = errors.New("election: session lost")
-	// ErrClosed is returned by calls made after Close.
+	// ErrClosed is returned by every call made after Close (but for
+	// Campaign and SetMember on a read-only backend: ErrReadOnly).
 	ErrClosed = errors.New("election: backend closed")
+	// ErrReadOnly is returned at once by Campaign and SetMember on a
+	// backend opened with Options.ReadOnly.
+	ErrReadOnly = errors.New("election: backend is read-only")
+	// ErrBusy is returned at once by Campaign while another Campaign call
+	// of the same Backend for the same queue has not returned, or while a
+	// leadership of that queue won through this Backend is not Done.
+	ErrBusy = errors.New("election: campaign already running or leadership held for this queue")
 	// ErrCorruptRecord wraps a record in the backend that cannot be decoded.
 	ErrCorruptRecord = errors.New("election: corrupt record")
 	// ErrUnsupportedPooler is returned when the Postgres connection goes
@@ -27,24 +39,9 @@ var (
 	ErrUnavailable = errors.New("election: backend unavailable")
 )
 
-// Backend is one replica's connection to an election backend: one session
-// (an etcd lease, or one dedicated Postgres connection) shared by every queue
-// the replica campaigns for. A Backend is safe for concurrent use.
-//
-// The backend stores and watches records; it knows nothing of processes or
-// of the supervisor's algorithm.
-type Backend interface {
-	// Campaign blocks until this replica leads queue, then publishes payload
-	// as the leader record's payload and returns the leadership. It returns
-	// ctx.Err() if ctx is cancelled first, ErrSessionLost if the session
-	// ends, ErrClosed after Close. Followers are woken by the backend (etcd
-	// watch, Postgres NOTIFY) when the leader resigns.
-	//
-	// Campaign never returns a leadership while another replica's lease for
-	// the queue might still be trusted by that replica: after an unclean
-	// loss it waits out the old lease on the backend's clock.
-	Campaign(ctx context.Context, queue string, payload []byte) (Leadership, error)
-
+// Reader is what every user of a backend may do: read and watch the
+// cluster's records. A read-only backend never needs more than Operator.
+type Reader interface {
 	// Leader returns the current leader record of queue, or ErrNoLeader.
 	Leader(ctx context.Context, queue string) (LeaderRecord, error)
 
@@ -53,43 +50,27 @@ type Backend interface {
 	// silently and never a panic.
 	Leaders(ctx context.Context) ([]LeaderRecord, error)
 
-	// SetMember publishes (creates or replaces) this replica's member record
-	// with the given role and payload. It disappears when the session ends.
-	SetMember(ctx context.Context, role string, payload []byte) error
-
 	// Members returns the member records of every live replica in the cluster.
 	Members(ctx context.Context) ([]MemberRecord, error)
-
-	// Changes returns a channel that receives a value (non-blocking, size 1,
-	// bursts collapse) whenever any leader or member record of the cluster
-	// changes. The channel is closed when ctx is done or the backend closes.
-	Changes(ctx context.Context) <-chan struct{}
-
-	// RequestStepDown asks the current leader of queue to resign gracefully.
-	// If to is not empty, replicas other than node to hold back their
-	// candidacy for a short while so that to wins. ErrNoLeader if nobody
-	// leads. Works on a read-only backend.
-	RequestStepDown(ctx context.Context, queue, to string) error
 
 	// StepDownRequest returns the pending step-down request of queue;
 	// ok is false when there is none.
 	StepDownRequest(ctx context.Context, queue string) (req StepDownRequest, ok bool, err error)
 
 	// StepDownRequests returns every pending step-down request of the
-	// cluster, in one read. Works on a read-only backend.
+	// cluster, in one read.
 	StepDownRequests(ctx context.Context) ([]StepDownRequest, error)
-
-	// ReleaseTerm clears the leader record of queue if, and only if, it still
-	// holds term, and wakes followers. A worker guard calls it after the
-	// supervisor that led has died and every worker of that term is dead,
-	// so that followers need not wait out the lease. Works on a read-only
-	// backend.
-	ReleaseTerm(ctx context.Context, queue string, term int64) error
 
 	// History returns the last leadership terms of queue, newest first, at
 	// most limit of them (the backend keeps at least HistoryKeep per queue
-	// and trims older ones). Works on a read-only backend.
+	// and trims older ones).
 	History(ctx context.Context, queue string, limit int) ([]HistoryEntry, error)
+
+	// Changes returns a channel that receives a value (non-blocking, size 1,
+	// bursts collapse) whenever any leader, member or step-down record of
+	// the cluster changes. The channel is closed when ctx is done, the
+	// backend closes or (read-write) its session ends.
+	Changes(ctx context.Context) <-chan struct{}
 
 	// Done is closed when the session is lost or the backend is closed.
 	// For a read-only backend it is closed only by Close.
@@ -101,27 +82,93 @@ type Backend interface {
 	Close(ctx context.Context) error
 }
 
+// Operator adds to Reader the writes of operators and worker guards:
+// everything a read-only backend can do.
+type Operator interface {
+	Reader
+
+	// RequestStepDown asks the current leader of queue to resign gracefully.
+	// If to is not empty, replicas other than node to hold back their
+	// candidacy for a short while so that to wins. ErrNoLeader if nobody
+	// leads.
+	RequestStepDown(ctx context.Context, queue, to string) error
+
+	// ReleaseTerm clears the leader record of queue if, and only if, it still
+	// holds term, and wakes followers; it returns nil as well when the
+	// queue no longer holds term. A worker guard calls it after the
+	// supervisor that led has died and every worker of that term is dead,
+	// so that followers need not wait out the lease.
+	ReleaseTerm(ctx context.Context, queue string, term int64) error
+}
+
+// Campaigner is what only a read-write backend does: campaign, and
+// publish this replica's member record. Both fail at once with ErrReadOnly
+// on a read-only backend.
+type Campaigner interface {
+	// Campaign blocks until this replica leads queue, then publishes payload
+	// as the leader record's payload and returns the leadership. It returns
+	// ctx.Err() if ctx is cancelled first, ErrSessionLost if the session
+	// ends, ErrClosed after Close, ErrReadOnly on a read-only backend, and
+	// ErrBusy at once while another Campaign of this Backend for queue
+	// runs or while this Backend's leadership of queue is not Done.
+	// Followers are woken by the backend (etcd watch, Postgres NOTIFY)
+	// when the leader resigns.
+	//
+	// Campaign never returns a leadership while another replica's lease for
+	// the queue might still be trusted by that replica: after an unclean
+	// loss it waits out the old lease on this replica's own clock.
+	Campaign(ctx context.Context, queue string, payload []byte) (Leadership, error)
+
+	// SetMember publishes (creates or replaces) this replica's member record
+	// with the given role and payload. It disappears when the session ends.
+	SetMember(ctx context.Context, role string, payload []byte) error
+}
+
+// Backend is one replica's connection to an election backend: one session
+// (an etcd lease, or one dedicated Postgres connection) shared by every queue
+// the replica campaigns for. A Backend is safe for concurrent use. Opened
+// with Options.ReadOnly it has no session, and only its Operator methods
+// work. Every case of every call is told in the package documentation
+// (doc.go).
+//
+// The backend stores and watches records; it knows nothing of processes or
+// of the supervisor's algorithm.
+type Backend interface {
+	Operator
+	Campaigner
+}
+
 // Leadership is one held leadership of one queue.
 type Leadership interface {
 	// Queue is the queue led.
 	Queue() string
-	// Term strictly increases with every new leadership of the queue.
+	// Term strictly increases with every new leadership of the queue, on
+	// whichever replica; it equals the Term of the leader record.
 	Term() int64
-	// ValidUntil is the local monotonic instant until which no other replica
-	// can become leader: the send time of the last successful renewal plus
-	// the lease TTL. Callers subtract their own safety margin.
+	// ValidUntil is the local instant (internal/boottime: it counts host
+	// suspend) until which no other replica can become leader: the send
+	// time of the last successful renewal plus the lease TTL. Callers
+	// subtract their own safety margin and stop trusting the leadership
+	// past it, whether Done is closed yet or not. Once the leadership is
+	// Done it no longer moves.
 	ValidUntil() time.Time
 	// Renewed receives a value (size 1, bursts collapse) after each
-	// successful renewal that moved ValidUntil.
+	// successful renewal that moved ValidUntil. It is never closed.
 	Renewed() <-chan struct{}
 	// Done is closed the moment the backend knows or must assume that the
 	// leadership is lost (record deleted or taken, session ended, connection
-	// killed), or after Resign.
+	// killed, ValidUntil passed without a renewal), when Resign starts and
+	// before Close returns.
 	Done() <-chan struct{}
-	// Publish replaces the leader record's payload. ErrNotLeader if lost.
+	// Publish replaces the leader record's payload. Once Done is closed,
+	// whatever the reason, it returns ErrNotLeader.
 	Publish(ctx context.Context, payload []byte) error
-	// Resign gives up leadership cleanly and wakes followers at once.
-	// It is idempotent.
+	// Resign gives up leadership cleanly and wakes followers at once; call
+	// it only once the leader's work has stopped. Done is closed before it
+	// returns. It is idempotent, and returns nil on a leadership already
+	// lost, resigned or closed: it never touches a later term. An error
+	// means the clean release could not be confirmed; followers then wait
+	// out the lease at worst.
 	Resign(ctx context.Context) error
 }
 
@@ -221,7 +268,7 @@ type Options struct {
 	// RetryInterval bounds how long a follower waits before it tries again
 	// when the backend gives no wake-up (a crashed leader's lease expiring).
 	RetryInterval time.Duration
-	// ReadOnly opens no session: Campaign and SetMember fail; records can
-	// be read and watched (for status, step-down and guards).
+	// ReadOnly opens no session: Campaign and SetMember fail with
+	// ErrReadOnly; the Operator calls work (status, step-down, guards).
 	ReadOnly bool
 }

@@ -32,6 +32,18 @@
 //     outside), expiry (holder process killed).
 //   - Lifecycle: Campaign honours its context; Close is idempotent, resigns,
 //     wakes blocked calls, and later calls fail with election.ErrClosed.
+//   - One candidacy per queue: a second Campaign of one Backend for a
+//     queue, while the first waits or its leadership holds, fails at once
+//     with election.ErrBusy and leaves the first untouched.
+//   - Read-only: Campaign and SetMember fail at once with
+//     election.ErrReadOnly, before and after Close; every Operator call
+//     works.
+//   - Lost leaderships (resigned, released by ReleaseTerm, closed, session
+//     killed): Publish returns election.ErrNotLeader, Resign nil, and a late
+//     Resign never touches the next leader's term. A backend whose session
+//     was killed is spent: every call returns election.ErrSessionLost and
+//     its Changes channels close. Resign with a cancelled context still
+//     closes Done and releases cleanly.
 //
 // Helper processes: a backend package's TestMain must call HolderMain
 // first, so that the suite can re-execute the test binary as a leader that

@@ -179,9 +179,7 @@ func testClose(e *env) {
 	t.Logf("Close of the leader → follower leads: %v", follower.at.Sub(closing))
 
 	checkClosed(e, a, "closed replica", true)
-	if err := la.Publish(e.ctx(), payload("late")); err == nil {
-		t.Error("publish on a closed backend's leadership succeeded")
-	}
+	checkLost(e, la, "leadership of a closed backend")
 	if err := reader.Close(e.ctx()); err != nil {
 		t.Fatalf("close reader: %v", err)
 	}
@@ -192,9 +190,9 @@ func testClose(e *env) {
 }
 
 // checkClosed checks that every call on the closed backend b fails with
-// ErrClosed and that Changes returns a closed channel. Campaign and
-// SetMember are checked only if campaigner: a read-only backend may refuse
-// them for that reason first.
+// ErrClosed and that Changes returns a closed channel. On a read-only
+// backend (not campaigner) Campaign and SetMember return ErrReadOnly
+// instead: it refuses them for that reason first, in every state.
 func checkClosed(e *env, b election.Backend, what string, campaigner bool) {
 	t := e.t
 	t.Helper()
@@ -204,12 +202,20 @@ func checkClosed(e *env, b election.Backend, what string, campaigner bool) {
 			t.Errorf("%s: %s returned %v, want ErrClosed", what, call, err)
 		}
 	}
+	_, err := b.Campaign(ctx, "q3", payload("x"))
+	errSetMember := b.SetMember(ctx, election.RoleFollower, payload("x"))
 	if campaigner {
-		_, err := b.Campaign(ctx, "q3", payload("x"))
 		check("Campaign", err)
-		check("SetMember", b.SetMember(ctx, election.RoleFollower, payload("x")))
+		check("SetMember", errSetMember)
+	} else {
+		if !errors.Is(err, election.ErrReadOnly) {
+			t.Errorf("%s: Campaign returned %v, want ErrReadOnly", what, err)
+		}
+		if !errors.Is(errSetMember, election.ErrReadOnly) {
+			t.Errorf("%s: SetMember returned %v, want ErrReadOnly", what, errSetMember)
+		}
 	}
-	_, err := b.Leader(ctx, "q")
+	_, err = b.Leader(ctx, "q")
 	check("Leader", err)
 	_, err = b.Leaders(ctx)
 	check("Leaders", err)
@@ -218,6 +224,10 @@ func checkClosed(e *env, b election.Backend, what string, campaigner bool) {
 	check("RequestStepDown", b.RequestStepDown(ctx, "q", ""))
 	_, _, err = b.StepDownRequest(ctx, "q")
 	check("StepDownRequest", err)
+	_, err = b.StepDownRequests(ctx)
+	check("StepDownRequests", err)
+	_, err = b.History(ctx, "q", 5)
+	check("History", err)
 	check("ReleaseTerm", b.ReleaseTerm(ctx, "q", 1))
 	closedWithin(t, b.Done(), prompt, what+": Done")
 	ch := b.Changes(ctx)

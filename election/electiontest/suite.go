@@ -67,6 +67,11 @@ func Run(t *testing.T, h Harness) {
 		{"History", testHistory},
 		{"HistoryTrimmed", testHistoryTrimmed},
 		{"CampaignContext", testCampaignContext},
+		{"CampaignBusy", testCampaignBusy},
+		{"ReadOnly", testReadOnly},
+		{"LostLeadership", testLostLeadership},
+		{"SessionLost", testSessionLost},
+		{"ResignCancelled", testResignCancelled},
 		{"Close", testClose},
 	}
 	for _, c := range cases {

@@ -188,11 +188,18 @@ func (b *Backend) Done() <-chan struct{} { return b.done }
 // op registers a call of a user of the Backend. It returns a context that
 // is cancelled when ctx is, when the backend closes and, if needSession,
 // when the session is lost; end must be called when the call returns.
+// After Close it fails with election.ErrClosed; once the session of a
+// read-write backend is lost, with election.ErrSessionLost, whatever the
+// call: the backend is spent (see the election package's contract).
 func (b *Backend) op(ctx context.Context, needSession bool) (context.Context, func(), error) {
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
 		return nil, nil, election.ErrClosed
+	}
+	if b.lease != 0 && b.sessionLost() {
+		b.mu.Unlock()
+		return nil, nil, fmt.Errorf("%w: the backend's lease is gone", election.ErrSessionLost)
 	}
 	b.ops.Add(1)
 	b.mu.Unlock()

@@ -28,12 +28,13 @@ var errWatchGap = errors.New("etcdbackend: watch broke off")
 //
 // It returns ctx.Err() when ctx is cancelled, an error wrapping
 // election.ErrSessionLost when the session ends, election.ErrClosed after
-// Close, ErrReadOnly on a read-only backend and ErrBusy when this backend
-// already campaigns for or leads queue. Failed requests are retried every
+// Close, election.ErrReadOnly on a read-only backend and election.ErrBusy
+// when this backend already campaigns for queue, or leads it (until the
+// leadership's Done is closed). Failed requests are retried every
 // RetryInterval.
 func (b *Backend) Campaign(ctx context.Context, queue string, payload []byte) (election.Leadership, error) {
 	if b.opts.ReadOnly {
-		return nil, fmt.Errorf("%w: campaign for %s", ErrReadOnly, queue)
+		return nil, fmt.Errorf("%w: campaign for %s", election.ErrReadOnly, queue)
 	}
 	if err := validName("queue", queue); err != nil {
 		return nil, err
@@ -81,7 +82,7 @@ func (b *Backend) beginCampaign(queue string) error {
 		b.queues[queue] = qs
 	}
 	if qs.campaigning || qs.active != nil {
-		return fmt.Errorf("%w: %s", ErrBusy, queue)
+		return fmt.Errorf("%w: %s", election.ErrBusy, queue)
 	}
 	qs.campaigning = true
 	return nil

@@ -238,7 +238,7 @@ func TestCampaignEndsWithSessionAndContext(t *testing.T) {
 		return b.queues["q"] != nil && b.queues["q"].campaigning
 	})
 	_, err := b.Campaign(ctxT(t, 5*time.Second), "q", nil)
-	mustIs(t, err, ErrBusy)
+	mustIs(t, err, election.ErrBusy)
 	cancel()
 	r := result(t, waiting, 2*time.Second)
 	if !errors.Is(r.err, context.Canceled) {

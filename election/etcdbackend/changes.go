@@ -16,7 +16,8 @@ import (
 // channel starts with a value. When the watch breaks off (etcd restarted
 // or unreachable, history compacted) it is re-established, and a value is
 // sent since changes may have been missed. The channel is closed when ctx
-// is done or the backend closes.
+// is done, the backend closes or the session of a read-write backend is
+// lost.
 func (b *Backend) Changes(ctx context.Context) <-chan struct{} {
 	out := make(chan struct{}, 1)
 	octx, end, err := b.op(ctx, false)
@@ -38,7 +39,7 @@ func (b *Backend) Changes(ctx context.Context) <-chan struct{} {
 	b.wg.Add(1)
 	b.mu.Unlock()
 	cctx, cancel := context.WithCancel(ctx)
-	stop := context.AfterFunc(b.ctx, cancel)
+	stop := context.AfterFunc(b.live, cancel)
 	go func() {
 		defer b.wg.Done()
 		defer close(out)

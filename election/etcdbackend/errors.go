@@ -12,16 +12,6 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// Errors of this backend beyond the election sentinels.
-var (
-	// ErrReadOnly is returned by Campaign and SetMember on a backend opened
-	// with Options.ReadOnly.
-	ErrReadOnly = errors.New("etcdbackend: backend is read-only")
-	// ErrBusy is returned by Campaign when this backend already campaigns
-	// for, or leads, the queue.
-	ErrBusy = errors.New("etcdbackend: already campaigning for or leading the queue")
-)
-
 // translate turns an error of the etcd client into the error the backend
 // returns for op (a short lowercase verb phrase: "read leader of q1").
 // ctx is the caller's context: when it was cancelled, its error is

@@ -14,12 +14,12 @@ import (
 // SetMember creates or replaces this replica's member record, attached to
 // the session lease: it disappears when the session ends. The record is
 // written only when SetMember is called, never on renewals; readers fill
-// LastSeen from the lease. It returns ErrReadOnly on a read-only backend
+// LastSeen from the lease. It returns election.ErrReadOnly on a read-only backend
 // and an error wrapping election.ErrSessionLost once the session is lost.
 // ctx bounds the request (DialTimeout when it has no deadline).
 func (b *Backend) SetMember(ctx context.Context, role string, payload []byte) error {
 	if b.opts.ReadOnly {
-		return fmt.Errorf("%w: set member record", ErrReadOnly)
+		return fmt.Errorf("%w: set member record", election.ErrReadOnly)
 	}
 	if role == "" {
 		return errors.New("etcd: set member record: role is empty")

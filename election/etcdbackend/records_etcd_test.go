@@ -108,8 +108,8 @@ func TestReadOnly(t *testing.T) {
 	}
 	ctx := ctxT(t, 10*time.Second)
 	_, err := ro.Campaign(ctx, "q", nil)
-	mustIs(t, err, ErrReadOnly)
-	mustIs(t, ro.SetMember(ctx, election.RoleFollower, nil), ErrReadOnly)
+	mustIs(t, err, election.ErrReadOnly)
+	mustIs(t, ro.SetMember(ctx, election.RoleFollower, nil), election.ErrReadOnly)
 	_, err = ro.Leader(ctx, "q")
 	mustIs(t, err, election.ErrNoLeader)
 	if recs, err := ro.Leaders(ctx); err != nil || len(recs) != 0 {

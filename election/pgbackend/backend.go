@@ -16,7 +16,7 @@ import (
 
 // errReadOnly is returned by Campaign and SetMember on a read-only backend,
 // which has no session.
-var errReadOnly = fmt.Errorf("pgbackend: read-only backend has no session: %w", election.ErrSessionLost)
+var errReadOnly = fmt.Errorf("pgbackend: no session to campaign with: %w", election.ErrReadOnly)
 
 // Backend is one replica's connection to Postgres: one dedicated lock
 // connection (a read-only backend: one plain connection) shared by every
@@ -36,6 +36,20 @@ type Backend struct {
 	doneOnce sync.Once
 
 	closeOnce sync.Once
+
+	// claimsMu guards claims: per queue, the Campaign call running or the
+	// leadership it won, so that a second Campaign for the queue fails at
+	// once with election.ErrBusy (see claim).
+	claimsMu sync.Mutex
+	claims   map[string]*queueClaim
+}
+
+// queueClaim is what holds a queue's one candidacy on this Backend: a
+// Campaign call that has not returned, or the leadership it won, until
+// that leadership is Done.
+type queueClaim struct {
+	campaigning bool
+	lead        *leadership
 }
 
 var _ election.Backend = (*Backend)(nil)
@@ -67,11 +81,12 @@ func New(ctx context.Context, cfg Config, opts election.Options, log hclog.Logge
 	pgcfg.ConnectTimeout = s.DialTimeout
 	pgcfg.DialFunc = s.keepalive.dial
 	b := &Backend{
-		s:     s,
-		log:   log,
-		pgcfg: pgcfg,
-		subs:  newSubscribers(),
-		done:  make(chan struct{}),
+		s:      s,
+		log:    log,
+		pgcfg:  pgcfg,
+		subs:   newSubscribers(),
+		done:   make(chan struct{}),
+		claims: make(map[string]*queueClaim),
 	}
 	sess, err := b.open(ctx)
 	if err != nil {
@@ -138,7 +153,10 @@ func (b *Backend) LockPID() int { return int(b.lockPID.Load()) }
 // candidacy (a leadership won meanwhile is resigned): Campaign waits up
 // to a statement timeout for the withdrawal, which the actor does even if
 // it is busy for longer, and the withdrawn candidacy never wins later. It
-// returns ErrSessionLost when the session ends and ErrClosed after Close.
+// returns ErrSessionLost when the session ends, ErrClosed after Close,
+// ErrReadOnly on a read-only backend, and ErrBusy at once, without asking
+// the actor, while another Campaign of this Backend for queue runs or its
+// leadership of queue is not Done.
 func (b *Backend) Campaign(ctx context.Context, queue string, payload []byte) (election.Leadership, error) {
 	if b.s.ReadOnly {
 		return nil, errReadOnly
@@ -149,6 +167,43 @@ func (b *Backend) Campaign(ctx context.Context, queue string, payload []byte) (e
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	if err := b.claim(queue); err != nil {
+		return nil, err
+	}
+	l, err := b.campaign(ctx, queue, payload)
+	b.unclaim(queue, l)
+	if err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// claim marks queue as campaigned for, or fails with election.ErrBusy if
+// it already is, or is led by a leadership not Done.
+func (b *Backend) claim(queue string) error {
+	b.claimsMu.Lock()
+	defer b.claimsMu.Unlock()
+	if c := b.claims[queue]; c != nil && (c.campaigning || (c.lead != nil && c.lead.err() == nil)) {
+		return fmt.Errorf("%w: %s", election.ErrBusy, queue)
+	}
+	b.claims[queue] = &queueClaim{campaigning: true}
+	return nil
+}
+
+// unclaim ends the Campaign call's claim on queue: the leadership it won,
+// if any, holds the queue until it is Done.
+func (b *Backend) unclaim(queue string, l *leadership) {
+	b.claimsMu.Lock()
+	defer b.claimsMu.Unlock()
+	if l == nil {
+		delete(b.claims, queue)
+		return
+	}
+	b.claims[queue] = &queueClaim{lead: l}
+}
+
+// campaign is Campaign once the queue is claimed.
+func (b *Backend) campaign(ctx context.Context, queue string, payload []byte) (*leadership, error) {
 	w := &waiter{payload: clone(payload), done: ctx.Done(), result: make(chan campaignResult, 1)}
 	if err := b.act.call(ctx, func(a *actor) error { a.addWaiter(queue, w); return nil }); err != nil {
 		if ctx.Err() == nil {

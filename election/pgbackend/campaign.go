@@ -739,10 +739,12 @@ func (a *actor) unlock(q *queueState, announce bool) {
 
 // reconcile frees the lock of each leadership that ended without the
 // actor (its deadline passed), so that followers can take over once the
-// lease expires on the server.
+// lease expires on the server. A leadership being resigned is left to
+// its resign command, queued behind (Resign closes Done first): that
+// releases the record too, so that followers need not wait out the lease.
 func (a *actor) reconcile() {
 	for _, q := range a.queues {
-		if q.lead != nil && q.lead.err() != nil {
+		if q.lead != nil && q.lead.err() != nil && !q.lead.resigning() {
 			q.lead = nil
 			a.unlock(q, true)
 			if a.lost != nil {

@@ -19,7 +19,8 @@
 // (application_name "regent-probe:<cluster>:<node>") to detect a pooler,
 // and closes it.
 // A read-only backend has one plain connection, takes no lock, and
-// reconnects by itself when the connection drops.
+// reconnects by itself when the connection drops; its Campaign and
+// SetMember return election.ErrReadOnly.
 //
 // # Locks and records
 //
@@ -53,6 +54,13 @@
 //	  │                   │    it, retry         │  the lock)           │
 //	  │                   └──────────────────────┴───── Resign / lost ◀─┘
 //	  └──── withdrawn (Campaign's ctx ended), from waiting or locked
+//
+// A queue has one candidacy per Backend: a second Campaign for it, while
+// one runs or its leadership is not Done, fails at once with
+// election.ErrBusy without asking the actor (Backend.claim). Resign
+// closes Done before the actor runs its command, which runs even if the
+// caller's ctx ended (callAlways); reconcile leaves such a leadership's
+// lock to it, so the release stays clean.
 //
 // In detail:
 //

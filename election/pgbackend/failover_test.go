@@ -25,7 +25,8 @@ func TestAdminKillThenWaitOutLease(t *testing.T) {
 
 	l1 := mustCampaign(t, a, "q1", nil)
 	l2 := mustCampaign(t, a, "q2", nil)
-	waitQ3 := campaignAsync(t, testCtx(t), a, "q1", nil) // a second candidacy on the same session
+	mustCampaign(t, b, "q3", nil)
+	waitQ3 := campaignAsync(t, testCtx(t), a, "q3", nil) // a candidacy waiting on the same session
 	chB := campaignAsync(t, testCtx(t), b, "q1", nil)
 
 	killed := time.Now()

@@ -154,16 +154,25 @@ func (l *leadership) Publish(ctx context.Context, payload []byte) error {
 	return err
 }
 
-// Resign marks the record released, frees the queue's lock and wakes
-// followers. It is idempotent; after the session ended it returns nil
-// (the session's end freed the lock). Cancelling ctx stops waiting.
+// Resign closes Done, then marks the record released, frees the queue's
+// lock and wakes followers. It is idempotent; on a leadership already
+// lost, and after the session ended or Close, it returns nil (the lock
+// was freed). Cancelling ctx stops waiting, not the release: the actor
+// runs it all the same (callAlways), and reconcile leaves the lock of a
+// resigning leadership to it.
 func (l *leadership) Resign(ctx context.Context) error {
-	err := l.b.act.call(ctx, func(a *actor) error { return a.resign(l) })
+	l.lose(errResigned)
+	err := l.b.act.callAlways(ctx, func(a *actor) error { return a.resign(l) })
 	if errors.Is(err, election.ErrSessionLost) || errors.Is(err, election.ErrClosed) {
-		l.lose(errResigned)
 		return nil
 	}
 	return err
+}
+
+// resigning reports whether l was given up by Resign, whose command the
+// actor has not run yet if l is still its queue's lead.
+func (l *leadership) resigning() bool {
+	return errors.Is(l.err(), errResigned)
 }
 
 func clone(p []byte) []byte {
