@@ -141,16 +141,11 @@ func (s *Supervisor) observeOnce(ctx context.Context, b election.Backend, report
 	return nil
 }
 
-// noteLeader keeps the queue's leader record (nil when none) and, on a
-// follower, its term as regent_term. It returns this replica's role.
+// noteLeader sets, on a follower, the queue's term as regent_term. It
+// returns this replica's role.
 func (s *Supervisor) noteLeader(name string, qs *queueState, rec election.LeaderRecord, led bool) string {
 	s.mu.Lock()
 	role := qs.role
-	if led {
-		qs.leader = &rec
-	} else {
-		qs.leader = nil
-	}
 	s.mu.Unlock()
 	if m := s.cfg.Metrics; m != nil && led && role != election.RoleLeader {
 		m.Term.WithLabelValues(name).Set(float64(rec.Term))

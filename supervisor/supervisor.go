@@ -147,7 +147,6 @@ type queueState struct {
 	// queue; it delays a new campaign but does not interrupt one under
 	// way (see campaign).
 	balanceHoldLed bool
-	leader         *election.LeaderRecord
 }
 
 // now reads the clock of the leader's deadlines (Config.Now).
@@ -367,34 +366,6 @@ func (s *Supervisor) memberPayload() ([]byte, string) {
 	}
 	b, _ := json.Marshal(diagnosis.NewMemberPayload(s.cfg.Version, queues))
 	return b, role
-}
-
-// QueueState is a snapshot of this replica's view of one queue.
-type QueueState struct {
-	Queue     string                 `json:"queue"`
-	Role      string                 `json:"role"`
-	Term      int64                  `json:"term,omitempty"`
-	Since     time.Time              `json:"since,omitempty"`
-	Deadline  time.Time              `json:"-"`
-	Conflicts []config.Conflict      `json:"conflicts,omitempty"`
-	Workers   []diagnosis.WorkerInfo `json:"workers,omitempty"`
-}
-
-// State returns a snapshot of every queue, in configuration order.
-func (s *Supervisor) State() []QueueState {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make([]QueueState, 0, len(s.order))
-	for _, name := range s.order {
-		qs := s.queues[name]
-		st := QueueState{Queue: name, Role: qs.role, Term: qs.term, Since: qs.since, Deadline: qs.deadline,
-			Conflicts: append([]config.Conflict(nil), qs.conflicts...)}
-		if qs.pool != nil {
-			st.Workers = qs.pool.Workers()
-		}
-		out = append(out, st)
-	}
-	return out
 }
 
 // Leads reports whether this replica leads queue right now, within its

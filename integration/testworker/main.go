@@ -72,7 +72,7 @@ func run() int {
 	if !o.ignoreTerm {
 		signal.Notify(term, syscall.SIGTERM, syscall.SIGINT)
 	}
-	fmt.Printf("testworker pid %d\n", os.Getpid())
+	fmt.Printf("testworker pid %d\n", hostPID())
 
 	var mem []byte
 	if o.allocMB > 0 {
@@ -108,6 +108,7 @@ func run() int {
 	if o.exitAfter > 0 {
 		exit = time.After(o.exitAfter)
 	}
+	pid := hostPID()
 	tick := time.NewTicker(o.interval)
 	defer tick.Stop()
 	for {
@@ -121,7 +122,7 @@ func run() int {
 		case now := <-tick.C:
 			if out != nil {
 				line := fmt.Sprintf("%s %s %d %d %s %s\n", env("REGENT_TERM"), env("REGENT_NODE"),
-					os.Getpid(), now.UnixNano(), env("REGENT_QUEUE"), env("REGENT_WORKER"))
+					pid, now.UnixNano(), env("REGENT_QUEUE"), env("REGENT_WORKER"))
 				if _, err := out.WriteString(line); err != nil {
 					fmt.Fprintf(os.Stderr, "testworker: %v\n", err)
 					return 3
@@ -179,4 +180,17 @@ func env(k string) string {
 		return v
 	}
 	return "-"
+}
+
+// hostPID returns this process's pid as the mounted /proc numbers it: the
+// host's, even inside the PID namespace of regent's containment, where
+// os.Getpid() is small and repeats from one guard's namespace to the
+// next (the observer tells worker processes apart by pid).
+func hostPID() int {
+	if target, err := os.Readlink("/proc/self"); err == nil {
+		if n, err := strconv.Atoi(target); err == nil {
+			return n
+		}
+	}
+	return os.Getpid()
 }

@@ -1,0 +1,278 @@
+package supervisor
+
+import (
+	"context"
+	"strconv"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/regentd/regent/election"
+)
+
+// leaderRun is one leadership, from its start to its resign: the state
+// of the lead loop, owned by the queue's goroutine.
+type leaderRun struct {
+	s    *Supervisor
+	b    election.Backend
+	qs   *queueState
+	l    election.Leadership
+	name string
+	log  hclog.Logger
+
+	// deadline is ValidUntil - FenceMargin, on the suspend-counting clock
+	// (Config.Now): the workers' and this loop's.
+	deadline time.Time
+	pool     Pool
+	fence    *time.Timer
+	poolDone chan error
+	poolEnd  bool
+	stopPool context.CancelFunc
+
+	// handover is the outcome of a step-down request under way (a
+	// yield to a named node), made off the loop so that renewals, a loss
+	// and the fence timer are handled while the backend answers.
+	handover       chan bool
+	cancelHandover context.CancelFunc
+}
+
+// lead carries out the leader's duties for one leadership and returns why
+// it ended. When it returns, every worker of the term is dead and the
+// leadership is resigned.
+func (s *Supervisor) lead(ctx context.Context, b election.Backend, qs *queueState, l election.Leadership) string {
+	r := &leaderRun{s: s, b: b, qs: qs, l: l, name: qs.cfg.Name}
+	r.log = s.log.With("queue", r.name, "term", l.Term())
+	r.deadline = l.ValidUntil().Add(-s.cfg.FenceMargin)
+	if !s.now().Before(r.deadline) {
+		r.log.Warn("leadership_lost", "reason", reasonDeadline, "detail", "lease already past its deadline when won")
+		s.resign(ctx, l, r.log)
+		return reasonDeadline
+	}
+	r.start(ctx)
+	reason := r.loop(ctx)
+	r.stopWorkers(reason)
+	r.end(ctx, reason)
+	return reason
+}
+
+// start builds the term's pool, records the leadership and runs the pool.
+func (r *leaderRun) start(ctx context.Context) {
+	s, qs, term := r.s, r.qs, r.l.Term()
+	env := []string{
+		"REGENT_CLUSTER=" + s.cfg.Identity.Cluster,
+		"REGENT_QUEUE=" + r.name,
+		"REGENT_NODE=" + s.cfg.Identity.Node,
+		"REGENT_TERM=" + strconv.FormatInt(term, 10),
+	}
+	r.pool = s.cfg.NewPool(PoolSpec{
+		Queue: qs.cfg, Term: term, Deadline: r.deadline, Env: env,
+		Logger: r.log,
+		Events: func(reason string) {
+			if s.cfg.Metrics != nil {
+				s.cfg.Metrics.WorkerRestarts.WithLabelValues(r.name, reason).Inc()
+			}
+			s.wakeMember()
+		},
+		Changed: s.wakeMember,
+	})
+	// A yield or step-down asked of an earlier leadership is stale.
+	select {
+	case <-qs.yield:
+	default:
+	}
+	select {
+	case <-qs.stepDown:
+	default:
+	}
+	now := s.now()
+	s.mu.Lock()
+	qs.role, qs.term, qs.since, qs.deadline, qs.pool, qs.conflicts = election.RoleLeader, term, now, r.deadline, r.pool, nil
+	s.mu.Unlock()
+	if m := s.cfg.Metrics; m != nil {
+		m.setLeader(r.name, true, term)
+		m.LeaderChanges.WithLabelValues(r.name).Inc()
+		m.ConfigConflicts.WithLabelValues(r.name).Set(0)
+		m.Workers.WithLabelValues(r.name).Set(float64(qs.cfg.Concurrency))
+	}
+	r.log.Info("leadership_acquired", "deadline_in", r.deadline.Sub(now).Round(time.Millisecond).String())
+	s.wakeMember()
+
+	var poolCtx context.Context
+	poolCtx, r.stopPool = context.WithCancel(context.WithoutCancel(ctx))
+	r.poolDone = make(chan error, 1)
+	go func() { r.poolDone <- r.pool.Run(poolCtx) }() // awaited by end
+	r.fence = time.NewTimer(r.deadline.Sub(now))
+	r.handover = make(chan bool, 1)
+	s.setLeaseGauge(r.name, r.deadline)
+}
+
+// renewed moves the deadline after a renewal.
+func (r *leaderRun) renewed() {
+	d := r.l.ValidUntil().Add(-r.s.cfg.FenceMargin)
+	if !d.After(r.deadline) {
+		return
+	}
+	r.deadline = d
+	r.pool.SetDeadline(d)
+	r.fence.Reset(d.Sub(r.s.now()))
+	r.s.mu.Lock()
+	r.qs.deadline = d
+	r.s.mu.Unlock()
+	r.s.setLeaseGauge(r.name, d)
+}
+
+// expired reports whether the deadline has passed; if not, it re-arms the
+// fence timer for what is left (a timer counts CLOCK_MONOTONIC, the
+// deadline also the time the host was suspended).
+func (r *leaderRun) expired() bool {
+	left := r.deadline.Sub(r.s.now())
+	if left <= 0 {
+		return true
+	}
+	r.fence.Reset(left)
+	return false
+}
+
+// loop serves the leadership until it must end, and says why.
+func (r *leaderRun) loop(ctx context.Context) string {
+	gauge := time.NewTicker(time.Second)
+	defer gauge.Stop()
+	yield := r.qs.yield
+	for {
+		select {
+		case <-r.l.Renewed():
+			r.renewed()
+		case <-r.fence.C:
+			if r.expired() {
+				return reasonDeadline
+			}
+		case <-r.l.Done():
+			return reasonLost
+		case <-ctx.Done():
+			return r.stopReason()
+		case <-r.qs.stepDown:
+			// The observer saw a step-down request for this very term.
+			r.log.Info("handing over", "why", "step-down requested")
+			return reasonStepDown
+		case y := <-yield:
+			if y.to == "" {
+				r.log.Info("handing over", "why", y.why)
+				return reasonStepDown
+			}
+			yield = nil // one handover request at a time
+			r.requestHandover(ctx, y)
+		case ok := <-r.handover:
+			r.cancelHandover()
+			r.cancelHandover = nil
+			if ok {
+				return reasonStepDown
+			}
+			yield = r.qs.yield
+		case err := <-r.poolDone:
+			r.poolEnd = true
+			r.log.Error("worker pool ended on its own", "error", err)
+			return reasonPool
+		case <-gauge.C:
+			// The fence timer counts CLOCK_MONOTONIC, which stops while
+			// the host is suspended: after a resume it would fire late by
+			// the suspension. Look at the deadline on every tick too.
+			if !r.s.now().Before(r.deadline) {
+				return reasonDeadline
+			}
+			r.s.setLeaseGauge(r.name, r.deadline)
+		}
+	}
+}
+
+// stopReason tells a clean stop from a loss noticed at the stop: the
+// session may have ended under us (frozen past the lease, connection
+// killed).
+func (r *leaderRun) stopReason() string {
+	select {
+	case <-r.l.Done():
+		return reasonLost
+	default:
+	}
+	if !r.s.now().Before(r.deadline) {
+		return reasonDeadline
+	}
+	return reasonStop
+}
+
+// requestHandover writes the step-down request naming y.to off the loop;
+// its outcome arrives on r.handover: true once written, when the leader
+// hands over; false leaves the queue here (balancing tries again later).
+func (r *leaderRun) requestHandover(ctx context.Context, y yieldReq) {
+	hctx, cancel := context.WithCancel(ctx)
+	r.cancelHandover = cancel
+	go func() { // awaited by end (or the loop) through r.handover
+		ok := r.s.requestHandover(hctx, r.b, r.name, y.to, r.log)
+		if ok {
+			r.log.Info("handing over", "why", y.why, "to", y.to)
+		}
+		r.handover <- ok
+	}()
+}
+
+// stopWorkers stops the pool. On a loss the deadline can only shrink:
+// another replica may lead once the backend's own deadline has passed.
+func (r *leaderRun) stopWorkers(reason string) {
+	switch reason {
+	case reasonLost:
+		// The backend says another replica may lead soon (at once, for an
+		// etcd key deleted by someone else): kill now, not at the deadline.
+		r.pool.Fence()
+		r.log.Warn("leadership_lost", "reason", reason, "detail", "backend reports the leadership lost; workers fenced")
+	case reasonDeadline:
+		r.pool.Fence()
+		r.log.Warn("leadership_lost", "reason", reason, "detail", "no renewal confirmed before the local deadline; workers fenced")
+	default:
+		r.log.Info("stopping workers", "reason", reason)
+	}
+	r.stopPool()
+	graceful := isGraceful(reason)
+	for !r.poolEnd {
+		select {
+		case <-r.poolDone:
+			r.poolEnd = true
+		case <-r.l.Renewed():
+			if graceful {
+				r.renewed()
+			}
+		case <-r.fence.C:
+			if r.expired() {
+				r.pool.Fence()
+			}
+		}
+	}
+}
+
+// isGraceful reports whether a leadership ending for reason hands over
+// cleanly (workers stopped with SIGTERM, renewals still honoured).
+func isGraceful(reason string) bool {
+	return reason == reasonStop || reason == reasonStepDown || reason == reasonPool
+}
+
+// end resigns once every worker is dead, so that the next leader's
+// workers never overlap ours, and records the end.
+func (r *leaderRun) end(ctx context.Context, reason string) {
+	s, qs := r.s, r.qs
+	r.fence.Stop()
+	if r.cancelHandover != nil {
+		r.cancelHandover()
+		<-r.handover
+	}
+	s.mu.Lock()
+	qs.role, qs.pool, qs.deadline = election.RoleFollower, nil, time.Time{}
+	s.mu.Unlock()
+	if m := s.cfg.Metrics; m != nil {
+		m.setLeader(r.name, false, 0)
+		m.Workers.WithLabelValues(r.name).Set(0)
+		m.LeaseRemaining.WithLabelValues(r.name).Set(0)
+	}
+	s.resign(ctx, r.l, r.log)
+	if isGraceful(reason) {
+		r.log.Info("leadership_released", "reason", reason)
+	}
+	s.wakeMember()
+}
