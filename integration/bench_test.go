@@ -14,7 +14,7 @@ import (
 	"github.com/regentd/regent/election"
 	"github.com/regentd/regent/election/etcdbackend"
 	"github.com/regentd/regent/election/pgbackend"
-	"github.com/regentd/regent/integration/faultproxy"
+	"github.com/regentd/regent/internal/faultproxy"
 	"github.com/regentd/regent/internal/testenv"
 )
 

@@ -8,7 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/regentd/regent/integration/faultproxy"
+	"github.com/regentd/regent/internal/faultproxy"
 	"github.com/regentd/regent/internal/testenv"
 )
 
