@@ -33,10 +33,8 @@ func uniq(prefix string) string {
 // testOptions returns options for node in cluster with the test timings.
 func testOptions(cluster, node string) election.Options {
 	return election.Options{
-		Identity:      election.Identity{Cluster: cluster, Node: node, Host: "testhost", PID: 4242},
-		LeaseTTL:      testTTL,
-		RenewInterval: testRenew,
-		RetryInterval: testRetry,
+		Identity: election.Identity{Cluster: cluster, Node: node, Host: "testhost", PID: 4242},
+		Timing:   election.Timing{LeaseTTL: testTTL, RenewInterval: testRenew, RetryInterval: testRetry},
 	}
 }
 
