@@ -1,7 +1,7 @@
 # regent — build, test, benchmark.
 GO        ?= go
 BIN       := bin/regent
-PKGS_RACE := ./config/... ./election/... ./supervisor/... ./worker/... ./integration/observer/... ./integration/faultproxy/... ./internal/... ./deploy/...
+PKGS_RACE := ./config/... ./election/... ./supervisor/... ./worker/... ./integration/observer/... ./internal/... ./deploy/...
 
 .PHONY: all build test unit fuzz integration vet fmt-check matrix bench bench-failover bench-cost bench-scale bench-full bench-balance soak demo dev clean
 

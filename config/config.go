@@ -2,6 +2,8 @@ package config
 
 import (
 	"time"
+
+	"github.com/regentd/regent/election"
 )
 
 // Backend names.
@@ -21,20 +23,23 @@ type Config struct {
 	Etcd     EtcdConfig     `mapstructure:"etcd" json:"etcd"`
 	Postgres PostgresConfig `mapstructure:"postgres" json:"postgres"`
 
-	// LeaseTTL is how long leadership survives without renewal. Default 10s.
+	// The lease timing: defaults and limits are election.Timing's, each
+	// documented on its field there; Timing returns them as one.
+
+	// LeaseTTL is election.Timing.LeaseTTL. Default 10s.
 	LeaseTTL time.Duration `mapstructure:"lease_ttl" json:"lease_ttl"`
-	// RenewInterval is how often the session is renewed. Default LeaseTTL/5.
+	// RenewInterval is election.Timing.RenewInterval. Default LeaseTTL/5.
 	RenewInterval time.Duration `mapstructure:"renew_interval" json:"renew_interval"`
-	// FenceMargin is subtracted from the lease to get the leader's local
-	// deadline. Default LeaseTTL/10, at least 200ms.
+	// FenceMargin is election.Timing.FenceMargin. Default LeaseTTL/10, at
+	// least 200ms.
 	FenceMargin time.Duration `mapstructure:"fence_margin" json:"fence_margin"`
-	// RetryInterval is how often a follower retries when the backend gives
-	// no wake-up (an expired lease). Default 500ms.
+	// RetryInterval is election.Timing.RetryInterval. Default 500ms.
 	RetryInterval time.Duration `mapstructure:"retry_interval" json:"retry_interval"`
 	// ClockDriftPPM is the largest rate error, in parts per million, that
 	// regent assumes of any host's clock (NTP slews at most 500 ppm). A
 	// leader's clock and a follower's may err in opposite directions, so
-	// FenceMargin must cover 2 × ClockDriftPPM of LeaseTTL. Default 500.
+	// FenceMargin must cover 2 × ClockDriftPPM of LeaseTTL
+	// (election.Timing.ValidateClockDrift). Default 500.
 	ClockDriftPPM int `mapstructure:"clock_drift_ppm" json:"clock_drift_ppm"`
 	// Containment is how the kernel holds each worker's tree to its guard:
 	// "auto" (default: the best the kernel allows), "pid-namespace",
@@ -122,6 +127,25 @@ type Liveness struct {
 	// StartupGrace is the time a new worker has before its first heartbeat.
 	// Default 30s.
 	StartupGrace time.Duration `mapstructure:"startup_grace" json:"startup_grace"`
+}
+
+// Timing is the lease timing of c, for the supervisor and the backend:
+// its four settings as configured, and the timings it has no setting for
+// (stale grace, step-down hold) at their defaults for its lease TTL. With
+// no lease TTL (a config built by hand, as the guard's) those two stay
+// zero, for Timing.WithDefaults to fill as it fills the lease TTL.
+func (c *Config) Timing() election.Timing {
+	t := election.Timing{
+		LeaseTTL:      c.LeaseTTL,
+		RenewInterval: c.RenewInterval,
+		FenceMargin:   c.FenceMargin,
+		RetryInterval: c.RetryInterval,
+	}
+	if c.LeaseTTL > 0 {
+		t.StaleGrace = election.DefaultStaleGrace(c.LeaseTTL)
+		t.StepDownHold = election.DefaultStepDownHold(c.LeaseTTL)
+	}
+	return t
 }
 
 // Queue returns the configuration of the named queue.

@@ -10,6 +10,8 @@ import (
 
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
+
+	"github.com/regentd/regent/election"
 )
 
 // RegisterFlags adds the flags of every setting in scope (and of the
@@ -267,14 +269,13 @@ func (c *Config) applyDefaults() {
 	if c.NodeID == "" {
 		c.NodeID = DefaultNodeID()
 	}
+	// lease_ttl and retry_interval have flag defaults: an explicit 0 is
+	// kept, for validation to refuse.
 	if c.RenewInterval == 0 && c.LeaseTTL > 0 {
-		c.RenewInterval = c.LeaseTTL / 5
+		c.RenewInterval = election.DefaultRenewInterval(c.LeaseTTL)
 	}
 	if c.FenceMargin == 0 && c.LeaseTTL > 0 {
-		c.FenceMargin = c.LeaseTTL / 10
-		if c.FenceMargin < 200*time.Millisecond {
-			c.FenceMargin = 200 * time.Millisecond
-		}
+		c.FenceMargin = election.DefaultFenceMargin(c.LeaseTTL)
 	}
 	c.Log.Level = strings.ToLower(c.Log.Level)
 	c.Log.Format = strings.ToLower(c.Log.Format)

@@ -3,6 +3,8 @@ package config
 import (
 	"strings"
 	"time"
+
+	"github.com/regentd/regent/election"
 )
 
 // Scope says which commands accept a setting.
@@ -51,10 +53,6 @@ func (s Setting) Env() string {
 	return "REGENT_" + strings.ToUpper(r.Replace(name))
 }
 
-// DefaultLeaseTTL is the default lease_ttl (--lease-ttl). The diagnosis
-// assumes it of a leader whose published config does not say.
-const DefaultLeaseTTL = 10 * time.Second
-
 // Settings is every configuration key regent knows, in reference order.
 var Settings = []Setting{
 	{Key: "config", Flag: "config", Help: "path of a YAML config file", Scope: ScopeBackend},
@@ -75,12 +73,12 @@ var Settings = []Setting{
 
 	{Key: "queue", Flag: "queue", Help: "queue to campaign for (repeatable); default: the queues of the config file, else \"default\"", Scope: ScopeRun},
 	{Key: "node_id", Flag: "node-id", Help: "this replica's name (default <hostname>-<random>)", Scope: ScopeRun},
-	{Key: "lease_ttl", Flag: "lease-ttl", Default: DefaultLeaseTTL, Help: "how long leadership survives without renewal", Scope: ScopeRun},
+	{Key: "lease_ttl", Flag: "lease-ttl", Default: election.DefaultLeaseTTL, Help: "how long leadership survives without renewal", Scope: ScopeRun},
 	{Key: "renew_interval", Flag: "renew-interval", Help: "session renewal interval (default lease-ttl/5)", Scope: ScopeRun},
 	{Key: "fence_margin", Flag: "fence-margin", Help: "safety margin before the lease end at which a leader stops its workers (default lease-ttl/10, at least 200ms)", Scope: ScopeRun},
-	{Key: "clock_drift_ppm", Flag: "clock-drift-ppm", Default: 500, Help: "largest clock rate error assumed of any host, in ppm; fence_margin must cover twice this share of lease_ttl", Scope: ScopeRun},
+	{Key: "clock_drift_ppm", Flag: "clock-drift-ppm", Default: election.DefaultClockDriftPPM, Help: "largest clock rate error assumed of any host, in ppm; fence_margin must cover twice this share of lease_ttl", Scope: ScopeRun},
 	{Key: "containment", Flag: "containment", Default: "auto", Help: "how the kernel holds each worker's processes to its guard: auto, pid-namespace, user+pid-namespace or none (see README, Containment)", Scope: ScopeRun},
-	{Key: "retry_interval", Flag: "retry-interval", Default: 500 * time.Millisecond, Help: "follower retry interval when the backend gives no wake-up", Scope: ScopeRun},
+	{Key: "retry_interval", Flag: "retry-interval", Default: election.DefaultRetryInterval, Help: "follower retry interval when the backend gives no wake-up", Scope: ScopeRun},
 	{Key: "balance", Flag: "balance", Default: true, Help: "spread queue leadership evenly over the live replicas (voluntary step-down, candidacy delay)", Scope: ScopeRun},
 	{Key: "exclusive", Flag: "exclusive", Default: false, Help: "exit 2 at once if a queue is already led instead of standing by", Scope: ScopeRun},
 	{Key: "pid_file", Flag: "pid-file", Help: "write the pid here (a local convenience, never the lock)", Scope: ScopeRun},

@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/regentd/regent/election"
 )
 
 // ErrInvalid wraps every validation error.
@@ -80,26 +82,18 @@ func (c *Config) ValidateRun() error {
 	if !ValidName(c.NodeID) {
 		return invalid("node_id %q: use 1-128 letters, digits, '-', '_' or '.' (--node-id)", c.NodeID)
 	}
-	if c.LeaseTTL < time.Second {
-		return invalid("lease_ttl %s is too short: use at least 1s (--lease-ttl)", c.LeaseTTL)
-	}
-	if c.Backend == BackendEtcd && (c.LeaseTTL < 2*time.Second || c.LeaseTTL%time.Second != 0) {
+	// The limits are election.Timing's; etcd's own (whole seconds, at
+	// least 2s: etcdbackend.MinLeaseTTL) is checked here too, so that the
+	// error comes before a connection is tried, and before the others'.
+	t := c.Timing()
+	if c.Backend == BackendEtcd && c.LeaseTTL >= election.MinLeaseTTL && (c.LeaseTTL < 2*time.Second || c.LeaseTTL%time.Second != 0) {
 		return invalid("lease_ttl %s: etcd leases are whole seconds, at least 2s (--lease-ttl)", c.LeaseTTL)
 	}
-	if c.RenewInterval <= 0 || c.RenewInterval > c.LeaseTTL/3 {
-		return invalid("renew_interval %s must be positive and at most a third of lease_ttl %s, so that two renewals can fail before the lease ends: lower --renew-interval or raise --lease-ttl", c.RenewInterval, c.LeaseTTL)
+	if err := t.Validate(); err != nil {
+		return timingInvalid(err)
 	}
-	if c.FenceMargin <= 0 || c.FenceMargin+c.RenewInterval >= c.LeaseTTL {
-		return invalid("fence_margin %s must be positive and fence_margin + renew_interval (%s) below lease_ttl %s: lower --fence-margin or raise --lease-ttl", c.FenceMargin, c.RenewInterval, c.LeaseTTL)
-	}
-	if c.ClockDriftPPM < 0 || c.ClockDriftPPM > 100_000 {
-		return invalid("clock_drift_ppm %d: use 0 to 100000 parts per million (--clock-drift-ppm)", c.ClockDriftPPM)
-	}
-	if need := MinFenceMargin(c.LeaseTTL, c.ClockDriftPPM); c.FenceMargin < need {
-		return invalid("fence_margin %s does not cover a clock rate error of %d ppm on both sides over lease_ttl %s (needs at least %s): raise --fence-margin or lower --lease-ttl", c.FenceMargin, c.ClockDriftPPM, c.LeaseTTL, need)
-	}
-	if c.RetryInterval <= 0 {
-		return invalid("retry_interval must be positive (--retry-interval)")
+	if err := t.ValidateClockDrift(c.ClockDriftPPM); err != nil {
+		return timingInvalid(err)
 	}
 	switch c.Containment {
 	case "auto", "pid-namespace", "user+pid-namespace", "none":
@@ -175,10 +169,25 @@ func checkPostgresURL(s string) error {
 	return invalid("postgres.url %q is neither a postgres:// URL nor a key=value connection string", RedactURL(s))
 }
 
-// MinFenceMargin is the smallest fence margin that covers a clock rate
-// error of driftPPM on the leader's host and the opposite error on a
-// follower's, over a lease of ttl: the leader may count the lease that
-// much too long, and the follower count it that much too short.
-func MinFenceMargin(ttl time.Duration, driftPPM int) time.Duration {
-	return time.Duration(2 * int64(driftPPM) * int64(ttl) / 1_000_000)
+// timingInvalid words an election.TimingError for the command line: the
+// settings named in its fix become their flags, and a problem that says
+// its own fix names the flag of its setting.
+func timingInvalid(err error) error {
+	var te *election.TimingError
+	if !errors.As(err, &te) {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	if te.Fix == "" {
+		if s, ok := Lookup(te.Field); ok && s.Flag != "" {
+			return invalid("%s (--%s)", te.Problem, s.Flag)
+		}
+		return invalid("%s", te.Problem)
+	}
+	var pairs []string
+	for _, s := range Settings {
+		if s.Flag != "" && strings.Contains(te.Fix, s.Key) {
+			pairs = append(pairs, s.Key, "--"+s.Flag)
+		}
+	}
+	return invalid("%s: %s", te.Problem, strings.NewReplacer(pairs...).Replace(te.Fix))
 }

@@ -261,13 +261,10 @@ type Identity struct {
 // Options common to every backend.
 type Options struct {
 	Identity
-	// LeaseTTL is how long leadership survives without renewal.
-	LeaseTTL time.Duration
-	// RenewInterval is how often the session is renewed; well under LeaseTTL.
-	RenewInterval time.Duration
-	// RetryInterval bounds how long a follower waits before it tries again
-	// when the backend gives no wake-up (a crashed leader's lease expiring).
-	RetryInterval time.Duration
+	// Timing is the lease timing (see its fields for what each backend
+	// uses). A backend's New fills the zero fields with their defaults
+	// (Timing.WithDefaults) and refuses a Timing that Validate refuses.
+	Timing
 	// ReadOnly opens no session: Campaign and SetMember fail with
 	// ErrReadOnly; the Operator calls work (status, step-down, guards).
 	ReadOnly bool

@@ -14,7 +14,7 @@ import (
 	"github.com/regentd/regent/election"
 	"github.com/regentd/regent/election/etcdbackend"
 	"github.com/regentd/regent/election/pgbackend"
-	"github.com/regentd/regent/integration/faultproxy"
+	"github.com/regentd/regent/internal/faultproxy"
 	"github.com/regentd/regent/internal/testenv"
 )
 
@@ -218,7 +218,7 @@ func BenchmarkHandover(b *testing.B) {
 			}
 			open := func(node string) election.Backend {
 				opts := election.Options{Identity: election.Identity{Cluster: cluster, Node: node, Host: "bench", PID: os.Getpid()},
-					LeaseTTL: 2 * time.Second, RenewInterval: 400 * time.Millisecond, RetryInterval: 200 * time.Millisecond}
+					Timing: election.Timing{LeaseTTL: 2 * time.Second, RenewInterval: 400 * time.Millisecond, RetryInterval: 200 * time.Millisecond}}
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				defer cancel()
 				var be election.Backend

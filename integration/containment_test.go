@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/regentd/regent/integration/faultproxy"
 	"github.com/regentd/regent/integration/observer"
+	"github.com/regentd/regent/internal/faultproxy"
 )
 
 // Containment faults (issue 12; DESIGN.md safety properties 2, 4 and 6).

@@ -11,7 +11,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
-	"github.com/regentd/regent/integration/faultproxy"
+	"github.com/regentd/regent/internal/faultproxy"
 )
 
 // An operator revokes the etcd lease of a leader cut off from etcd

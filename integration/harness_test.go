@@ -19,8 +19,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/regentd/regent/integration/faultproxy"
 	"github.com/regentd/regent/integration/observer"
+	"github.com/regentd/regent/internal/faultproxy"
 	"github.com/regentd/regent/internal/testenv"
 )
 

@@ -87,7 +87,7 @@ func (c *cluster) readOnly(ctx context.Context) election.Backend {
 	host, _ := os.Hostname()
 	opts := election.Options{
 		Identity: election.Identity{Cluster: c.name, Node: "observer", Host: host, PID: os.Getpid()},
-		LeaseTTL: testTTL, RenewInterval: testRenew, RetryInterval: testRetry,
+		Timing:   election.Timing{LeaseTTL: testTTL, RenewInterval: testRenew, RetryInterval: testRetry},
 		ReadOnly: true,
 	}
 	log := testenv.Logger(c.t, "observer")

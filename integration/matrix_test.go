@@ -8,7 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/regentd/regent/integration/faultproxy"
+	"github.com/regentd/regent/internal/faultproxy"
 	"github.com/regentd/regent/internal/testenv"
 )
 
@@ -352,7 +352,11 @@ func TestMatrixLatency(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			forEachBackend(t, func(t *testing.T, be backend) {
-				dp := startDelayProxy(t, be.addr)
+				dp, err := faultproxy.Start(be.addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(dp.Close)
 				m := startCase(t, be, be.viaProxy(dp.Addr()), "b")
 				rtt := time.Duration(float64(renewalBudget(be.name)) * tc.factor)
 				what := fmt.Sprintf("%s latency %s (round trip %s, budget %s)", be.name, tc.name, rtt, renewalBudget(be.name))

@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/regentd/regent/election"
-	"github.com/regentd/regent/integration/faultproxy"
 	"github.com/regentd/regent/integration/observer"
+	"github.com/regentd/regent/internal/faultproxy"
 	"github.com/regentd/regent/internal/testenv"
 )
 

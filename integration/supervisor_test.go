@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/regentd/regent/integration/faultproxy"
+	"github.com/regentd/regent/internal/faultproxy"
 )
 
 // The incident of shared/context: two supervisors of one queue with

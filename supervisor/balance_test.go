@@ -473,7 +473,7 @@ func TestRebalanceBatchPerReceiver(t *testing.T) {
 // queue handed straight back campaigns at once, not after the hold.
 func TestHandedBackQueueNotHeld(t *testing.T) {
 	fb := newFakeBackend()
-	runOnFake(t, fb, Config{StepDownHold: 10 * time.Second, Queues: []config.QueueConfig{queueCfg("q", 0)}})
+	runOnFake(t, fb, Config{Timing: election.Timing{StepDownHold: 10 * time.Second}, Queues: []config.QueueConfig{queueCfg("q", 0)}})
 	grant := func(term int64, within time.Duration) bool {
 		fb.mu.Lock()
 		fb.leaders["q"] = election.LeaderRecord{Queue: "q", Node: "self", Term: term}

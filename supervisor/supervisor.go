@@ -52,12 +52,15 @@ type PoolFactory func(spec PoolSpec) Pool
 
 // Config configures a Supervisor.
 type Config struct {
-	Identity      election.Identity
-	Version       string
-	LeaseTTL      time.Duration
-	FenceMargin   time.Duration
-	RetryInterval time.Duration
-	Queues        []config.QueueConfig
+	Identity election.Identity
+	Version  string
+	// Timing is the lease timing; the supervisor uses its LeaseTTL,
+	// FenceMargin, RetryInterval and StepDownHold (how long a replica
+	// asked to step down, or not named by a step-down's --to, holds back
+	// its candidacy). New fills zero fields with their defaults and
+	// refuses what election.Timing.Validate refuses.
+	election.Timing
+	Queues []config.QueueConfig
 	// Balance spreads leadership evenly over the live replicas (see
 	// balance.go). Off with --balance=false.
 	Balance bool
@@ -72,10 +75,6 @@ type Config struct {
 	// Now is the clock of the leader's deadlines: monotonic and counting
 	// host suspend. Default boottime.Now; tests inject a suspend.
 	Now func() time.Time
-	// StepDownHold is how long a replica asked to step down, or not named
-	// by a step-down's --to, holds back its candidacy. Default LeaseTTL,
-	// at most 5s.
-	StepDownHold time.Duration
 }
 
 // AlreadyLedError is returned by Run with Exclusive when another replica
@@ -157,17 +156,12 @@ func New(cfg Config) (*Supervisor, error) {
 	if cfg.Dial == nil || cfg.NewPool == nil {
 		return nil, errors.New("supervisor: Dial and NewPool are required")
 	}
-	if cfg.LeaseTTL <= 0 || cfg.FenceMargin <= 0 || cfg.FenceMargin >= cfg.LeaseTTL {
-		return nil, fmt.Errorf("supervisor: need 0 < fence margin (%s) < lease TTL (%s)", cfg.FenceMargin, cfg.LeaseTTL)
+	cfg.Timing = cfg.Timing.WithDefaults()
+	if err := cfg.Timing.Validate(); err != nil {
+		return nil, fmt.Errorf("supervisor: %w", err)
 	}
 	if len(cfg.Queues) == 0 {
 		return nil, errors.New("supervisor: no queue")
-	}
-	if cfg.RetryInterval <= 0 {
-		cfg.RetryInterval = 500 * time.Millisecond
-	}
-	if cfg.StepDownHold <= 0 {
-		cfg.StepDownHold = min(cfg.LeaseTTL, 5*time.Second)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = hclog.NewNullLogger()

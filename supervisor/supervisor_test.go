@@ -59,12 +59,11 @@ func startHarnessWith(t *testing.T, exclusive bool, change func(*Config)) *harne
 	t.Helper()
 	h := &harness{fb: newFakeBackend(), pools: make(chan *fakePool, 10), done: make(chan error, 1), logBuf: &lockedBuffer{}}
 	cfg := Config{
-		Identity:    election.Identity{Cluster: "c", Node: "self"},
-		LeaseTTL:    time.Second,
-		FenceMargin: 100 * time.Millisecond,
-		Queues:      []config.QueueConfig{queueCfg("q", 4096)},
-		Exclusive:   exclusive,
-		Dial:        func(ctx context.Context) (election.Backend, error) { return h.fb, nil },
+		Identity:  election.Identity{Cluster: "c", Node: "self"},
+		Timing:    election.Timing{LeaseTTL: time.Second, FenceMargin: 100 * time.Millisecond},
+		Queues:    []config.QueueConfig{queueCfg("q", 4096)},
+		Exclusive: exclusive,
+		Dial:      func(ctx context.Context) (election.Backend, error) { return h.fb, nil },
 		NewPool: func(spec PoolSpec) Pool {
 			p := &fakePool{backend: h.fb, deadline: spec.Deadline, fenced: make(chan struct{})}
 			h.pools <- p
@@ -259,7 +258,7 @@ func TestExclusiveAlreadyLed(t *testing.T) {
 	payload, _ := json.Marshal(diagnosis.LeaderPayload{Config: queueCfg("q", 16384).Publish(time.Second)})
 	fb.leaders["q"] = election.LeaderRecord{Queue: "q", Node: "other", Host: "h1", PID: 42, Term: 3, Payload: payload}
 	sup, err := New(Config{
-		Identity: election.Identity{Cluster: "c", Node: "self"}, LeaseTTL: time.Second, FenceMargin: 100 * time.Millisecond,
+		Identity: election.Identity{Cluster: "c", Node: "self"}, Timing: election.Timing{LeaseTTL: time.Second, FenceMargin: 100 * time.Millisecond},
 		Queues: []config.QueueConfig{queueCfg("q", 4096)}, Exclusive: true,
 		Dial:    func(ctx context.Context) (election.Backend, error) { return fb, nil },
 		NewPool: func(spec PoolSpec) Pool { t.Error("pool started"); return nil },

@@ -25,10 +25,8 @@ func electionOptions(cfg *config.Config, readOnly bool) election.Options {
 			Host:    host,
 			PID:     os.Getpid(),
 		},
-		LeaseTTL:      cfg.LeaseTTL,
-		RenewInterval: cfg.RenewInterval,
-		RetryInterval: cfg.RetryInterval,
-		ReadOnly:      readOnly,
+		Timing:   cfg.Timing(),
+		ReadOnly: readOnly,
 	}
 }
 

@@ -110,14 +110,12 @@ func runRun(cmd *cobra.Command, args []string) error {
 	}
 	opts := electionOptions(cfg, false)
 	sup, err := supervisor.New(supervisor.Config{
-		Identity:      opts.Identity,
-		Version:       regentVersion(),
-		LeaseTTL:      cfg.LeaseTTL,
-		FenceMargin:   cfg.FenceMargin,
-		RetryInterval: cfg.RetryInterval,
-		Queues:        cfg.Queues,
-		Exclusive:     cfg.Exclusive,
-		Balance:       cfg.Balance,
+		Identity:  opts.Identity,
+		Version:   regentVersion(),
+		Timing:    opts.Timing,
+		Queues:    cfg.Queues,
+		Exclusive: cfg.Exclusive,
+		Balance:   cfg.Balance,
 		Dial: func(ctx context.Context) (election.Backend, error) {
 			return openBackend(ctx, cfg, opts, log)
 		},

@@ -74,9 +74,7 @@ func runHolder(raw string, open HolderOpener) int {
 			Host:    "host-" + spec.Node,
 			PID:     os.Getpid(),
 		},
-		LeaseTTL:      spec.LeaseTTL,
-		RenewInterval: spec.RenewInterval,
-		RetryInterval: spec.RetryInterval,
+		Timing: election.Timing{LeaseTTL: spec.LeaseTTL, RenewInterval: spec.RenewInterval, RetryInterval: spec.RetryInterval},
 	}, log)
 	if err != nil {
 		log.Error("cannot open the backend", "error", err)

@@ -107,9 +107,7 @@ func (e *env) options(node string) election.Options {
 			Host:    "host-" + node,
 			PID:     os.Getpid(),
 		},
-		LeaseTTL:      LeaseTTL,
-		RenewInterval: RenewInterval,
-		RetryInterval: RetryInterval,
+		Timing: election.Timing{LeaseTTL: LeaseTTL, RenewInterval: RenewInterval, RetryInterval: RetryInterval},
 	}
 }
 

@@ -24,7 +24,7 @@ var errWatchGap = errors.New("etcdbackend: watch broke off")
 // key is deleted. After an unclean end of the previous leadership (lease
 // expired or revoked, key deleted by hand) it first waits until the old
 // leader can no longer trust it (see doc.go); while a step-down request
-// names another node it holds back for StepDownHoldBack.
+// names another node it holds back for StepDownHold.
 //
 // It returns ctx.Err() when ctx is cancelled, an error wrapping
 // election.ErrSessionLost when the session ends, election.ErrClosed after
@@ -466,10 +466,10 @@ func (c *campaign) stepDownHold(ctx context.Context, st snapshot) (time.Time, er
 	}
 	// TTL is whole seconds rounded down, so age is rounded up.
 	age := time.Duration(ttl.GrantedTTL-ttl.TTL) * time.Second
-	if age >= StepDownHoldBack {
+	if age >= b.opts.StepDownHold {
 		return time.Time{}, nil
 	}
-	return time.Now().Add(StepDownHoldBack - age), nil
+	return time.Now().Add(b.opts.StepDownHold - age), nil
 }
 
 // create tries to create the leader key. It returns a nil leadership when

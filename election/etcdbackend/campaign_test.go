@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/regentd/regent/election"
+	"github.com/regentd/regent/internal/faultproxy"
 	"github.com/regentd/regent/internal/testenv"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -164,13 +165,13 @@ func TestKeyDeletedByHandHoldsBack(t *testing.T) {
 func TestCutOffLeaderLosesAtValidUntil(t *testing.T) {
 	eps := testenv.Etcd(t)
 	cluster := uniq("c")
-	px := newProxy(t, eps)
-	a := open(t, px.endpoints(), testOptions(cluster, "a"))
+	px, pxEps := newProxy(t, eps)
+	a := open(t, pxEps, testOptions(cluster, "a"))
 	b := open(t, eps, testOptions(cluster, "b"))
 	la := mustCampaign(t, a, "q", 5*time.Second)
 	waiting := campaignAsync(ctxT(t, 20*time.Second), b, "q")
 
-	px.block()
+	px.SetMode(faultproxy.Blackhole)
 	vu := la.ValidUntil()
 	lostAt := closedWithin(t, la.Done(), 2*testTTL, "a's leadership Done while cut off")
 	if lostAt.Before(vu) {
@@ -193,16 +194,16 @@ func TestCutOffLeaderLosesAtValidUntil(t *testing.T) {
 	if d := r.at.Sub(la.ValidUntil()); d > testTTL-200*time.Millisecond {
 		t.Errorf("b won %s after a's ValidUntil, want about etcd's expiry delay", d)
 	}
-	px.unblock()
+	px.SetMode(faultproxy.Pass)
 	closedWithin(t, a.Done(), 5*time.Second, "a's session Done once etcd answers again")
 }
 
 func TestShortCutIsSurvived(t *testing.T) {
 	eps := testenv.Etcd(t)
-	px := newProxy(t, eps)
-	a := open(t, px.endpoints(), testOptions(uniq("c"), "a"))
+	px, pxEps := newProxy(t, eps)
+	a := open(t, pxEps, testOptions(uniq("c"), "a"))
 	la := mustCampaign(t, a, "q", 5*time.Second)
-	px.block()
+	px.SetMode(faultproxy.Blackhole)
 	cut := time.Now()
 	for time.Since(cut) < testTTL/3 {
 		if !isOpen(la.Done()) {
@@ -210,7 +211,7 @@ func TestShortCutIsSurvived(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	px.unblock()
+	px.SetMode(faultproxy.Pass)
 	select {
 	case <-la.Renewed():
 	case <-la.Done():
@@ -498,16 +499,16 @@ func TestLateCampaignBoundsLastRenewal(t *testing.T) {
 	const ttl = 5 * time.Second
 	eps := testenv.Etcd(t)
 	cluster := uniq("c")
-	px := newProxy(t, eps)
+	px, pxEps := newProxy(t, eps)
 	optsA, optsB := testOptions(cluster, "a"), testOptions(cluster, "b")
 	for _, o := range []*election.Options{&optsA, &optsB} {
 		o.LeaseTTL, o.RenewInterval = ttl, time.Second
 	}
-	a := open(t, px.endpoints(), optsA)
+	a := open(t, pxEps, optsA)
 	b := open(t, eps, optsB)
 	la := mustCampaign(t, a, "q", 5*time.Second)
 
-	px.block()
+	px.SetMode(faultproxy.Blackhole)
 	cut := time.Now()
 	// Campaign only after the cut, so b never sees a heartbeat of a's.
 	time.Sleep(3 * time.Second)
@@ -529,5 +530,5 @@ func TestLateCampaignBoundsLastRenewal(t *testing.T) {
 		t.Errorf("b won %s after its campaign started; want well under a TTL (%s): a's last renewal was %s before it",
 			r.at.Sub(started).Round(time.Millisecond), ttl, started.Sub(cut).Round(time.Millisecond))
 	}
-	px.unblock()
+	px.SetMode(faultproxy.Pass)
 }

@@ -15,18 +15,15 @@ import (
 	"go.uber.org/zap"
 )
 
-// Defaults applied by New to zero fields.
+// Defaults and limits of this backend; the lease timing's are election's
+// (election.Timing).
 const (
 	// DefaultDialTimeout bounds New's connectivity check and every single
 	// request the backend makes on its own.
 	DefaultDialTimeout = 5 * time.Second
-	// DefaultLeaseTTL is used when Options.LeaseTTL is zero.
-	DefaultLeaseTTL = 10 * time.Second
-	// DefaultRetryInterval is used when Options.RetryInterval is zero: the
-	// pause after a failed request before a campaign tries again.
-	DefaultRetryInterval = time.Second
-	// MinLeaseTTL is the shortest lease TTL accepted; etcd counts lease TTLs
-	// in whole seconds and raises shorter ones to its own minimum.
+	// MinLeaseTTL is the shortest lease TTL accepted, above
+	// election.MinLeaseTTL; etcd counts lease TTLs in whole seconds and
+	// raises shorter ones to its own minimum.
 	MinLeaseTTL = 2 * time.Second
 )
 
@@ -173,7 +170,9 @@ func (cfg Config) tlsConfig() (*tls.Config, error) {
 	return t, nil
 }
 
-// checkOptions validates opts and fills their defaults.
+// checkOptions validates opts and fills their defaults: the lease timing
+// by election.Timing's rules, then etcd's own (whole-second leases, at
+// least MinLeaseTTL), which a read-only backend does not need.
 func checkOptions(opts election.Options) (election.Options, error) {
 	if err := validName("cluster", opts.Cluster); err != nil {
 		return opts, err
@@ -181,29 +180,15 @@ func checkOptions(opts election.Options) (election.Options, error) {
 	if err := validName("node id", opts.Node); err != nil {
 		return opts, err
 	}
-	if opts.RetryInterval < 0 {
-		return opts, fmt.Errorf("etcd: retry_interval %s is negative", opts.RetryInterval)
-	}
-	if opts.RetryInterval == 0 {
-		opts.RetryInterval = DefaultRetryInterval
+	opts.Timing = opts.Timing.WithDefaults()
+	if err := opts.Timing.Validate(); err != nil {
+		return opts, fmt.Errorf("etcd: %w", err)
 	}
 	if opts.ReadOnly {
 		return opts, nil
 	}
-	if opts.LeaseTTL == 0 {
-		opts.LeaseTTL = DefaultLeaseTTL
-	}
 	if opts.LeaseTTL < MinLeaseTTL || opts.LeaseTTL%time.Second != 0 || opts.LeaseTTL/time.Second > math.MaxInt32 {
 		return opts, fmt.Errorf("etcd: lease_ttl %s must be a whole number of seconds, at least %s (etcd lease TTLs are whole seconds)", opts.LeaseTTL, MinLeaseTTL)
-	}
-	if opts.RenewInterval < 0 {
-		return opts, fmt.Errorf("etcd: renew_interval %s is negative", opts.RenewInterval)
-	}
-	if opts.RenewInterval == 0 {
-		opts.RenewInterval = opts.LeaseTTL / 3
-	}
-	if opts.RenewInterval > opts.LeaseTTL/2 {
-		return opts, fmt.Errorf("etcd: renew_interval %s must be at most half of lease_ttl %s", opts.RenewInterval, opts.LeaseTTL)
 	}
 	return opts, nil
 }

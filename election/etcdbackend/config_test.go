@@ -133,6 +133,8 @@ func TestCheckOptions(t *testing.T) {
 		{"ttl too short", func(o *election.Options) { o.LeaseTTL = time.Second; o.RenewInterval = 100 * time.Millisecond }, "lease_ttl"},
 		{"ttl sub-second", func(o *election.Options) { o.LeaseTTL = 1500 * time.Millisecond }, "lease_ttl"},
 		{"renew too slow", func(o *election.Options) { o.RenewInterval = 1500 * time.Millisecond }, "renew_interval"},
+		{"renew over a third (was up to a half)", func(o *election.Options) { o.RenewInterval = time.Second }, "renew_interval"},
+		{"step-down hold negative", func(o *election.Options) { o.StepDownHold = -1 }, "step_down_hold"},
 		{"renew negative", func(o *election.Options) { o.RenewInterval = -1 }, "renew_interval"},
 		{"retry negative", func(o *election.Options) { o.RetryInterval = -1 }, "retry_interval"},
 		{"no cluster", func(o *election.Options) { o.Cluster = "" }, "cluster is empty"},
@@ -148,8 +150,11 @@ func TestCheckOptions(t *testing.T) {
 				if err != nil {
 					t.Fatalf("unexpected error: %v", err)
 				}
-				if !got.ReadOnly && (got.LeaseTTL <= 0 || got.RenewInterval <= 0 || got.RetryInterval <= 0) {
-					t.Fatalf("defaults not filled: %+v", got)
+				if got.Timing != got.Timing.WithDefaults() {
+					t.Fatalf("defaults not filled: %+v", got.Timing)
+				}
+				if tc.name == "defaults" && got.Timing != (election.Timing{}).WithDefaults() {
+					t.Fatalf("defaults %+v, not election's", got.Timing)
 				}
 				return
 			}

@@ -121,9 +121,9 @@
 // retries without history and logs it.
 //
 // While a step-down request names another node, candidates hold back for
-// StepDownHoldBack after the request (judged from its lease's remaining
-// TTL, not from clocks); with no node named, only the replica asked to
-// step down holds back.
+// their StepDownHold (election.Timing) after the request (judged from its
+// lease's remaining TTL, not from clocks); with no node named, only the
+// replica asked to step down holds back.
 //
 // # Invariants
 //

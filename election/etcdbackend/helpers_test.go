@@ -5,10 +5,12 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"net/url"
 	"testing"
 	"time"
 
 	"github.com/regentd/regent/election"
+	"github.com/regentd/regent/internal/faultproxy"
 	"github.com/regentd/regent/internal/testenv"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
@@ -31,11 +33,25 @@ func uniq(prefix string) string {
 // testOptions returns options for node in cluster with the test timings.
 func testOptions(cluster, node string) election.Options {
 	return election.Options{
-		Identity:      election.Identity{Cluster: cluster, Node: node, Host: "testhost", PID: 4242},
-		LeaseTTL:      testTTL,
-		RenewInterval: testRenew,
-		RetryInterval: testRetry,
+		Identity: election.Identity{Cluster: cluster, Node: node, Host: "testhost", PID: 4242},
+		Timing:   election.Timing{LeaseTTL: testTTL, RenewInterval: testRenew, RetryInterval: testRetry},
 	}
+}
+
+// newProxy starts a fault proxy in front of the first of endpoints,
+// closed at the end of the test, and returns it with its endpoints.
+func newProxy(t *testing.T, endpoints []string) (*faultproxy.Proxy, []string) {
+	t.Helper()
+	u, err := url.Parse(endpoints[0])
+	if err != nil {
+		t.Fatalf("proxy: endpoint %q: %v", endpoints[0], err)
+	}
+	p, err := faultproxy.Start(u.Host)
+	if err != nil {
+		t.Fatalf("proxy: %v", err)
+	}
+	t.Cleanup(p.Close)
+	return p, []string{"http://" + p.Addr()}
 }
 
 // open opens a backend on endpoints, closed at the end of the test.

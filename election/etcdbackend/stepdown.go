@@ -10,16 +10,10 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-// Step-down timing.
-const (
-	// StepDownTTL is the TTL of the lease a step-down request is written
-	// with: a request nobody acts on disappears after it.
-	StepDownTTL = 30 * time.Second
-	// StepDownHoldBack is how long after a step-down request to node N the
-	// other replicas hold back their candidacy, so that N wins. With no N,
-	// the replica asked to step down holds back as long.
-	StepDownHoldBack = 5 * time.Second
-)
+// StepDownTTL is the TTL of the lease a step-down request is written
+// with: a request nobody acts on disappears after it. How long candidates
+// hold back after a request is each one's election.Timing.StepDownHold.
+const StepDownTTL = 30 * time.Second
 
 // stepDownAttempts bounds the tries of RequestStepDown when the leader
 // changes under it.
@@ -93,7 +87,7 @@ func (b *Backend) requestStepDown(ctx context.Context, queue, to string) (done b
 // queues at once, and one lease each would multiply the backend's leases.
 // The others measure the hold back from the lease's grant (its remaining
 // TTL), so a request on a shared lease holds them back up to this much
-// less than StepDownHoldBack.
+// less than the StepDownHold.
 const stepDownLeaseShare = time.Second
 
 // stepDownLease returns a lease of StepDownTTL for a step-down request:

@@ -62,8 +62,8 @@ var _ election.Backend = (*Backend)(nil)
 // that names host:port (never the password). Cancelling ctx aborts New.
 //
 // opts.Cluster is required, and opts.Node unless opts.ReadOnly. Zero
-// durations get defaults: LeaseTTL DefaultLeaseTTL, RenewInterval a third
-// of it, RetryInterval min(1s, LeaseTTL/4).
+// durations get their defaults (election.Timing), and the timing must
+// pass election.Timing's Validate.
 func New(ctx context.Context, cfg Config, opts election.Options, log hclog.Logger) (*Backend, error) {
 	s, err := newSettings(cfg, opts)
 	if err != nil {

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/regentd/regent/election"
-	"github.com/regentd/regent/integration/faultproxy"
+	"github.com/regentd/regent/internal/faultproxy"
 	"github.com/regentd/regent/internal/testenv"
 )
 

@@ -141,9 +141,7 @@ func contractOptions(node string) election.Options {
 			Host:    "host-" + node,
 			PID:     os.Getpid(),
 		},
-		LeaseTTL:      electiontest.LeaseTTL,
-		RenewInterval: electiontest.RenewInterval,
-		RetryInterval: electiontest.RetryInterval,
+		Timing: election.Timing{LeaseTTL: electiontest.LeaseTTL, RenewInterval: electiontest.RenewInterval, RetryInterval: electiontest.RetryInterval},
 	}
 }
 

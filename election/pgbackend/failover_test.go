@@ -199,7 +199,7 @@ func TestDeadlineWhileRenewalBlocked(t *testing.T) {
 	url := testenv.NewDatabase(t)
 	cluster := randomName("c")
 	opts := testOpts(cluster, "a")
-	opts.LeaseTTL = 800 * time.Millisecond
+	opts.LeaseTTL = time.Second
 	opts.RenewInterval = 200 * time.Millisecond
 	a := openBackendCfg(t, Config{URL: url, StatementTimeout: 3 * time.Second}, opts)
 	l := mustCampaign(t, a, "q", nil)

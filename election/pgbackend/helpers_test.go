@@ -33,10 +33,8 @@ func randomName(prefix string) string {
 func testOpts(cluster, node string) election.Options {
 	host, _ := os.Hostname()
 	return election.Options{
-		Identity:      election.Identity{Cluster: cluster, Node: node, Host: host, PID: os.Getpid()},
-		LeaseTTL:      1500 * time.Millisecond,
-		RenewInterval: 300 * time.Millisecond,
-		RetryInterval: 200 * time.Millisecond,
+		Identity: election.Identity{Cluster: cluster, Node: node, Host: host, PID: os.Getpid()},
+		Timing:   election.Timing{LeaseTTL: 1500 * time.Millisecond, RenewInterval: 300 * time.Millisecond, RetryInterval: 200 * time.Millisecond},
 	}
 }
 

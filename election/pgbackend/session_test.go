@@ -161,7 +161,7 @@ func TestDeadlineLostRecordNotKeptAlive(t *testing.T) {
 	url := testenv.NewDatabase(t)
 	cluster := randomName("c")
 	opts := testOpts(cluster, "a")
-	opts.LeaseTTL = 800 * time.Millisecond
+	opts.LeaseTTL = time.Second
 	opts.RenewInterval = 200 * time.Millisecond
 	a := openBackendCfg(t, Config{URL: url, StatementTimeout: 5 * time.Second}, opts)
 	b := openBackend(t, url, testOpts(cluster, "b"))

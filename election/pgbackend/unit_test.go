@@ -74,9 +74,12 @@ func TestSettings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.DialTimeout != DefaultDialTimeout || s.StatementTimeout != DefaultStatementTimeout || s.LeaseTTL != DefaultLeaseTTL ||
+	if s.DialTimeout != DefaultDialTimeout || s.StatementTimeout != DefaultStatementTimeout || s.Timing != (election.Timing{}).WithDefaults() ||
 		s.RenewInterval >= s.LeaseTTL || s.RetryInterval <= 0 || s.clientStatementTimeout <= s.StatementTimeout {
 		t.Fatalf("defaults %+v", s)
+	}
+	if s.staleGrace != election.DefaultStaleGrace(s.LeaseTTL) || s.stepDownHold != election.DefaultStepDownHold(s.LeaseTTL) {
+		t.Fatalf("stale grace %s, step-down hold %s: not election's defaults", s.staleGrace, s.stepDownHold)
 	}
 	bad := []func(*Config, *election.Options){
 		func(c *Config, o *election.Options) { c.URL = "" },
@@ -84,6 +87,11 @@ func TestSettings(t *testing.T) {
 		func(c *Config, o *election.Options) { o.Node = "" },
 		func(c *Config, o *election.Options) { o.LeaseTTL = time.Second; o.RenewInterval = time.Second },
 		func(c *Config, o *election.Options) { o.LeaseTTL = time.Millisecond },
+		func(c *Config, o *election.Options) {
+			o.LeaseTTL = 800 * time.Millisecond
+			o.RenewInterval = 200 * time.Millisecond
+		},
+		func(c *Config, o *election.Options) { o.RetryInterval = -time.Second },
 	}
 	for i, f := range bad {
 		c, o := Config{URL: "postgres://h/db"}, opts
@@ -129,20 +137,5 @@ func TestDecodePayload(t *testing.T) {
 	}
 	if j, raw := encodePayload(nil); j != nil || raw != nil {
 		t.Fatalf("%v %q", j, raw)
-	}
-}
-
-func TestStaleGrace(t *testing.T) {
-	for _, c := range []struct{ ttl, want time.Duration }{
-		{100 * time.Millisecond, 100 * time.Millisecond},
-		{time.Second, 100 * time.Millisecond},
-		{2 * time.Second, 100 * time.Millisecond},
-		{10 * time.Second, 500 * time.Millisecond},
-		{20 * time.Second, time.Second},
-		{time.Minute, time.Second},
-	} {
-		if got := staleGraceFor(c.ttl); got != c.want {
-			t.Errorf("ttl %s: grace %s, want %s", c.ttl, got, c.want)
-		}
 	}
 }

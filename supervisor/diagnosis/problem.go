@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/regentd/regent/config"
+	"github.com/regentd/regent/election"
 )
 
 // Problem severities. `status --check` maps them to its exit codes: any
@@ -59,10 +60,10 @@ const graceSlack = time.Second
 //
 // Fallback: when the leader's config is unknown (no leader record, a
 // corrupt record or payload, a lease_ttl missing, unparsable or not
-// positive, as a foreign version may write), config.DefaultLeaseTTL is
+// positive, as a foreign version may write), election.DefaultLeaseTTL is
 // assumed: 11 s in all.
 func Grace(leaderConfig *config.Published) time.Duration {
-	ttl := config.DefaultLeaseTTL
+	ttl := election.DefaultLeaseTTL
 	if leaderConfig != nil {
 		if d, err := time.ParseDuration(leaderConfig.LeaseTTL); err == nil && d > 0 {
 			ttl = d
