@@ -5,7 +5,9 @@ import "time"
 // EventKind names a pool event.
 type EventKind string
 
-// Pool events, for metrics and tests.
+// Pool events. Each is logged once by the pool, under the stable name of
+// the README's log events (EventKind.LogName), and handed to
+// PoolConfig.Events for metrics.
 const (
 	// EventStarted: a worker started (PID set).
 	EventStarted EventKind = "started"
@@ -46,6 +48,17 @@ type Event struct {
 	Time  time.Time
 	// Exit is set for EventExited.
 	Exit ExitStatus
+	// Cause is the likely cause of an EventExited, as the worker_exited
+	// event names it: ExitCrash, ExitClean, ExitRSSWatchdog, ExitWedged,
+	// ExitFenced or ExitStop.
+	Cause string
+	// RanFor is how long the worker ran (EventExited).
+	RanFor time.Duration
+	// GuardPID is the guard's pid (EventStarted).
+	GuardPID int
+	// Consecutive is the number of crashes in a row (EventExited,
+	// EventStartFailed, EventDegraded).
+	Consecutive int
 	// Crash is set for EventExited and EventStartFailed when the end
 	// counted as a crash.
 	Crash bool
@@ -56,4 +69,46 @@ type Event struct {
 	LimitBytes uint64
 	// Err is set for EventStartFailed.
 	Err error
+}
+
+// Likely causes of a worker's exit (Event.Cause, the worker_exited
+// event's cause field).
+const (
+	// ExitCrash: the worker ended by itself with a failure, or its guard
+	// was lost; counted as a crash.
+	ExitCrash = "crash"
+	// ExitClean: the worker exited 0 by itself.
+	ExitClean = "exit"
+	// ExitRSSWatchdog: stopped by the RSS watchdog.
+	ExitRSSWatchdog = "rss_watchdog"
+	// ExitWedged: stopped for a silent heartbeat.
+	ExitWedged = "wedged"
+	// ExitFenced: killed because leadership was lost or its deadline
+	// passed (Fence, the guard's deadline, an orphaned guard, the
+	// backstop).
+	ExitFenced = "fenced"
+	// ExitStop: stopped because the pool was stopped (a graceful stop or
+	// step-down).
+	ExitStop = "stop"
+)
+
+// LogName is the stable name under which the pool logs an event of kind k.
+func (k EventKind) LogName() string {
+	switch k {
+	case EventStarted:
+		return "worker_spawned"
+	case EventExited:
+		return "worker_exited"
+	case EventStartFailed:
+		return "worker_start_failed"
+	case EventDegraded:
+		return "crash_loop"
+	case EventRecovered:
+		return "crash_loop_recovered"
+	case EventRSSKill:
+		return "rss_watchdog_kill"
+	case EventWedgeRestart:
+		return "wedged_restart"
+	}
+	return string(k) // backoff, rss_warning, rss_loop, wedged
 }

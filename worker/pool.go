@@ -195,15 +195,22 @@ func (p *Pool) update(i int, f func(s *slotStatus)) {
 	f(&p.slots[i])
 }
 
-// emit hands e to the Events hook.
+// emit logs e once and hands it to the Events hook.
 func (p *Pool) emit(e Event) {
-	if p.cfg.Events == nil {
-		return
-	}
 	if e.Time.IsZero() {
 		e.Time = p.cfg.Clock.Now()
 	}
-	p.cfg.Events(e)
+	p.logEvent(e)
+	if p.cfg.Events != nil {
+		p.cfg.Events(e)
+	}
+}
+
+// isFenced reports whether Fence was called.
+func (p *Pool) isFenced() bool {
+	p.dlMu.Lock()
+	defer p.dlMu.Unlock()
+	return p.fenced
 }
 
 // startable returns the deadline to start a worker with, or ok false

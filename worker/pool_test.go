@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
 )
 
 // fakeClock is a Clock moved by hand.
@@ -482,4 +484,75 @@ func TestPoolConfigErrors(t *testing.T) {
 	if err := pool.Run(ctx); !errors.Is(err, ErrPoolRunning) {
 		t.Errorf("second run: %v, want ErrPoolRunning", err)
 	}
+}
+
+// Every exit event names its likely cause (the worker_exited event's
+// cause field), and the pool logs each event once, under its stable
+// name.
+func TestPoolExitCauses(t *testing.T) {
+	var logs lockedLog
+	crash := startPool(t, PoolConfig{Logger: logs.logger(), Restart: RestartPolicy{InitialBackoff: time.Hour}},
+		"-exit-after", "20ms", "-exit-code", "3")
+	if e := crash.events.wait(t, 10*time.Second, EventExited, 1); e.Cause != ExitCrash || !e.Crash {
+		t.Errorf("exit 3: cause %q crash %v, want %q", e.Cause, e.Crash, ExitCrash)
+	}
+	clean := startPool(t, PoolConfig{Restart: RestartPolicy{InitialBackoff: time.Hour}}, "-exit-after", "20ms", "-exit-code", "0")
+	if e := clean.events.wait(t, 10*time.Second, EventExited, 1); e.Cause != ExitClean {
+		t.Errorf("exit 0: cause %q, want %q", e.Cause, ExitClean)
+	}
+	fenced := startPool(t, PoolConfig{})
+	fenced.events.wait(t, 10*time.Second, EventStarted, 1)
+	if err := fenced.Fence(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if e := fenced.events.wait(t, 10*time.Second, EventExited, 1); e.Cause != ExitFenced {
+		t.Errorf("fenced: cause %q, want %q", e.Cause, ExitFenced)
+	}
+	stopped := startPool(t, PoolConfig{})
+	stopped.events.wait(t, 10*time.Second, EventStarted, 1)
+	if err := stopped.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if e := stopped.events.wait(t, 10*time.Second, EventExited, 1); e.Cause != ExitStop {
+		t.Errorf("stopped: cause %q, want %q", e.Cause, ExitStop)
+	}
+	if err := crash.stop(); err != nil {
+		t.Fatal(err)
+	}
+	text := logs.String()
+	for _, want := range []string{"worker_spawned", "worker_exited", "cause=crash", "backoff"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("log lacks %q:\n%s", want, text)
+		}
+	}
+	for _, sentence := range []string{"worker started", "worker crashed", "worker exited"} {
+		if strings.Contains(text, sentence) {
+			t.Errorf("log still has the sentence %q: each event is logged once, by name", sentence)
+		}
+	}
+	if n := strings.Count(text, "worker_exited"); n != 1 {
+		t.Errorf("worker_exited logged %d times for one exit", n)
+	}
+}
+
+// lockedLog collects a logger's output for a test.
+type lockedLog struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (l *lockedLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *lockedLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+func (l *lockedLog) logger() hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{Output: l, Level: hclog.Debug})
 }

@@ -42,7 +42,6 @@ func (s *slot) run(ctx context.Context) {
 		if delay > 0 {
 			p.update(s.index, func(st *slotStatus) { st.State = StateBackoff })
 			p.emit(Event{Kind: EventBackoff, Index: s.index, Delay: delay})
-			s.log.Info("restarting worker after backoff", "delay", delay)
 			select {
 			case <-ctx.Done():
 				return
@@ -69,10 +68,10 @@ func (s *slot) run(ctx context.Context) {
 		out := s.supervise(ctx, proc)
 		if out == outcomeCancelled {
 			s.stop(ctx, proc)
-			s.finish(proc, out, started)
+			s.finish(proc, out, started, true)
 			return
 		}
-		delay = s.finish(proc, out, started)
+		delay = s.finish(proc, out, started, ctx.Err() != nil)
 	}
 }
 
@@ -147,8 +146,7 @@ func (s *slot) start(ctx context.Context, deadline time.Time) (*Process, error) 
 		st.RSSBytes = 0
 		st.Wedged = false
 	})
-	s.log.Info("worker started", "pid", proc.PID(), "guard_pid", proc.GuardPID())
-	p.emit(Event{Kind: EventStarted, Index: s.index, PID: proc.PID(), Time: now})
+	p.emit(Event{Kind: EventStarted, Index: s.index, PID: proc.PID(), GuardPID: proc.GuardPID(), Time: now})
 	return proc, nil
 }
 
@@ -213,8 +211,7 @@ func (s *slot) startFailed(err error) time.Duration {
 	delay, degraded := s.countCrashLocked(st)
 	n := st.ConsecutiveCrashes
 	p.mu.Unlock()
-	s.log.Error("worker start failed", "error", err, "consecutive_crashes", n)
-	p.emit(Event{Kind: EventStartFailed, Index: s.index, Crash: true, Err: err})
+	p.emit(Event{Kind: EventStartFailed, Index: s.index, Crash: true, Err: err, Consecutive: n})
 	if degraded {
 		s.reportDegraded(n)
 	}
@@ -237,14 +234,12 @@ func (s *slot) countCrashLocked(st *slotStatus) (time.Duration, bool) {
 
 // reportDegraded logs and emits a worker becoming degraded.
 func (s *slot) reportDegraded(n int) {
-	s.log.Error("worker crash loop, queue degraded", "consecutive_crashes", n,
-		"retry_every", s.pool.cfg.Restart.MaxBackoff)
-	s.pool.emit(Event{Kind: EventDegraded, Index: s.index})
+	s.pool.emit(Event{Kind: EventDegraded, Index: s.index, Consecutive: n})
 }
 
 // finish accounts for a run that has ended and returns the delay before
-// the next start.
-func (s *slot) finish(proc *Process, out outcome, started time.Time) time.Duration {
+// the next start. stopping says whether the pool is being stopped.
+func (s *slot) finish(proc *Process, out outcome, started time.Time, stopping bool) time.Duration {
 	p := s.pool
 	cfg := p.cfg
 	<-proc.Done()
@@ -293,22 +288,36 @@ func (s *slot) finish(proc *Process, out outcome, started time.Time) time.Durati
 	n := st.ConsecutiveCrashes
 	p.mu.Unlock()
 
-	if crash {
-		s.log.Warn("worker crashed", "pid", proc.PID(), "status", es.String(), "ran_for", ranFor, "consecutive_crashes", n)
-	} else {
-		s.log.Info("worker exited", "pid", proc.PID(), "status", es.String(), "ran_for", ranFor)
-	}
-	p.emit(Event{Kind: EventExited, Index: s.index, PID: proc.PID(), Exit: es, Crash: crash})
+	p.emit(Event{Kind: EventExited, Index: s.index, PID: proc.PID(), Exit: es, Crash: crash,
+		Cause: exitCause(out, es, crash, stopping, p.isFenced()), RanFor: ranFor, Consecutive: n})
 	if recovered {
-		s.log.Info("worker recovered from crash loop", "ran_for", ranFor)
 		p.emit(Event{Kind: EventRecovered, Index: s.index})
 	}
 	if degraded {
 		s.reportDegraded(n)
 	}
 	if loop {
-		s.log.Error("worker rss kill loop", "kills", cfg.RSS.MaxKills+1, "window", cfg.RSS.Window, "max_rss_mb", cfg.MaxRSSMB)
-		p.emit(Event{Kind: EventRSSLoop, Index: s.index})
+		p.emit(Event{Kind: EventRSSLoop, Index: s.index, LimitBytes: uint64(cfg.MaxRSSMB) << 20})
 	}
 	return delay
+}
+
+// exitCause names the likely cause of a run's end (Event.Cause): what
+// the slot stopped it for first, then a fence or a deadline, then a
+// stopping pool, then the worker's own exit.
+func exitCause(out outcome, es ExitStatus, crash, stopping, fenced bool) string {
+	switch {
+	case out == outcomeRSS:
+		return ExitRSSWatchdog
+	case out == outcomeWedge:
+		return ExitWedged
+	case fenced || es.Cause == CauseDeadline || es.Cause == CauseOrphaned || es.Cause == CauseBackstop:
+		return ExitFenced
+	case stopping || out == outcomeCancelled:
+		return ExitStop
+	case crash:
+		return ExitCrash
+	default:
+		return ExitClean
+	}
 }

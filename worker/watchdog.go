@@ -12,9 +12,6 @@ type watch struct {
 	wedgeReported bool
 }
 
-// mib converts bytes to MiB for logs.
-func mib(b uint64) float64 { return float64(b) / (1 << 20) }
-
 // checkRSS samples the tree's RSS: warn once at the warning fraction;
 // over the limit, stop the worker (SIGTERM, StopTimeout, SIGKILL).
 func (s *slot) checkRSS(ctx context.Context, proc *Process, w *watch) (outcome, bool) {
@@ -28,13 +25,11 @@ func (s *slot) checkRSS(ctx context.Context, proc *Process, w *watch) (outcome, 
 	p.update(s.index, func(st *slotStatus) { st.RSSBytes = b })
 	limit := uint64(cfg.MaxRSSMB) << 20
 	if b > limit {
-		s.log.Warn("worker rss over limit, restarting", "pid", proc.PID(), "rss_mb", mib(b), "max_rss_mb", cfg.MaxRSSMB)
 		p.emit(Event{Kind: EventRSSKill, Index: s.index, PID: proc.PID(), RSSBytes: b, LimitBytes: limit})
 		return s.stopFor(ctx, proc, outcomeRSS), true
 	}
 	if !w.rssWarned && float64(b) >= float64(limit)*cfg.RSS.WarnFraction {
 		w.rssWarned = true
-		s.log.Warn("worker rss near limit", "pid", proc.PID(), "rss_mb", mib(b), "max_rss_mb", cfg.MaxRSSMB)
 		p.emit(Event{Kind: EventRSSWarning, Index: s.index, PID: proc.PID(), RSSBytes: b, LimitBytes: limit})
 	}
 	return 0, false
@@ -75,14 +70,11 @@ func (s *slot) checkHeartbeat(ctx context.Context, proc *Process, started time.T
 		}
 	})
 	if restart {
-		s.log.Warn("worker wedged, restarting", "pid", proc.PID(), "silent_for", silent)
 		p.emit(Event{Kind: EventWedgeRestart, Index: s.index, PID: proc.PID()})
 		return s.stopFor(ctx, proc, outcomeWedge), true
 	}
 	if !w.wedgeReported {
 		w.wedgeReported = true
-		s.log.Error("worker wedged, restart limit reached", "pid", proc.PID(), "silent_for", silent,
-			"max_restarts", cfg.Liveness.MaxRestarts, "window", cfg.Liveness.Window)
 		p.emit(Event{Kind: EventWedged, Index: s.index, PID: proc.PID()})
 	}
 	return 0, false
