@@ -10,8 +10,9 @@
 //
 //	deadline = ValidUntil() - FenceMargin
 //
-// where ValidUntil is the monotonic send time of the last successful
-// renewal plus the lease TTL, as reported by the backend. Every renewal
+// where ValidUntil is the send time of the last successful renewal plus
+// the lease TTL, as reported by the backend, on a monotonic clock that
+// counts host suspend (internal/boottime; Config.Now). Every renewal
 // moves the deadline and is forwarded to the worker guards, which kill
 // their workers at the deadline on their own (the dead-man's switch), even
 // if this process is frozen or dead. If the deadline passes, or the
@@ -32,4 +33,42 @@
 // mean — payloads, conflicts, split brain, stale workers, problems and
 // their one grace — is package diagnosis's, the same diagnosis that
 // `regent status` and /status print; the observer only acts on it.
+//
+// # Parts
+//
+// Each part owns its state; Supervisor.mu guards only what several parts
+// read (each queue's role, term, deadline and pool, read by the observer
+// and the HTTP handlers).
+//
+//   - The per-queue runner (queue.go runQueue, campaign, the hold-backs)
+//     campaigns, waits out holds, and hands each leadership won to a
+//     leaderRun (lead.go): one value per leadership, owned by the queue's
+//     goroutine, that starts the term's pool, follows renewals, fences at
+//     the deadline (rechecked every second, as Go timers do not count a
+//     suspend), stops the workers and resigns only once they are dead. A
+//     step-down request naming a successor is written off its select
+//     loop, so that renewals, a loss and the fence are handled while the
+//     backend answers.
+//   - The observer (observe.go) turns the backend's records into a
+//     diagnosis.Snapshot and acts on package diagnosis's report: metrics,
+//     one log line per new anomaly, config conflicts of its own queues,
+//     step-down requests relayed to the runner (stepDown, holdBack).
+//   - The balancer (balance.go) decides, from the same observation, which
+//     queues this replica yields (yield) or holds back from (balanceHold):
+//     the decisions are pure functions of the records.
+//   - The member publisher (supervisor.go publishMembers) republishes this
+//     replica's member record when its roles or workers change.
+//   - Worker pools (workerpool.go) run each term's workers with package
+//     worker; the pool logs each worker event once under its stable name,
+//     and the supervisor turns them into restart metrics.
+//
+// # Step-down and hold-back
+//
+// `regent step-down` writes a step-down request for the queue's current
+// term, naming a successor or none. The leader's observer sees it and
+// ends the leadership gracefully (workers stopped, then resign). Until the
+// successor wins or the hold ends (StepDownHold, at most the lease TTL),
+// every other replica holds back its candidacy, and the replica that
+// stepped down holds back too, so the queue goes where it was sent
+// instead of back to its old leader.
 package supervisor
