@@ -92,7 +92,28 @@ func (f *fakeBackend) Members(ctx context.Context) ([]election.MemberRecord, err
 	return out, nil
 }
 
-func (f *fakeBackend) Changes(ctx context.Context) <-chan struct{} { return f.changes }
+// Changes follows the contract: the channel is closed when ctx ends or
+// the backend closes. Its forwarding goroutine ends with it.
+func (f *fakeBackend) Changes(ctx context.Context) <-chan struct{} {
+	out := make(chan struct{}, 1)
+	go func() {
+		defer close(out)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-f.done:
+				return
+			case <-f.changes:
+				select {
+				case out <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}()
+	return out
+}
 
 func (f *fakeBackend) RequestStepDown(ctx context.Context, queue, to string) error {
 	f.record("step_down " + queue + " to " + to)
