@@ -200,12 +200,23 @@ func (s *Supervisor) balance(v balanceView, leaders map[string]election.LeaderRe
 	if !s.cfg.Balance || s.cfg.Exclusive {
 		return
 	}
-	me := s.cfg.Identity.Node
-	now := time.Now()
-	t := &s.bal
-	t.recheck = time.Time{}
+	s.bal.recheck = time.Time{}
+	pinned := s.balancePreferred(v, leaders, ready)
+	s.balanceCandidacy(v, leaders, pinned)
+	s.balanceHandovers(v, leaders, ready, pinned)
+}
 
-	// Queues pinned to a live preferred node: hand over / hold back.
+// leads reports whether this replica leads qs right now.
+func (s *Supervisor) leads(qs *queueState) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return qs.role == election.RoleLeader
+}
+
+// balancePreferred hands over, or holds back from, the queues pinned to a
+// live preferred node, and returns them.
+func (s *Supervisor) balancePreferred(v balanceView, leaders map[string]election.LeaderRecord, ready map[string]map[string]bool) map[string]bool {
+	me := s.cfg.Identity.Node
 	pinned := map[string]bool{}
 	for _, name := range s.order {
 		qs := s.queues[name]
@@ -220,20 +231,22 @@ func (s *Supervisor) balance(v balanceView, leaders map[string]election.LeaderRe
 			continue
 		}
 		pinned[name] = true
-		s.mu.Lock()
-		leading := qs.role == election.RoleLeader
-		s.mu.Unlock()
 		switch {
 		case to == me:
 			s.clearBalanceHold(qs)
-		case leading:
+		case s.leads(qs):
 			s.yieldQueue(qs, yieldReq{why: "preferred node live", to: to})
 		default:
 			s.holdQueue(qs, leaders[name].Node != "", s.holdDelay())
 		}
 	}
+	return pinned
+}
 
-	// Candidacy delay above the ceiling share.
+// balanceCandidacy delays this replica's candidacy for the queues it does
+// not lead while it is above the ceiling share.
+func (s *Supervisor) balanceCandidacy(v balanceView, leaders map[string]election.LeaderRecord, pinned map[string]bool) {
+	me := s.cfg.Identity.Node
 	hold := v.holdsBack(me)
 	for _, name := range s.order {
 		if pinned[name] {
@@ -246,10 +259,15 @@ func (s *Supervisor) balance(v balanceView, leaders map[string]election.LeaderRe
 			s.clearBalanceHold(qs)
 		}
 	}
+}
 
-	// One batch at a time: the queues handed over last time must have
-	// left (or the batch has taken too long: a receiver died?), and every
-	// queue must have a leader again.
+// balanceHandovers hands over this replica's part of the plan, one batch at
+// a time: the queues handed over last time must have left (or the batch
+// has taken too long: a receiver died?), and no failover may be under way.
+func (s *Supervisor) balanceHandovers(v balanceView, leaders map[string]election.LeaderRecord, ready map[string]map[string]bool, pinned map[string]bool) {
+	me := s.cfg.Identity.Node
+	now := time.Now()
+	t := &s.bal
 	pending := 0
 	for q, term := range t.moving {
 		if l := leaders[q]; l.Node == "" || (l.Node == me && l.Term == term) {
@@ -278,11 +296,19 @@ func (s *Supervisor) balance(v balanceView, leaders map[string]election.LeaderRe
 		t.recheck = maxTime(t.next, now.Add(s.batchPace()))
 		return
 	}
-	if len(mine) == 0 {
-		return
+	if moving := s.yieldBatch(mine, leaders, ready, pinned); len(moving) > 0 {
+		t.moving = moving
+		t.next = now.Add(s.batchPace())
+		t.recheck = t.next
+		s.log.Info("rebalancing", "handing_over", len(moving), "share", fmtShare(v))
 	}
-	// Up to balanceBatch queues to each receiver: a replica that won most
-	// queues at a cold start hands over to every other replica at once.
+}
+
+// yieldBatch yields up to balanceBatch queues to each receiver of mine (a
+// replica that won most queues at a cold start hands over to every other
+// replica at once) and returns them with their terms.
+func (s *Supervisor) yieldBatch(mine []move, leaders map[string]election.LeaderRecord, ready map[string]map[string]bool, pinned map[string]bool) map[string]int64 {
+	me := s.cfg.Identity.Node
 	moving := map[string]int64{}
 	for _, m := range mine {
 		n := min(m.n, balanceBatch)
@@ -292,10 +318,7 @@ func (s *Supervisor) balance(v balanceView, leaders map[string]election.LeaderRe
 				continue
 			}
 			qs := s.queues[name]
-			s.mu.Lock()
-			leading := qs.role == election.RoleLeader
-			s.mu.Unlock()
-			if !leading || !ready[m.to][name] {
+			if !s.leads(qs) || !ready[m.to][name] {
 				continue
 			}
 			s.yieldQueue(qs, yieldReq{why: "rebalance", to: m.to})
@@ -303,12 +326,7 @@ func (s *Supervisor) balance(v balanceView, leaders map[string]election.LeaderRe
 			n--
 		}
 	}
-	if len(moving) > 0 {
-		t.moving = moving
-		t.next = now.Add(s.batchPace())
-		t.recheck = t.next
-		s.log.Info("rebalancing", "handing_over", len(moving), "share", fmtShare(v))
-	}
+	return moving
 }
 
 // batchPace is the least time between two batches of one replica, and
