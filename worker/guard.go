@@ -41,6 +41,9 @@ type OrphanInfo struct {
 	WorkerPID int
 	// Exit is how the worker ended.
 	Exit ExitStatus
+	// Helper is the executable the supervisor handed to the guard
+	// (Spec.HelperFile), open: run it with FileCommand. nil without one.
+	Helper *os.File
 }
 
 // GuardMain is the one-call entry point of the hidden `regent guard`
@@ -66,9 +69,14 @@ func RunGuard(args []string, cfg GuardConfig) int {
 		fmt.Fprintln(cfg.Stderr, err)
 		return GuardExitError
 	}
+	if opts.exeFD > 0 {
+		// Only the exec needed it; the worker must not inherit it.
+		_ = unix.Close(opts.exeFD)
+	}
 	if len(os.Args) > 0 {
-		// Run from /proc/self/exe the guard's comm is "exe": name it as
-		// its binary, so that ps and pkill see a regent process.
+		// Run from /proc/self/exe (or /proc/self/fd/6) the guard's comm
+		// is "exe" (or "6"): name it as its binary, so that ps and pkill
+		// see a regent process.
 		// (/proc/self/comm is the main thread's; prctl would name only
 		// the calling one.)
 		name := filepath.Base(strings.TrimSuffix(os.Args[0], " (deleted)"))
@@ -92,6 +100,13 @@ func RunGuard(args []string, cfg GuardConfig) int {
 		report = nil // the report pipe is optional
 	}
 	g := &guard{cfg: cfg, opts: opts, report: report, self: os.Getpid()}
+	if fd := opts.helperFD; fd > 0 {
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err == nil {
+			unix.CloseOnExec(fd) // for the orphan hook only, not the worker
+			g.helper = os.NewFile(uintptr(fd), "regent-helper")
+			defer g.helper.Close()
+		}
+	}
 	defer func() {
 		if report != nil {
 			report.Close()
@@ -142,6 +157,7 @@ type guard struct {
 	cfg    GuardConfig
 	opts   guardOptions
 	report *os.File // nil when there is no report pipe
+	helper *os.File // nil when there is no helper executable
 	self   int
 }
 
@@ -407,7 +423,7 @@ func (g *guard) runOrphanHook(pid int, es ExitStatus) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), g.cfg.OrphanTimeout)
 	defer cancel()
-	err := g.cfg.OnOrphaned(ctx, OrphanInfo{Meta: g.opts.meta, WorkerPID: pid, Exit: es})
+	err := g.cfg.OnOrphaned(ctx, OrphanInfo{Meta: g.opts.meta, WorkerPID: pid, Exit: es, Helper: g.helper})
 	if err != nil {
 		g.say(msgNote, "orphan hook failed: "+err.Error())
 		return

@@ -20,7 +20,7 @@ func chooseContainment(ctx context.Context, cfg *config.Config, guardExe string,
 	if err != nil {
 		return "", fmt.Errorf("containment %q: use auto, pid-namespace, user+pid-namespace or none (--containment)", cfg.Containment)
 	}
-	got, why := worker.DetectContainment(ctx, guardExe, nil)
+	got, why := worker.DetectContainment(ctx, worker.Spec{GuardExe: guardExe})
 	switch {
 	case want == worker.ContainmentNone:
 		got = worker.ContainmentNone
