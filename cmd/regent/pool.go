@@ -15,8 +15,10 @@ import (
 )
 
 // envGuardRelease carries the backend settings a worker guard needs to
-// release its term after the supervisor died (see guardRelease). It is
-// removed from the worker's own environment by the guard.
+// release its term after the supervisor died (see releaseTerm): the
+// fallback guard reads it itself, the lean guard's `regent release-term`
+// helper inherits it. It is removed from the worker's own environment by
+// the guard.
 const envGuardRelease = worker.GuardEnvPrefix + "RELEASE"
 
 // guardReleaseConfig is what a guard needs to open the backend read-only.
@@ -28,7 +30,7 @@ type guardReleaseConfig struct {
 }
 
 // newPoolFactory adapts the worker package's Pool to the supervisor.
-func newPoolFactory(cfg *config.Config, guardExe string, containment worker.Containment, reaper *worker.Reaper) supervisor.PoolFactory {
+func newPoolFactory(cfg *config.Config, guard guardBinary, containment worker.Containment, reaper *worker.Reaper) supervisor.PoolFactory {
 	rel, _ := json.Marshal(guardReleaseConfig{Backend: cfg.Backend, Cluster: cfg.Cluster, Etcd: cfg.Etcd, Postgres: cfg.Postgres})
 	return func(spec supervisor.PoolSpec) supervisor.Pool {
 		q := spec.Queue
@@ -43,7 +45,10 @@ func newPoolFactory(cfg *config.Config, guardExe string, containment worker.Cont
 				Command:     q.Command,
 				Env:         env,
 				StopTimeout: q.StopTimeout,
-				GuardExe:    guardExe,
+				GuardExe:    guard.spec.GuardExe,
+				GuardFile:   guard.spec.GuardFile,
+				GuardArgs:   guard.spec.GuardArgs,
+				HelperFile:  guard.spec.HelperFile,
 				Containment: containment,
 				// The backstop acts before another replica may lead.
 				BackstopGrace: cfg.FenceMargin / 2,
