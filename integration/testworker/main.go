@@ -4,7 +4,9 @@
 //	term node pid unix-nano-timestamp queue worker
 //
 // from REGENT_TERM, REGENT_NODE, REGENT_QUEUE and REGENT_WORKER ("-" when
-// unset), with one write(2) per line on an O_APPEND file, so lines of
+// unset), and its pid as the mounted /proc numbers it (the host's, also
+// in a guard's PID namespace, where successive workers often get the same
+// small pid), with one write(2) per line on an O_APPEND file, so lines of
 // concurrent workers never interleave. It touches $REGENT_HEARTBEAT_FILE
 // at each tick when that is set. Options make it misbehave: allocate
 // memory, crash after a while, stop its heartbeat, ignore SIGTERM, and
@@ -108,6 +110,7 @@ func run() int {
 	if o.exitAfter > 0 {
 		exit = time.After(o.exitAfter)
 	}
+	pid := hostPID()
 	tick := time.NewTicker(o.interval)
 	defer tick.Stop()
 	for {
@@ -121,7 +124,7 @@ func run() int {
 		case now := <-tick.C:
 			if out != nil {
 				line := fmt.Sprintf("%s %s %d %d %s %s\n", env("REGENT_TERM"), env("REGENT_NODE"),
-					os.Getpid(), now.UnixNano(), env("REGENT_QUEUE"), env("REGENT_WORKER"))
+					pid, now.UnixNano(), env("REGENT_QUEUE"), env("REGENT_WORKER"))
 				if _, err := out.WriteString(line); err != nil {
 					fmt.Fprintf(os.Stderr, "testworker: %v\n", err)
 					return 3
@@ -172,6 +175,17 @@ func touch(path string, now time.Time) {
 			f.Close()
 		}
 	}
+}
+
+// hostPID returns this process's pid as the mounted /proc numbers it:
+// inside a PID namespace whose /proc is the host's mount, the host pid.
+func hostPID() int {
+	if target, err := os.Readlink("/proc/self"); err == nil {
+		if pid, err := strconv.Atoi(target); err == nil {
+			return pid
+		}
+	}
+	return os.Getpid()
 }
 
 func env(k string) string {
