@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -43,8 +42,8 @@ var (
 	buildErr  error
 )
 
-// binaries builds regent-guard and regent once into a directory of the
-// test binary; regent only if wantRegent (it is large to build).
+// binary builds package pkg as name, once per test binary, into a
+// directory of its own (regent only for the benchmark: it is large).
 func binary(t testing.TB, pkg, name string) string {
 	t.Helper()
 	buildOnce.Do(func() { buildDir, buildErr = os.MkdirTemp("", "regent-guard-test-") })
@@ -229,7 +228,7 @@ func BenchmarkGuard(b *testing.B) {
 			if err == nil {
 				b.ReportMetric(float64(fi.Size())/(1<<20), "binary-MB")
 			}
-			fmt.Fprintf(os.Stderr, "%s guard: containment %s\n", kind.name, spec.Containment)
+			b.Logf("%s guard: containment %s", kind.name, spec.Containment)
 		})
 	}
 }
