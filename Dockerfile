@@ -1,15 +1,17 @@
 # regent: a small FROM-scratch image around the static (CGO_ENABLED=0)
-# regent binary. No shell, no package manager, a non-root user.
+# regent binaries. No shell, no package manager, a non-root user.
 #
 # Build it with `make images` (deploy/images.sh): the script compiles the
 # binaries and stages this build context, so no base image is pulled and
 # nothing is compiled inside the image. The context it stages:
-#   bin/regent      the regent binary (also the worker guard and the demo
-#                   worker of the local cluster: `regent demo-worker`)
-#   bin/httpcheck   the health probe (GET a URL, exit 0 on 2xx)
-#   rootfs/         /etc/passwd, /etc/group, CA certificates, /tmp
-#   owned/          /var/lib/regent, owned by the regent user (state, and
-#                   the local cluster's observer volume)
+#   bin/regent        the regent binary (also the demo worker of the local
+#                     cluster: `regent demo-worker`)
+#   bin/regent-guard  the lean worker guard, which regent runs from beside
+#                     its own executable (without it, regent itself)
+#   bin/httpcheck     the health probe (GET a URL, exit 0 on 2xx)
+#   rootfs/           /etc/passwd, /etc/group, CA certificates, /tmp
+#   owned/            /var/lib/regent, owned by the regent user (state, and
+#                     the local cluster's observer volume)
 FROM scratch
 COPY rootfs/ /
 COPY --chown=65532:65532 owned/ /

@@ -1,14 +1,15 @@
 # regent — build, test, benchmark.
 GO        ?= go
-BIN       := bin/regent
 PKGS_RACE := ./config/... ./election/... ./supervisor/... ./worker/... ./integration/observer/... ./internal/... ./deploy/...
 
 .PHONY: all build test unit fuzz integration vet fmt-check matrix bench bench-failover bench-cost bench-scale bench-full bench-balance soak demo dev clean
 
 all: build
 
+## build: bin/regent and bin/regent-guard, the lean worker guard that
+## regent runs from beside its own executable (ship both).
 build:
-	$(GO) build -o $(BIN) ./cmd/regent
+	$(GO) build -o bin/ ./cmd/regent ./cmd/regent-guard
 
 ## test: everything CI runs: format, vet, race-checked unit and contract tests,
 ## every fuzz target briefly, then the multi-process integration tests

@@ -2,7 +2,8 @@
 # Builds the container images of regent's local cluster on this machine,
 # from nothing a registry would have to serve:
 #
-#   regent           FROM scratch: the static regent binary and its health probe
+#   regent           FROM scratch: the static regent binary, its lean worker guard
+#                    (regent-guard) and its health probe
 #                    (./Dockerfile)
 #   regent-etcd      FROM scratch: etcd's server packages behind the etcd
 #                    command line (deploy/etcd)
@@ -100,7 +101,7 @@ base_rootfs() {
 
 build_regent() {
   local files hash tag ctx
-  files=$(go_inputs ./cmd/regent ./deploy/httpcheck)
+  files=$(go_inputs ./cmd/regent ./cmd/regent-guard ./deploy/httpcheck)
   local extra=()
   if [ -r "$CA_BUNDLE" ]; then extra+=("$CA_BUNDLE"); fi
   # shellcheck disable=SC2086
@@ -111,7 +112,7 @@ build_regent() {
   else
     log "building $tag"
     ctx=$(new_stage regent)
-    go_build "$ctx/bin" ./cmd/regent ./deploy/httpcheck
+    go_build "$ctx/bin" ./cmd/regent ./cmd/regent-guard ./deploy/httpcheck
     base_rootfs "$ctx/rootfs" regent 65532 /var/lib/regent
     if [ -r "$CA_BUNDLE" ]; then
       install -D -m 0644 "$CA_BUNDLE" "$ctx/rootfs/etc/ssl/certs/ca-certificates.crt"

@@ -696,9 +696,11 @@ func clusterProcs(cluster, queue string) []termProc {
 }
 
 // regentTree returns the pids of the live processes below root (root
-// excluded) that run regent (by executable or command name): the guards
-// of a replica, and whatever of regent they run.
+// excluded) that run regent or its lean guard, regent-guard beside it (by
+// executable or command name): the guards of a replica, and whatever of
+// regent they run (the release helper).
 func regentTree(regent string, root int) []int {
+	guard := filepath.Join(filepath.Dir(regent), "regent-guard")
 	children := map[int][]int{}
 	state := map[int]byte{}
 	comm := map[int]string{}
@@ -718,7 +720,7 @@ func regentTree(regent string, root int) []int {
 				continue
 			}
 			exe, _ := os.Readlink(filepath.Join("/proc", strconv.Itoa(c), "exe"))
-			if exe == regent || comm[c] == filepath.Base(regent) {
+			if exe == regent || exe == guard || comm[c] == filepath.Base(regent) || comm[c] == filepath.Base(guard) {
 				out = append(out, c)
 			}
 		}

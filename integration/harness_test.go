@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -35,13 +36,20 @@ const (
 	hangTimeout = 60 * time.Second
 )
 
+// leanGuard: the harness builds regent-guard beside regent, as shipped;
+// -lean-guard=false builds regent alone, whose guards are then regent
+// itself (the fallback), to compare the two.
+var leanGuard = flag.Bool("lean-guard", true, "build the lean guard (regent-guard) beside regent; false: guards run regent itself")
+
 var (
 	buildOnce sync.Once
 	buildDir  string
 	buildErr  error
 )
 
-// binaries builds regent and the test worker once per test binary.
+// binaries builds regent, the lean guard beside it (regent-guard, which
+// regent runs its guards from, as shipped) and the test worker once per
+// test binary.
 func binaries(t testing.TB) (regent, worker string) {
 	t.Helper()
 	buildOnce.Do(func() {
@@ -49,7 +57,11 @@ func binaries(t testing.TB) (regent, worker string) {
 		if buildErr != nil {
 			return
 		}
-		for pkg, out := range map[string]string{"../cmd/regent": "regent", "./testworker": "testworker"} {
+		pkgs := map[string]string{"../cmd/regent": "regent", "./testworker": "testworker"}
+		if *leanGuard {
+			pkgs["../cmd/regent-guard"] = "regent-guard"
+		}
+		for pkg, out := range pkgs {
 			cmd := exec.Command("go", "build", "-o", filepath.Join(buildDir, out), pkg)
 			if b, err := cmd.CombinedOutput(); err != nil {
 				buildErr = fmt.Errorf("go build %s: %v\n%s", pkg, err, b)

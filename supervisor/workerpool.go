@@ -17,8 +17,12 @@ type WorkerPools struct {
 	// Cluster and Node are handed to every guard (its -meta, for the
 	// release of a term after the supervisor died).
 	Cluster, Node string
-	// GuardExe runs every guard (worker.Spec.GuardExe).
-	GuardExe string
+	// GuardExe, GuardFile, GuardArgs and HelperFile say which binary runs
+	// every guard and which one releases a term (see worker.Spec).
+	GuardExe   string
+	GuardFile  *os.File
+	GuardArgs  []string
+	HelperFile *os.File
 	// Containment is how the kernel holds each worker's tree to its
 	// guard (worker.DetectContainment).
 	Containment worker.Containment
@@ -49,6 +53,9 @@ func NewWorkerPools(o WorkerPools) PoolFactory {
 				Env:           env,
 				StopTimeout:   q.StopTimeout,
 				GuardExe:      o.GuardExe,
+				GuardFile:     o.GuardFile,
+				GuardArgs:     o.GuardArgs,
+				HelperFile:    o.HelperFile,
 				Containment:   o.Containment,
 				BackstopGrace: o.BackstopGrace,
 				GuardMeta: map[string]string{

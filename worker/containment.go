@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -82,21 +83,17 @@ func (c Containment) sysProcAttr() *syscall.SysProcAttr {
 }
 
 // DetectContainment finds the best containment this process may use, by
-// starting `exe guardArgs... -probe` under each in turn (a guard that
-// exits at once after checking that it is its namespace's init). It
+// starting the guard that guard names (its GuardExe, GuardFile and
+// GuardArgs; the rest is ignored) with -probe under each in turn: a guard
+// that exits at once after checking that it is its namespace's init. It
 // returns ContainmentNone and, in why, what each attempt met when the
-// kernel allows none. exe defaults to /proc/self/exe, guardArgs to
-// {"guard"}.
-func DetectContainment(ctx context.Context, exe string, guardArgs []string) (c Containment, why string) {
-	if exe == "" {
-		exe = selfExe
-	}
-	if guardArgs == nil {
-		guardArgs = []string{"guard"}
-	}
+// kernel allows none. Check the guard first with ProbeGuard: a guard that
+// cannot run at all fails every probe.
+func DetectContainment(ctx context.Context, guard Spec) (c Containment, why string) {
+	guard = guard.guardDefaults()
 	var reasons []string
 	for _, c := range []Containment{ContainmentPIDNamespace, ContainmentUserPIDNamespace} {
-		err := probeContainment(ctx, exe, guardArgs, c)
+		err := probeContainment(ctx, guard, c)
 		if err == nil {
 			return c, ""
 		}
@@ -105,12 +102,27 @@ func DetectContainment(ctx context.Context, exe string, guardArgs []string) (c C
 	return ContainmentNone, strings.Join(reasons, "; ")
 }
 
+// ProbeGuard checks that the guard guard names (GuardExe, GuardFile,
+// GuardArgs) runs, without a containment, and speaks this supervisor's
+// protocol: a guard binary of another version, or one that cannot be
+// executed, fails here rather than at every worker's start.
+func ProbeGuard(ctx context.Context, guard Spec) error {
+	return probeContainment(ctx, guard.guardDefaults(), ContainmentNone)
+}
+
 // probeContainment starts one probe guard under c.
-func probeContainment(ctx context.Context, exe string, guardArgs []string, c Containment) error {
+func probeContainment(ctx context.Context, guard Spec, c Containment) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	args := append(append([]string{}, guardArgs...), "-probe", "-containment", string(c))
-	cmd := exec.CommandContext(ctx, exe, args...)
+	guard.HelperFile = nil
+	base, fds := guardCommand(guard, nil, nil, nil)
+	args := append(base.Args[1:], "-probe", "-protocol", strconv.Itoa(GuardProtocol), "-containment", string(c))
+	if fds.exe > 0 {
+		args = append(args, "-exe-fd", strconv.Itoa(fds.exe))
+	}
+	cmd := exec.CommandContext(ctx, base.Path, args...)
+	cmd.Args[0] = base.Args[0]
+	cmd.ExtraFiles = base.ExtraFiles
 	cmd.SysProcAttr = c.sysProcAttr()
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -134,9 +146,25 @@ const selfExe = "/proc/self/exe"
 // process's PID namespace, to its number in the namespace of the mounted
 // /proc (the supervisor's, the host's): every pid that leaves a guard
 // is a host pid, or a signal sent with it would hit an unrelated
-// process. It scans the children of this process (as /proc numbers them)
-// for the one whose NSpid ends with pid.
+// process. It looks among the children of this process (as /proc numbers
+// them) for the one whose NSpid ends with pid: those the kernel lists in
+// /proc/self/task/*/children, else (a kernel without that file) those a
+// scan of every process finds.
 func hostPIDOf(pid int) (int, error) {
+	if kids, _ := filepath.Glob("/proc/self/task/*/children"); len(kids) > 0 {
+		for _, k := range kids {
+			b, _ := os.ReadFile(k)
+			for _, f := range strings.Fields(string(b)) {
+				c, err := strconv.Atoi(f)
+				if err != nil {
+					continue
+				}
+				if ns, err := readNSpid(c); err == nil && len(ns) > 0 && ns[len(ns)-1] == pid {
+					return ns[0], nil
+				}
+			}
+		}
+	}
 	selfHost, err := procSelfPID()
 	if err != nil {
 		return 0, err

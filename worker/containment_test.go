@@ -69,7 +69,7 @@ func needContainment(t *testing.T, c Containment) {
 	if c == ContainmentNone {
 		return
 	}
-	err := probeContainment(context.Background(), os.Args[0], []string{testGuardArg}, c)
+	err := probeContainment(context.Background(), Spec{GuardExe: os.Args[0], GuardArgs: []string{testGuardArg}}, c)
 	if err == nil {
 		return
 	}
@@ -247,7 +247,7 @@ func TestGuardRefusesOtherProtocol(t *testing.T) {
 
 // As root the best containment is a PID namespace per guard.
 func TestDetectContainment(t *testing.T) {
-	c, why := DetectContainment(context.Background(), os.Args[0], []string{testGuardArg})
+	c, why := DetectContainment(context.Background(), Spec{GuardExe: os.Args[0], GuardArgs: []string{testGuardArg}})
 	t.Logf("containment here: %s %s", c, why)
 	if os.Geteuid() == 0 && c != ContainmentPIDNamespace {
 		t.Fatalf("as root: %s (%s), want %s", c, why, ContainmentPIDNamespace)

@@ -41,6 +41,9 @@ type OrphanInfo struct {
 	WorkerPID int
 	// Exit is how the worker ended.
 	Exit ExitStatus
+	// Helper is the executable the supervisor handed to the guard
+	// (Spec.HelperFile), open: run it with FileCommand. nil without one.
+	Helper *os.File
 }
 
 // GuardMain is the one-call entry point of the hidden `regent guard`
@@ -66,9 +69,14 @@ func RunGuard(args []string, cfg GuardConfig) int {
 		fmt.Fprintln(cfg.Stderr, err)
 		return GuardExitError
 	}
+	if opts.exeFD > 0 {
+		// Only the exec needed it; the worker must not inherit it.
+		_ = unix.Close(opts.exeFD)
+	}
 	if len(os.Args) > 0 {
-		// Run from /proc/self/exe the guard's comm is "exe": name it as
-		// its binary, so that ps and pkill see a regent process.
+		// Run from /proc/self/exe (or /proc/self/fd/6) the guard's comm
+		// is "exe" (or "6"): name it as its binary, so that ps and pkill
+		// see a regent process.
 		// (/proc/self/comm is the main thread's; prctl would name only
 		// the calling one.)
 		name := filepath.Base(strings.TrimSuffix(os.Args[0], " (deleted)"))
@@ -92,6 +100,13 @@ func RunGuard(args []string, cfg GuardConfig) int {
 		report = nil // the report pipe is optional
 	}
 	g := &guard{cfg: cfg, opts: opts, report: report, self: os.Getpid()}
+	if fd := opts.helperFD; fd > 0 {
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err == nil {
+			unix.CloseOnExec(fd) // for the orphan hook only, not the worker
+			g.helper = os.NewFile(uintptr(fd), "regent-helper")
+			defer g.helper.Close()
+		}
+	}
 	defer func() {
 		if report != nil {
 			report.Close()
@@ -142,6 +157,7 @@ type guard struct {
 	cfg    GuardConfig
 	opts   guardOptions
 	report *os.File // nil when there is no report pipe
+	helper *os.File // nil when there is no helper executable
 	self   int
 }
 
@@ -262,12 +278,12 @@ func (g *guard) run(ctl *os.File) int {
 
 	reaped := make(chan reapedChild, 16)
 	go reapChildren(reaped) // ends once the guard has no child left
-	ctlLines := make(chan string)
+	ctlMsgs := make(chan ctlMsg)
 	ctlEOF := make(chan struct{})
 	readers.Add(1)
 	go func() {
 		defer readers.Done()
-		readControl(ctl, leftover, ctlLines, ctlEOF, stopRead)
+		readControl(ctl, leftover, ctlMsgs, ctlEOF, stopRead)
 	}()
 	if early {
 		g.say(msgNote, "deadline on argv passed before start; started with a newer one from the control pipe")
@@ -304,15 +320,13 @@ func (g *guard) run(ctl *os.File) int {
 	}
 	for reaped != nil {
 		select {
-		case line := <-ctlLines:
-			verb, rest := splitMsg(line)
-			switch verb {
+		case m := <-ctlMsgs:
+			switch m.verb {
 			case msgDeadline:
-				n, err := strconv.ParseInt(rest, 10, 64)
-				if err != nil || killed {
+				if killed {
 					continue
 				}
-				deadline = n
+				deadline = m.at
 				if err := timer.Set(deadline); err != nil {
 					kill(CauseDeadline) // no timer, no trust
 				}
@@ -407,7 +421,7 @@ func (g *guard) runOrphanHook(pid int, es ExitStatus) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), g.cfg.OrphanTimeout)
 	defer cancel()
-	err := g.cfg.OnOrphaned(ctx, OrphanInfo{Meta: g.opts.meta, WorkerPID: pid, Exit: es})
+	err := g.cfg.OnOrphaned(ctx, OrphanInfo{Meta: g.opts.meta, WorkerPID: pid, Exit: es, Helper: g.helper})
 	if err != nil {
 		g.say(msgNote, "orphan hook failed: "+err.Error())
 		return
@@ -464,13 +478,11 @@ func catchUpControl(f *os.File, deadline *int64) (early bool, leftover []byte, s
 			if i < 0 {
 				break
 			}
-			verb, rest := splitMsg(string(buf[:i]))
+			m := parseControl(buf[:i])
 			buf = buf[i+1:]
-			switch verb {
+			switch m.verb {
 			case msgDeadline:
-				if v, err := strconv.ParseInt(rest, 10, 64); err == nil {
-					*deadline = v
-				}
+				*deadline = m.at
 			case msgTerm, msgKill:
 				stopped = true
 			}
@@ -480,31 +492,69 @@ func catchUpControl(f *os.File, deadline *int64) (early bool, leftover []byte, s
 	return early, buf, stopped, eof
 }
 
-// readControl sends each control line to lines and closes eof when the
-// pipe ends (EOF, or an error: either way no renewal can come any more).
-// buf holds bytes already read (an incomplete line). It returns early
-// when stop is closed.
-func readControl(f *os.File, buf []byte, lines chan<- string, eof chan<- struct{}, stop <-chan struct{}) {
+// ctlMsg is one control line, parsed.
+type ctlMsg struct {
+	verb string // msgDeadline, msgTerm, msgKill; "" for a line the guard ignores
+	at   int64  // a deadline line's instant (CLOCK_BOOTTIME ns)
+}
+
+// parseControl parses one control line (without its newline). It does not
+// allocate: a guard lives as long as its worker and reads a renewal every
+// few seconds, and garbage would grow its heap until a GC, for days.
+func parseControl(line []byte) ctlMsg {
+	verb, rest, _ := bytes.Cut(bytes.TrimRight(line, "\r"), []byte{' '})
+	switch string(verb) {
+	case msgDeadline:
+		n, err := strconv.ParseInt(string(rest), 10, 64)
+		if err != nil {
+			return ctlMsg{}
+		}
+		return ctlMsg{verb: msgDeadline, at: n}
+	case msgTerm:
+		return ctlMsg{verb: msgTerm}
+	case msgKill:
+		return ctlMsg{verb: msgKill}
+	}
+	return ctlMsg{}
+}
+
+// maxControlLine bounds a control line; a longer one is dropped.
+const maxControlLine = 4096
+
+// readControl sends each control line, parsed, to msgs and closes eof
+// when the pipe ends (EOF, or an error: either way no renewal can come
+// any more). pending holds bytes already read (an incomplete line). It
+// returns early when stop is closed. Its buffer is fixed: reading
+// allocates nothing.
+func readControl(f *os.File, pending []byte, msgs chan<- ctlMsg, eof chan<- struct{}, stop <-chan struct{}) {
 	defer close(eof)
-	buf = append(make([]byte, 0, 256), buf...)
-	chunk := make([]byte, 256)
+	buf := make([]byte, 0, 2*maxControlLine)
+	if len(pending) > maxControlLine {
+		pending = nil // a runaway line: drop it
+	}
+	buf = append(buf, pending...)
 	for {
-		n, err := f.Read(chunk)
-		buf = append(buf, chunk[:n]...)
+		n, err := f.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		line := buf
 		for {
-			i := bytes.IndexByte(buf, '\n')
+			i := bytes.IndexByte(line, '\n')
 			if i < 0 {
 				break
 			}
-			line := string(buf[:i])
-			buf = buf[i+1:]
+			m := parseControl(line[:i])
+			line = line[i+1:]
+			if m.verb == "" {
+				continue
+			}
 			select {
-			case lines <- line:
+			case msgs <- m:
 			case <-stop:
 				return
 			}
 		}
-		if len(buf) > 4096 {
+		buf = buf[:copy(buf, line)]
+		if len(buf) > maxControlLine {
 			buf = buf[:0] // a runaway line: drop it
 		}
 		if err != nil {

@@ -24,6 +24,13 @@ type guardOptions struct {
 	// already holding its shared lock: the guard counts as part of its
 	// pool from the moment it was forked.
 	groupLockFD int
+	// exeFD, if positive, is an inherited descriptor of the guard's own
+	// executable, through which the supervisor exec'd it: the guard
+	// closes it.
+	exeFD int
+	// helperFD, if positive, is an inherited descriptor of an executable
+	// for the orphan hook (OrphanInfo.Helper).
+	helperFD int
 	// meta is opaque key=value data handed to the orphan hook.
 	meta map[string]string
 	// groupLock is a file every guard of one pool holds a shared flock
@@ -59,6 +66,8 @@ func parseGuardArgs(args []string, stderr io.Writer) (guardOptions, error) {
 	fs.StringVar(&containment, "containment", string(ContainmentNone), "how the guard was started: pid-namespace, user+pid-namespace or none")
 	fs.BoolVar(&o.probe, "probe", false, "only check the containment and exit")
 	fs.IntVar(&o.groupLockFD, "group-lock-fd", 0, "inherited descriptor holding -group-lock shared")
+	fs.IntVar(&o.exeFD, "exe-fd", 0, "inherited descriptor of the guard's own executable, to close")
+	fs.IntVar(&o.helperFD, "helper-fd", 0, "inherited descriptor of the orphan hook's helper executable")
 	fs.Var(metaFlag(o.meta), "meta", "key=value handed to the orphan hook (repeatable; visible in ps: no secrets)")
 	fs.StringVar(&o.groupLock, "group-lock", "", "lock file shared by the guards of one pool")
 	if err := fs.Parse(args); err != nil {
@@ -70,12 +79,15 @@ func parseGuardArgs(args []string, stderr io.Writer) (guardOptions, error) {
 		return o, fmt.Errorf("regent guard: bad -containment %q", containment)
 	}
 	o.containment = c
-	if o.probe {
+	if o.probe && o.protocol == 0 {
 		return o, nil
 	}
 	if o.protocol != GuardProtocol {
 		return o, fmt.Errorf("regent guard: protocol mismatch: the supervisor speaks guard protocol %d, this binary %d "+
 			"(the regent binary was replaced under a running supervisor?); restart regent", o.protocol, GuardProtocol)
+	}
+	if o.probe {
+		return o, nil
 	}
 	if o.deadline <= 0 {
 		return o, errors.New("regent guard: -deadline-ns is required")
@@ -86,12 +98,25 @@ func parseGuardArgs(args []string, stderr io.Writer) (guardOptions, error) {
 	return o, nil
 }
 
+// guardFDs are the descriptors a guard inherits beyond its pipes: each 0
+// when absent.
+type guardFDs struct {
+	lock   int // the held group lock (guardLockFD)
+	exe    int // the guard's own executable (guardExeFD)
+	helper int // the orphan hook's helper executable (guardHelperFD)
+}
+
 // guardArgs builds the guard's argument vector (after the executable and
-// the caller's fixed GuardArgs). lockFD is the guard's descriptor of the
-// held group lock, or 0.
-func guardArgs(deadline int64, c Containment, meta map[string]string, groupLock string, lockFD int, argv []string) []string {
+// the caller's fixed GuardArgs).
+func guardArgs(deadline int64, c Containment, meta map[string]string, groupLock string, fds guardFDs, argv []string) []string {
 	out := []string{"-protocol", strconv.Itoa(GuardProtocol), "-deadline-ns", strconv.FormatInt(deadline, 10),
 		"-containment", string(c)}
+	if fds.exe > 0 {
+		out = append(out, "-exe-fd", strconv.Itoa(fds.exe))
+	}
+	if fds.helper > 0 {
+		out = append(out, "-helper-fd", strconv.Itoa(fds.helper))
+	}
 	keys := make([]string, 0, len(meta))
 	for k := range meta {
 		keys = append(keys, k)
@@ -103,8 +128,8 @@ func guardArgs(deadline int64, c Containment, meta map[string]string, groupLock 
 	if groupLock != "" {
 		out = append(out, "-group-lock", groupLock)
 	}
-	if lockFD > 0 {
-		out = append(out, "-group-lock-fd", strconv.Itoa(lockFD))
+	if fds.lock > 0 {
+		out = append(out, "-group-lock-fd", strconv.Itoa(fds.lock))
 	}
 	out = append(out, "--")
 	return append(out, argv...)

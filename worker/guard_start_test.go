@@ -40,7 +40,7 @@ func startRawGuard(t *testing.T, argvDeadline int64, queued ...string) *rawGuard
 		}
 	}
 	args := append([]string{testGuardArg},
-		guardArgs(argvDeadline, ContainmentNone, nil, "", 0, []string{testworkerPath, "-interval", "50ms"})...)
+		guardArgs(argvDeadline, ContainmentNone, nil, "", guardFDs{}, []string{testworkerPath, "-interval", "50ms"})...)
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.ExtraFiles = []*os.File{ctlR, repW}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

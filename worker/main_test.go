@@ -23,6 +23,9 @@ const (
 	// guard exec'd on a loaded host does.
 	testSlowGuardArg = "regent-test-guard-slow"
 	slowGuardDelay   = 1500 * time.Millisecond
+	// testHelperGuardArg: a guard whose orphan hook runs its helper
+	// (OrphanInfo.Helper) with meta["helper_out"] as its argument.
+	testHelperGuardArg = "regent-test-guard-helper"
 )
 
 var (
@@ -40,6 +43,8 @@ func TestMain(m *testing.M) {
 			os.Exit(GuardMain(os.Args[2:]))
 		case testHookGuardArg:
 			os.Exit(RunGuard(os.Args[2:], GuardConfig{OnOrphaned: testOrphanHook}))
+		case testHelperGuardArg:
+			os.Exit(RunGuard(os.Args[2:], GuardConfig{OnOrphaned: testHelperHook}))
 		}
 	}
 	dir, err := os.MkdirTemp("", "regent-worker-test-*")
@@ -92,6 +97,18 @@ func testOrphanHook(ctx context.Context, info OrphanInfo) error {
 	defer f.Close()
 	_, err = fmt.Fprintf(f, "live=%d cause=%s\n", live, info.Exit.Cause)
 	return err
+}
+
+// testHelperHook runs the helper executable handed to the guard.
+func testHelperHook(ctx context.Context, info OrphanInfo) error {
+	if info.Helper == nil {
+		return fmt.Errorf("no helper")
+	}
+	out, err := FileCommand(ctx, info.Helper, "helper", info.Meta["helper_out"]).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("helper: %v: %s", err, out)
+	}
+	return nil
 }
 
 // needTestworker fails the test if the testworker could not be built.

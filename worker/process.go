@@ -104,28 +104,12 @@ func start(ctx context.Context, spec Spec, spawned func(*Process)) (*Process, er
 	p.stdout = &lineWriter{emit: p.emitter("stdout")}
 	p.stderr = &lineWriter{emit: p.emitter("stderr")}
 
-	lockFD := 0
-	if lock != nil {
-		lockFD = guardLockFD
-	}
-	args := append(append([]string{}, spec.GuardArgs...),
-		guardArgs(bootAt(spec.Deadline), spec.Containment, spec.GuardMeta, spec.GroupLock, lockFD, spec.Command)...)
-	cmd := exec.Command(spec.GuardExe, args...)
-	if spec.GuardExe == selfExe {
-		// argv[0] names the binary for ps; the guard sets its comm to it
-		// (exec of /proc/self/exe would show "exe").
-		if exe, err := os.Executable(); err == nil {
-			cmd.Args[0] = exe
-		}
-	}
+	cmd, fds := guardCommand(spec, ctlR, repW, lock)
+	cmd.Args = append(cmd.Args, guardArgs(bootAt(spec.Deadline), spec.Containment, spec.GuardMeta, spec.GroupLock, fds, spec.Command)...)
 	cmd.Env = spec.Env
 	cmd.Dir = spec.Dir
 	cmd.Stdout = p.stdout
 	cmd.Stderr = p.stderr
-	cmd.ExtraFiles = []*os.File{ctlR, repW} // fds 3 and 4 of the guard
-	if lock != nil {
-		cmd.ExtraFiles = append(cmd.ExtraFiles, lock) // fd 5
-	}
 	cmd.SysProcAttr = spec.Containment.sysProcAttr()
 	cmd.WaitDelay = 2 * time.Second
 	p.cmd = cmd
@@ -169,6 +153,48 @@ func start(ctx context.Context, spec Spec, spawned func(*Process)) (*Process, er
 	}
 	p.log.Debug("guard reported worker pid", "pid", p.PID(), "guard_pid", p.guardPID)
 	return p, nil
+}
+
+// guardCommand returns the command that runs spec's guard, up to its own
+// GuardArgs, with its inherited descriptors (nil where absent): fd 3 the
+// control pipe ctl, 4 the report pipe rep, 5 the held group lock, 6 the
+// guard's executable (GuardFile, exec'd through it), 7 the helper
+// (HelperFile); and the guard flags naming them.
+func guardCommand(spec Spec, ctl, rep, lock *os.File) (*exec.Cmd, guardFDs) {
+	var fds guardFDs
+	files := []*os.File{ctl, rep}
+	put := func(fd int, f *os.File) {
+		for len(files) <= fd-3 {
+			files = append(files, nil) // closed in the child
+		}
+		files[fd-3] = f
+	}
+	if lock != nil {
+		put(guardLockFD, lock)
+		fds.lock = guardLockFD
+	}
+	path, argv0 := spec.GuardExe, spec.GuardExe
+	if spec.GuardFile != nil {
+		put(guardExeFD, spec.GuardFile)
+		fds.exe = guardExeFD
+		path = fdPath(guardExeFD)
+	}
+	if spec.HelperFile != nil {
+		put(guardHelperFD, spec.HelperFile)
+		fds.helper = guardHelperFD
+	}
+	if argv0 == selfExe {
+		// argv[0] names the binary for ps; the guard sets its comm to it
+		// (exec of /proc/self/exe or /proc/self/fd/6 would show "exe" or
+		// "6").
+		if exe, err := os.Executable(); err == nil {
+			argv0 = exe
+		}
+	}
+	cmd := exec.Command(path, spec.GuardArgs...)
+	cmd.Args[0] = argv0
+	cmd.ExtraFiles = files
+	return cmd, fds
 }
 
 // emitter returns the line handler of one stream.

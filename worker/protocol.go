@@ -29,7 +29,7 @@ import (
 // GuardProtocol changes when the meaning of a message or flag changes;
 // the guard refuses a supervisor that speaks another version and the
 // supervisor a guard that says another one in its hello.
-const GuardProtocol = 2
+const GuardProtocol = 3
 
 // Protocol messages.
 const (
@@ -66,6 +66,13 @@ const (
 	// guardLockFD holds the pool's group lock, taken shared by the
 	// supervisor before the fork.
 	guardLockFD = 5
+	// guardExeFD is the guard's own executable when the supervisor
+	// exec'd it through a descriptor (Spec.GuardFile, -exe-fd): the
+	// guard closes it at once.
+	guardExeFD = 6
+	// guardHelperFD is the helper executable of the orphan hook
+	// (Spec.HelperFile, -helper-fd, OrphanInfo.Helper).
+	guardHelperFD = 7
 )
 
 // Exit codes of the guard itself. Otherwise the guard exits with the

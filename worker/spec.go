@@ -2,6 +2,7 @@ package worker
 
 import (
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -36,8 +37,20 @@ type Spec struct {
 	// GuardExe is the executable run as the guard. Default /proc/self/exe:
 	// the binary this process runs, even when a package upgrade has
 	// replaced the file on disk since (a guard of another version would
-	// not speak this supervisor's protocol).
+	// not speak this supervisor's protocol). With GuardFile it only names
+	// the guard (its argv[0], what ps shows).
 	GuardExe string
+	// GuardFile, if set, is the guard's executable, opened by the
+	// supervisor (OpenExecutable, at its start): the guard is exec'd
+	// through its own inherited descriptor of it (fd 6, -exe-fd), so that
+	// it is the version the supervisor opened even after a package
+	// upgrade replaced the file at GuardExe.
+	GuardFile *os.File
+	// HelperFile, if set, is an executable handed to the guard on fd 7
+	// (-helper-fd) for its orphan hook (OrphanInfo.Helper), kept open for
+	// the same reason: regent hands the lean guard its own binary, which
+	// releases the term.
+	HelperFile *os.File
 	// Containment is how the kernel holds the worker's tree to its guard
 	// (DetectContainment finds the best one allowed). Default
 	// ContainmentNone.
@@ -48,7 +61,8 @@ type Spec struct {
 	// another replica may lead. Default DefaultBackstopGrace.
 	BackstopGrace time.Duration
 	// GuardArgs are the words between GuardExe and the guard's own flags.
-	// nil means []string{"guard"}, the hidden `regent guard` subcommand.
+	// nil means []string{"guard"}, the hidden `regent guard` subcommand;
+	// the lean guard (cmd/regent-guard) takes none: []string{}.
 	GuardArgs []string
 	// GuardMeta is handed to the guard as -meta key=value flags and from
 	// there to GuardConfig.OnOrphaned. It is visible in ps: no secrets.
@@ -78,20 +92,25 @@ func (s Spec) withDefaults() (Spec, error) {
 	if s.StopTimeout <= 0 {
 		s.StopTimeout = DefaultStopTimeout
 	}
-	if s.GuardExe == "" {
-		s.GuardExe = selfExe
-	}
 	if s.Containment == "" {
 		s.Containment = ContainmentNone
 	}
 	if s.BackstopGrace <= 0 {
 		s.BackstopGrace = DefaultBackstopGrace
 	}
-	if s.GuardArgs == nil {
-		s.GuardArgs = []string{"guard"}
-	}
 	if s.Logger == nil {
 		s.Logger = hclog.NewNullLogger()
 	}
-	return s, nil
+	return s.guardDefaults(), nil
+}
+
+// guardDefaults fills the defaults of the fields that name the guard.
+func (s Spec) guardDefaults() Spec {
+	if s.GuardExe == "" {
+		s.GuardExe = selfExe
+	}
+	if s.GuardArgs == nil {
+		s.GuardArgs = []string{"guard"}
+	}
+	return s
 }

@@ -15,12 +15,12 @@ import (
 // clear error if the kernel does not allow it), or with "auto" the best
 // the kernel allows, with one warning naming what is missing when that is
 // none.
-func chooseContainment(ctx context.Context, cfg *config.Config, guardExe string, log hclog.Logger) (worker.Containment, error) {
+func chooseContainment(ctx context.Context, cfg *config.Config, guard worker.Spec, log hclog.Logger) (worker.Containment, error) {
 	want, err := worker.ParseContainment(cfg.Containment)
 	if err != nil {
 		return "", fmt.Errorf("containment %q: use auto, pid-namespace, user+pid-namespace or none (--containment)", cfg.Containment)
 	}
-	got, why := worker.DetectContainment(ctx, guardExe, nil)
+	got, why := worker.DetectContainment(ctx, guard)
 	switch {
 	case want == worker.ContainmentNone:
 		got = worker.ContainmentNone

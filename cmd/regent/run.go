@@ -100,11 +100,12 @@ func runRun(cmd *cobra.Command, args []string) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := supervisor.NewMetrics(reg)
 
-	// Guards run the binary this process runs, even after a package
-	// upgrade replaced the file: they must speak this supervisor's
-	// protocol.
-	const guardExe = "/proc/self/exe"
-	containment, err := chooseContainment(ctx, cfg, guardExe, log)
+	// Guards run the lean guard beside this binary, or this binary, as
+	// opened now, even after a package upgrade replaced the files: they
+	// must speak this supervisor's protocol.
+	guard := openGuardBinary(ctx, log)
+	defer guard.Close()
+	containment, err := chooseContainment(ctx, cfg, guard.spec, log)
 	if err != nil {
 		return err
 	}
@@ -119,7 +120,7 @@ func runRun(cmd *cobra.Command, args []string) error {
 		Dial: func(ctx context.Context) (election.Backend, error) {
 			return openBackend(ctx, cfg, opts, log)
 		},
-		NewPool: newPoolFactory(cfg, guardExe, containment, reaper),
+		NewPool: newPoolFactory(cfg, guard, containment, reaper),
 		Logger:  log,
 		Metrics: metrics,
 	})
@@ -141,7 +142,7 @@ func runRun(cmd *cobra.Command, args []string) error {
 		queues[q.Name] = config.Document(q.Publish(cfg.LeaseTTL))
 	}
 	log.Info("started", "version", regentVersion(), "cluster", cfg.Cluster, "backend", cfg.Backend,
-		"pid", os.Getpid(), "lease_ttl", cfg.LeaseTTL.String(), "http_addr", cfg.HTTPAddr, "queues", queues)
+		"pid", os.Getpid(), "guard", guard.name(), "lease_ttl", cfg.LeaseTTL.String(), "http_addr", cfg.HTTPAddr, "queues", queues)
 
 	err = sup.Run(ctx)
 	var led *supervisor.AlreadyLedError

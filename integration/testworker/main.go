@@ -4,7 +4,9 @@
 //	term node pid unix-nano-timestamp queue worker
 //
 // from REGENT_TERM, REGENT_NODE, REGENT_QUEUE and REGENT_WORKER ("-" when
-// unset), with one write(2) per line on an O_APPEND file, so lines of
+// unset), and its pid as the mounted /proc numbers it (the host's, also
+// in a guard's PID namespace, where successive workers often get the same
+// small pid), with one write(2) per line on an O_APPEND file, so lines of
 // concurrent workers never interleave. It touches $REGENT_HEARTBEAT_FILE
 // at each tick when that is set. Options make it misbehave: allocate
 // memory, crash after a while, stop its heartbeat, ignore SIGTERM, and
