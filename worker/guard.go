@@ -159,6 +159,7 @@ type guard struct {
 	report *os.File // nil when there is no report pipe
 	helper *os.File // nil when there is no helper executable
 	self   int
+	lock   *os.File // the held group lock; nil without one or once dropped
 }
 
 // say writes one report line. It never blocks for long: a frozen
@@ -189,92 +190,27 @@ func (g *guard) run(ctl *os.File) int {
 		ctl.Close()
 		readers.Wait()
 	}()
-
-	g.say(msgHello, GuardProtocol)
-	if g.opts.containment.namespaced() && g.self != 1 {
-		g.say(msgError, fmt.Sprintf("containment %s: the guard is pid %d, not its namespace's init", g.opts.containment, g.self))
-		return GuardExitError
+	sigs, code := g.setUp()
+	if code != 0 {
+		return code
 	}
-	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
-		g.say(msgError, "set child subreaper: "+err.Error())
-		return GuardExitError
-	}
-	// The supervisor owns stopping: signals sent to the guard are logged
-	// and ignored. Notify, not Ignore: an ignored disposition would be
-	// inherited by the worker through exec.
-	sigs := make(chan os.Signal, 8)
-	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT, unix.SIGHUP, unix.SIGQUIT)
 	defer signal.Stop(sigs)
-
-	deadline := g.opts.deadline
-	lock, err := g.takeGroupLock()
-	if err != nil {
-		g.say(msgError, "group lock: "+err.Error())
-		return GuardExitError
-	}
-	defer func() {
-		if lock != nil {
-			lock.Close()
-		}
-	}()
+	defer g.dropLock()
 	path, err := exec.LookPath(g.opts.argv[0])
 	if err != nil {
 		g.say(msgError, err.Error())
 		return GuardExitNotStarted
 	}
-	// The deadline on argv may be stale: on a loaded host the guard can
-	// start after it, while the supervisor has renewed since and queued
-	// newer deadlines on the control pipe. Take in what is already there,
-	// then judge by the newest deadline; the safety rule is unchanged: no
-	// start past the newest deadline the guard knows.
-	early, leftover, stopped, eof := catchUpControl(ctl, &deadline)
-	switch {
-	case eof:
-		// The supervisor died before this worker started: its term may
-		// already be released (this guard held the pool's lock since its
-		// fork, so it is the last one if the others are gone). Never
-		// start; release the term if this is the last guard.
-		g.say(msgError, msgOrphanedBeforeStart)
-		if g.cfg.OnOrphaned != nil {
-			if lock != nil {
-				lock.Close()
-				lock = nil
-			}
-			g.runOrphanHook(0, ExitStatus{Code: -1, Cause: CauseOrphaned})
-		}
-		return GuardExitError
-	case stopped:
-		g.say(msgError, msgStoppedBeforeStart)
-		return GuardExitError
-	case bootNow() >= deadline:
-		g.say(msgError, msgDeadlinePassedBeforeStart)
-		return GuardExitError
+	deadline := g.opts.deadline
+	early, leftover, code := g.catchUp(ctl, &deadline)
+	if code != 0 {
+		return code
 	}
-	timer, err := newBootTimer(deadline)
-	if err != nil {
-		g.say(msgError, "deadline timer: "+err.Error())
-		return GuardExitError
+	t, code := g.startWorker(path, deadline)
+	if code != 0 {
+		return code
 	}
-	defer timer.Stop()
-	pid, release, err := forkWorker(path, g.opts.argv)
-	if err != nil {
-		g.say(msgError, "exec "+path+": "+err.Error())
-		return GuardExitNotStarted
-	}
-	defer release()
-	reported := pid
-	if g.opts.containment.namespaced() {
-		// pid is numbered in the guard's namespace; the supervisor needs
-		// the host's number.
-		if reported, err = hostPIDOf(pid); err != nil {
-			killNamespace()
-			g.say(msgError, "worker's host pid: "+err.Error())
-			reported = 0
-		}
-	}
-	if reported > 0 {
-		g.say(msgPID, reported)
-	}
+	defer t.close()
 
 	reaped := make(chan reapedChild, 16)
 	go reapChildren(reaped) // ends once the guard has no child left
@@ -288,106 +224,233 @@ func (g *guard) run(ctl *os.File) int {
 	if early {
 		g.say(msgNote, "deadline on argv passed before start; started with a newer one from the control pipe")
 	}
+	es := t.supervise(reaped, ctlMsgs, ctlEOF, sigs)
+	g.say(formatExit(es))
+	if t.orphaned && g.cfg.OnOrphaned != nil {
+		g.dropLock() // the shared lock goes before asking for it exclusively
+		g.runOrphanHook(t.reported, es)
+	}
+	return es.GuardCode()
+}
 
-	var (
-		status   *unix.WaitStatus
-		cause    Cause
-		killed   bool
-		orphaned bool
-	)
-	killRest := func() {
-		if g.opts.containment.namespaced() {
-			// The kernel's own list: every process of the namespace,
-			// whatever group or session it moved to.
+// setUp says hello, checks the containment, makes the guard a subreaper,
+// catches the stop signals (the supervisor owns stopping) and takes the
+// pool's group lock. code is non-zero when the guard cannot work.
+func (g *guard) setUp() (sigs chan os.Signal, code int) {
+	g.say(msgHello, GuardProtocol)
+	if g.opts.containment.namespaced() && g.self != 1 {
+		g.say(msgError, fmt.Sprintf("containment %s: the guard is pid %d, not its namespace's init", g.opts.containment, g.self))
+		return nil, GuardExitError
+	}
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		g.say(msgError, "set child subreaper: "+err.Error())
+		return nil, GuardExitError
+	}
+	// Signals sent to the guard are logged and ignored. Notify, not
+	// Ignore: an ignored disposition would be inherited by the worker
+	// through exec.
+	sigs = make(chan os.Signal, 8)
+	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT, unix.SIGHUP, unix.SIGQUIT)
+	lock, err := g.takeGroupLock()
+	if err != nil {
+		signal.Stop(sigs)
+		g.say(msgError, "group lock: "+err.Error())
+		return nil, GuardExitError
+	}
+	g.lock = lock
+	return sigs, 0
+}
+
+// dropLock releases the guard's hold on its pool's group lock.
+func (g *guard) dropLock() {
+	if g.lock != nil {
+		g.lock.Close()
+		g.lock = nil
+	}
+}
+
+// catchUp takes in the control lines queued while the guard started. The
+// deadline on argv may be stale: on a loaded host the guard can start
+// after it, while the supervisor has renewed since and queued newer
+// deadlines. The safety rule is unchanged: no start past the newest
+// deadline the guard knows, nor after a stop or the supervisor's end.
+// code is non-zero when the worker must not start.
+func (g *guard) catchUp(ctl *os.File, deadline *int64) (early bool, leftover []byte, code int) {
+	early, leftover, stopped, eof := catchUpControl(ctl, deadline)
+	switch {
+	case eof:
+		// The supervisor died before this worker started: its term may
+		// already be released (this guard held the pool's lock since its
+		// fork, so it is the last one if the others are gone). Never
+		// start; release the term if this is the last guard.
+		g.say(msgError, msgOrphanedBeforeStart)
+		if g.cfg.OnOrphaned != nil {
+			g.dropLock()
+			g.runOrphanHook(0, ExitStatus{Code: -1, Cause: CauseOrphaned})
+		}
+		return false, nil, GuardExitError
+	case stopped:
+		g.say(msgError, msgStoppedBeforeStart)
+		return false, nil, GuardExitError
+	case bootNow() >= *deadline:
+		g.say(msgError, msgDeadlinePassedBeforeStart)
+		return false, nil, GuardExitError
+	}
+	return early, leftover, 0
+}
+
+// startWorker arms the deadline timer, forks the worker and reports its
+// pid as the supervisor numbers it. code is non-zero when it failed.
+func (g *guard) startWorker(path string, deadline int64) (*tree, int) {
+	timer, err := newBootTimer(deadline)
+	if err != nil {
+		g.say(msgError, "deadline timer: "+err.Error())
+		return nil, GuardExitError
+	}
+	pid, release, err := forkWorker(path, g.opts.argv)
+	if err != nil {
+		timer.Stop()
+		g.say(msgError, "exec "+path+": "+err.Error())
+		return nil, GuardExitNotStarted
+	}
+	t := &tree{g: g, pid: pid, reported: pid, deadline: deadline, timer: timer, release: release}
+	if g.opts.containment.namespaced() {
+		// pid is numbered in the guard's namespace; the supervisor needs
+		// the host's number.
+		if t.reported, err = hostPIDOf(pid); err != nil {
 			killNamespace()
-			return
+			g.say(msgError, "worker's host pid: "+err.Error())
+			t.reported = 0
 		}
-		killTree(g.self, pid)
 	}
-	kill := func(c Cause) {
-		if killed {
-			return
-		}
-		killed = true
-		if status == nil {
-			cause = c
-			g.say(msgFired, c)
-		}
-		killRest()
+	if t.reported > 0 {
+		g.say(msgPID, t.reported)
+	} else {
+		t.kill(CauseKilled)
 	}
-	if reported == 0 {
-		kill(CauseKilled)
+	return t, 0
+}
+
+// tree is the worker's process tree as its guard enforces it.
+type tree struct {
+	g        *guard
+	pid      int // the worker, as the guard numbers it
+	reported int // the worker, as the supervisor numbers it (0: unknown)
+	deadline int64
+	timer    *bootTimer
+	release  func()
+
+	status   *unix.WaitStatus // the worker's, once reaped
+	cause    Cause
+	killed   bool
+	orphaned bool
+}
+
+// close stops the timer and lets the worker's forking thread go.
+func (t *tree) close() {
+	t.timer.Stop()
+	t.release()
+}
+
+// killRest SIGKILLs the whole tree.
+func (t *tree) killRest() {
+	if t.g.opts.containment.namespaced() {
+		// The kernel's own list: every process of the namespace,
+		// whatever group or session it moved to.
+		killNamespace()
+		return
 	}
+	killTree(t.g.self, t.pid)
+}
+
+// kill kills the tree once, for cause c.
+func (t *tree) kill(c Cause) {
+	if t.killed {
+		return
+	}
+	t.killed = true
+	if t.status == nil {
+		t.cause = c
+		t.g.say(msgFired, c)
+	}
+	t.killRest()
+}
+
+// supervise enforces the deadline and the supervisor's commands until
+// every child is reaped, and returns how the worker ended.
+func (t *tree) supervise(reaped <-chan reapedChild, ctlMsgs <-chan ctlMsg, ctlEOF <-chan struct{}, sigs <-chan os.Signal) ExitStatus {
 	for reaped != nil {
 		select {
 		case m := <-ctlMsgs:
-			switch m.verb {
-			case msgDeadline:
-				if killed {
-					continue
-				}
-				deadline = m.at
-				if err := timer.Set(deadline); err != nil {
-					kill(CauseDeadline) // no timer, no trust
-				}
-			case msgTerm:
-				if status == nil && !killed {
-					signalGroup(pid, unix.SIGTERM)
-				}
-			case msgKill:
-				kill(CauseKilled)
-			}
+			t.control(m)
 		case <-ctlEOF:
 			ctlEOF = nil
-			if status == nil && !killed {
-				orphaned = true
-				kill(CauseOrphaned)
+			if t.status == nil && !t.killed {
+				t.orphaned = true
+				t.kill(CauseOrphaned)
 			}
-		case <-timer.C:
-			if killed || bootNow() < deadline {
-				continue
+		case <-t.timer.C:
+			if !t.killed && bootNow() >= t.deadline {
+				t.kill(CauseDeadline)
 			}
-			kill(CauseDeadline)
 		case r, ok := <-reaped:
 			if !ok {
 				reaped = nil
 				continue
 			}
-			if r.pid == pid && status == nil {
-				ws := r.status
-				status = &ws
-				if cause == "" {
-					cause = CauseExited
-				}
-				// Leftover members of the group and orphaned descendants
-				// die with the worker.
-				if !killed {
-					killed = true
-					killRest()
-				}
-			} else if killed && g.opts.containment.namespaced() {
-				// A process forked while the namespace was being killed:
-				// kill again until none is left.
-				killNamespace()
-			}
+			t.reap(r)
 		case s := <-sigs:
-			g.say(msgNote, "ignoring signal "+s.String())
+			t.g.say(msgNote, "ignoring signal "+s.String())
 		}
 	}
+	if t.status == nil {
+		return ExitStatus{Code: -1, Cause: t.cause}
+	}
+	return exitStatusOf(*t.status, t.cause)
+}
 
-	es := ExitStatus{Code: -1, Cause: cause}
-	if status != nil {
-		es = exitStatusOf(*status, cause)
-	}
-	g.say(formatExit(es))
-	if orphaned && g.cfg.OnOrphaned != nil {
-		if lock != nil {
-			lock.Close() // drop the shared lock before asking for it exclusively
-			lock = nil
+// control obeys one control line.
+func (t *tree) control(m ctlMsg) {
+	switch m.verb {
+	case msgDeadline:
+		if t.killed {
+			return
 		}
-		g.runOrphanHook(reported, es)
+		t.deadline = m.at
+		if err := t.timer.Set(t.deadline); err != nil {
+			t.kill(CauseDeadline) // no timer, no trust
+		}
+	case msgTerm:
+		if t.status == nil && !t.killed {
+			signalGroup(t.pid, unix.SIGTERM)
+		}
+	case msgKill:
+		t.kill(CauseKilled)
 	}
-	return es.GuardCode()
+}
+
+// reap accounts for one reaped child: the worker's end takes the rest of
+// its tree with it.
+func (t *tree) reap(r reapedChild) {
+	if r.pid == t.pid && t.status == nil {
+		ws := r.status
+		t.status = &ws
+		if t.cause == "" {
+			t.cause = CauseExited
+		}
+		// Leftover members of the group and orphaned descendants die
+		// with the worker.
+		if !t.killed {
+			t.killed = true
+			t.killRest()
+		}
+		return
+	}
+	if t.killed && t.g.opts.containment.namespaced() {
+		// A process forked while the namespace was being killed: kill
+		// again until none is left.
+		killNamespace()
+	}
 }
 
 // takeGroupLock returns the guard's hold on its pool's group lock: the
