@@ -3,7 +3,6 @@ package integration
 import (
 	"context"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -52,49 +51,7 @@ func TestPostgresClockStep(t *testing.T) {
 func (m *matrixCase) finishClockAhead(offset time.Duration) {
 	m.t.Helper()
 	t, c := m.t, m.c
-	c.waitLeadersRunning(c.lines, []string{mq}, 250*time.Millisecond, hangTimeout)
-	c.waitStatusOK(hangTimeout)
-	for _, r := range m.reps {
-		if r.exited() {
-			t.Errorf("replica %s exited unexpectedly: %v", r.node, r.exitErr)
-		}
-	}
-	var orphans []liveWorker
-	if _, err := pollFor(2*testTTL+2*time.Second, func() bool {
-		leaders := currentLeaders(c.lines(), 250*time.Millisecond)
-		orphans = orphans[:0]
-		for _, w := range c.liveWorkers() {
-			if l, ok := leaders[w.queue]; !ok || l.node != w.node || l.term != w.term {
-				orphans = append(orphans, w)
-			}
-		}
-		return len(orphans) == 0
-	}); err != nil {
-		t.Errorf("orphan workers (not of their queue's current leader and term): %+v", orphans)
-	}
-
-	for _, r := range m.reps {
-		_ = r.cmd.Process.Signal(syscall.SIGTERM)
-	}
-	for _, r := range m.reps {
-		if code := r.wait(hangTimeout); code != 0 {
-			t.Errorf("replica %s exited %d after SIGTERM", r.node, code)
-		}
-	}
-	var left []liveWorker
-	if _, err := pollFor(5*time.Second, func() bool {
-		left = c.liveWorkers()
-		return len(left) == 0
-	}); err != nil {
-		t.Errorf("workers alive after every replica stopped: %+v", left)
-	}
-
-	rep := observer.Check(c.lines(), overlapTol)
-	t.Logf("observer: %d lines, %d terms, max overlap %s (timer resolution: worker tick %s)",
-		rep.Lines, countTerms(rep), rep.MaxOverlap, workerTick)
-	if !rep.OK() {
-		t.Fatalf("safety violated:\n%s", rep)
-	}
+	rep := c.finishChecks(m.reps, []string{mq}, c.lines, workerTick, hangTimeout)
 
 	ctx, cancel := context.WithTimeout(context.Background(), hangTimeout)
 	defer cancel()
