@@ -5,7 +5,9 @@ import (
 	"sort"
 	"time"
 
+	"github.com/regentd/regent/config"
 	"github.com/regentd/regent/election"
+	"github.com/regentd/regent/supervisor/diagnosis"
 )
 
 // Balancing spreads leadership evenly: with R live replicas and Q queues,
@@ -140,8 +142,8 @@ func (v balanceView) plan() []move {
 	return out
 }
 
-// balanceTracker is the observer's memory between observations, for
-// eligibility and batching. It is owned by the observer goroutine.
+// balanceTracker is the balancer's memory between observations, for
+// eligibility and batching.
 type balanceTracker struct {
 	lastCounts map[string]int
 	dropped    map[string]time.Time // when a node's count last dropped
@@ -187,42 +189,143 @@ func (t *balanceTracker) observe(counts map[string]int, now time.Time) {
 	t.lastCounts = counts
 }
 
+// balancer decides, from one observation, which of this replica's queues
+// it hands over and which it holds back from. It runs on the observer's
+// goroutine and owns its memory (balanceTracker); its decisions are
+// returned (balanceDecision), and the observer carries them out on the
+// runners.
+type balancer struct {
+	me     string
+	queues []config.QueueConfig // this replica's, in order
+	timing election.Timing
+	// on: balancing is on (Config.Balance, and not Exclusive).
+	on bool
+	t  balanceTracker
+}
+
+func newBalancer(cfg *Config) *balancer {
+	return &balancer{me: cfg.Identity.Node, queues: cfg.Queues, timing: cfg.Timing, on: cfg.Balance && !cfg.Exclusive}
+}
+
+// balanceInput is one observation, as the balancer needs it.
+type balanceInput struct {
+	now time.Time
+	// leaders maps each led queue to its leader record (every queue of
+	// the cluster; the balancer keeps this replica's).
+	leaders map[string]election.LeaderRecord
+	members []election.MemberRecord
+	// decoded: the members' decoded payloads, by node.
+	decoded map[string]diagnosis.MemberPayload
+	// leading: the queues this replica's runners lead now.
+	leading map[string]bool
+}
+
+// balanceAction is one decision about one queue.
+type balanceAction struct {
+	queue string
+	kind  balanceKind
+	led   bool     // holdQueue: the queue has a leader
+	yield yieldReq // yieldQueue
+}
+
+type balanceKind int
+
+const (
+	// holdQueue: hold back the candidacy for the queue (runner holds:
+	// holdBalance with holdDelay and balanceHoldMax).
+	holdQueue balanceKind = iota
+	// clearHold: end a balance hold of the queue.
+	clearHold
+	// yieldQueue: hand the queue over (runner requestYield).
+	yieldQueue
+)
+
+// balanceDecision is what one observation decides: the actions, in
+// order, and a new batch of handovers if one starts (logged as
+// rebalancing).
+type balanceDecision struct {
+	actions []balanceAction
+	batch   int // queues handed over in a new batch; 0: none
+	share   string
+}
+
+// decide builds the balance view of one observation and returns this
+// replica's part of the plan.
+func (bl *balancer) decide(in balanceInput) balanceDecision {
+	v, leaders, ready := bl.view(in)
+	if !bl.on {
+		return balanceDecision{}
+	}
+	bl.t.recheck = time.Time{}
+	var d balanceDecision
+	pinned := bl.preferred(&d, v, leaders, ready, in.leading)
+	bl.candidacy(&d, v, leaders, pinned)
+	bl.handovers(&d, in, v, leaders, ready, pinned)
+	return d
+}
+
+// view returns the balance view of one observation: the counts, the
+// eligible nodes, the leader record of each of this replica's queues, and
+// the queues each eligible replica stands by for (ready).
+func (bl *balancer) view(in balanceInput) (balanceView, map[string]election.LeaderRecord, map[string]map[string]bool) {
+	v := balanceView{live: map[string]bool{}, counts: map[string]int{}, queues: len(bl.queues)}
+	mine := map[string]bool{}
+	for _, q := range bl.queues {
+		mine[q.Name] = true
+	}
+	leaders := map[string]election.LeaderRecord{}
+	for q, r := range in.leaders {
+		if mine[q] {
+			leaders[q] = r
+			v.counts[r.Node]++
+			v.led++
+		}
+	}
+	bl.t.observe(v.counts, in.now)
+	seen := map[string]time.Time{}
+	for _, m := range in.members {
+		if m.Err == nil {
+			seen[m.Node] = m.LastSeen
+		}
+	}
+	ready := map[string]map[string]bool{}
+	for node, p := range in.decoded {
+		if node == bl.me || !bl.t.eligible(node, seen[node], in.now, bl.readyAge()) {
+			continue
+		}
+		for q, mq := range p.Queues {
+			if !mine[q] {
+				continue
+			}
+			v.live[node] = true
+			if mq.Role != election.RoleLeader {
+				if ready[node] == nil {
+					ready[node] = map[string]bool{}
+				}
+				ready[node][q] = true
+			}
+		}
+	}
+	v.live[bl.me] = true
+	return v, leaders, ready
+}
+
 // readyAge is how old a member record may be for its replica to count as
 // live for balancing: a few renewals.
-func (s *Supervisor) readyAge() time.Duration {
-	return s.cfg.LeaseTTL/2 + time.Second
+func (bl *balancer) readyAge() time.Duration {
+	return bl.timing.LeaseTTL/2 + time.Second
 }
 
-// balance applies the plan for this replica after an observation.
-// leaders maps each of our queues to its current leader record; ready
-// maps each eligible node to the queues it campaigns for.
-func (s *Supervisor) balance(v balanceView, leaders map[string]election.LeaderRecord, ready map[string]map[string]bool) {
-	if !s.cfg.Balance || s.cfg.Exclusive {
-		return
-	}
-	s.bal.recheck = time.Time{}
-	pinned := s.balancePreferred(v, leaders, ready)
-	s.balanceCandidacy(v, leaders, pinned)
-	s.balanceHandovers(v, leaders, ready, pinned)
-}
+func (d *balanceDecision) add(a balanceAction) { d.actions = append(d.actions, a) }
 
-// leads reports whether this replica leads qs right now.
-func (s *Supervisor) leads(qs *queueState) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return qs.role == election.RoleLeader
-}
-
-// balancePreferred hands over, or holds back from, the queues pinned to a
-// live preferred node, and returns them.
-func (s *Supervisor) balancePreferred(v balanceView, leaders map[string]election.LeaderRecord, ready map[string]map[string]bool) map[string]bool {
-	me := s.cfg.Identity.Node
+// preferred hands over, or holds back from, the queues pinned to a live
+// preferred node, and returns them.
+func (bl *balancer) preferred(d *balanceDecision, v balanceView, leaders map[string]election.LeaderRecord, ready map[string]map[string]bool, leading map[string]bool) map[string]bool {
 	pinned := map[string]bool{}
-	for _, name := range s.order {
-		qs := s.queues[name]
+	for _, q := range bl.queues {
 		to := ""
-		for _, n := range qs.cfg.Prefer {
-			if v.live[n] && (n == me || ready[n][name]) {
+		for _, n := range q.Prefer {
+			if v.live[n] && (n == bl.me || ready[n][q.Name]) {
 				to = n
 				break
 			}
@@ -230,52 +333,48 @@ func (s *Supervisor) balancePreferred(v balanceView, leaders map[string]election
 		if to == "" {
 			continue
 		}
-		pinned[name] = true
+		pinned[q.Name] = true
 		switch {
-		case to == me:
-			s.clearBalanceHold(qs)
-		case s.leads(qs):
-			s.yieldQueue(qs, yieldReq{why: "preferred node live", to: to})
+		case to == bl.me:
+			d.add(balanceAction{queue: q.Name, kind: clearHold})
+		case leading[q.Name]:
+			d.add(balanceAction{queue: q.Name, kind: yieldQueue, yield: yieldReq{why: "preferred node live", to: to}})
 		default:
-			s.holdQueue(qs, leaders[name].Node != "", s.holdDelay())
+			d.add(balanceAction{queue: q.Name, kind: holdQueue, led: leaders[q.Name].Node != ""})
 		}
 	}
 	return pinned
 }
 
-// balanceCandidacy delays this replica's candidacy for the queues it does
-// not lead while it is above the ceiling share.
-func (s *Supervisor) balanceCandidacy(v balanceView, leaders map[string]election.LeaderRecord, pinned map[string]bool) {
-	me := s.cfg.Identity.Node
-	hold := v.holdsBack(me)
-	for _, name := range s.order {
-		if pinned[name] {
+// candidacy delays this replica's candidacy for the queues it does not
+// lead while it is above the ceiling share.
+func (bl *balancer) candidacy(d *balanceDecision, v balanceView, leaders map[string]election.LeaderRecord, pinned map[string]bool) {
+	hold := v.holdsBack(bl.me)
+	for _, q := range bl.queues {
+		if pinned[q.Name] {
 			continue
 		}
-		qs := s.queues[name]
-		if hold && leaders[name].Node != me {
-			s.holdQueue(qs, leaders[name].Node != "", s.holdDelay())
+		if hold && leaders[q.Name].Node != bl.me {
+			d.add(balanceAction{queue: q.Name, kind: holdQueue, led: leaders[q.Name].Node != ""})
 		} else {
-			s.clearBalanceHold(qs)
+			d.add(balanceAction{queue: q.Name, kind: clearHold})
 		}
 	}
 }
 
-// balanceHandovers hands over this replica's part of the plan, one batch at
-// a time: the queues handed over last time must have left (or the batch
+// handovers hands over this replica's part of the plan, one batch at a
+// time: the queues handed over last time must have left (or the batch
 // has taken too long: a receiver died?), and no failover may be under way.
-func (s *Supervisor) balanceHandovers(v balanceView, leaders map[string]election.LeaderRecord, ready map[string]map[string]bool, pinned map[string]bool) {
-	me := s.cfg.Identity.Node
-	now := time.Now()
-	t := &s.bal
+func (bl *balancer) handovers(d *balanceDecision, in balanceInput, v balanceView, leaders map[string]election.LeaderRecord, ready map[string]map[string]bool, pinned map[string]bool) {
+	now, t := in.now, &bl.t
 	pending := 0
 	for q, term := range t.moving {
-		if l := leaders[q]; l.Node == "" || (l.Node == me && l.Term == term) {
+		if l := leaders[q]; l.Node == "" || (l.Node == bl.me && l.Term == term) {
 			pending++
 		}
 	}
-	if pending > 0 && now.Before(t.next.Add(s.handoverBound())) {
-		t.recheck = maxTime(t.next, now.Add(s.batchPace()))
+	if pending > 0 && now.Before(t.next.Add(bl.handoverBound())) {
+		t.recheck = maxTime(t.next, now.Add(bl.batchPace()))
 		return
 	}
 	t.moving = nil
@@ -286,42 +385,40 @@ func (s *Supervisor) balanceHandovers(v balanceView, leaders map[string]election
 	var mine []move
 	others := 0 // at most in flight from the other donors' batches
 	for _, m := range v.plan() {
-		if m.from == me {
+		if m.from == bl.me {
 			mine = append(mine, m)
 		} else {
 			others += min(m.n, balanceBatch)
 		}
 	}
 	if now.Before(t.next) || v.queues-v.led > max(others, balanceBatch*(len(v.live)-1)) {
-		t.recheck = maxTime(t.next, now.Add(s.batchPace()))
+		t.recheck = maxTime(t.next, now.Add(bl.batchPace()))
 		return
 	}
-	if moving := s.yieldBatch(mine, leaders, ready, pinned); len(moving) > 0 {
+	if moving := bl.yieldBatch(d, mine, leaders, ready, pinned, in.leading); len(moving) > 0 {
 		t.moving = moving
-		t.next = now.Add(s.batchPace())
+		t.next = now.Add(bl.batchPace())
 		t.recheck = t.next
-		s.log.Info("rebalancing", "handing_over", len(moving), "share", fmtShare(v))
+		d.batch, d.share = len(moving), fmtShare(v)
 	}
 }
 
 // yieldBatch yields up to balanceBatch queues to each receiver of mine (a
 // replica that won most queues at a cold start hands over to every other
 // replica at once) and returns them with their terms.
-func (s *Supervisor) yieldBatch(mine []move, leaders map[string]election.LeaderRecord, ready map[string]map[string]bool, pinned map[string]bool) map[string]int64 {
-	me := s.cfg.Identity.Node
+func (bl *balancer) yieldBatch(d *balanceDecision, mine []move, leaders map[string]election.LeaderRecord, ready map[string]map[string]bool, pinned, leading map[string]bool) map[string]int64 {
 	moving := map[string]int64{}
 	for _, m := range mine {
 		n := min(m.n, balanceBatch)
-		for i := len(s.order) - 1; i >= 0 && n > 0; i-- {
-			name := s.order[i]
-			if _, ok := moving[name]; ok || pinned[name] || leaders[name].Node != me {
+		for i := len(bl.queues) - 1; i >= 0 && n > 0; i-- {
+			name := bl.queues[i].Name
+			if _, ok := moving[name]; ok || pinned[name] || leaders[name].Node != bl.me {
 				continue
 			}
-			qs := s.queues[name]
-			if !s.leads(qs) || !ready[m.to][name] {
+			if !leading[name] || !ready[m.to][name] {
 				continue
 			}
-			s.yieldQueue(qs, yieldReq{why: "rebalance", to: m.to})
+			d.add(balanceAction{queue: name, kind: yieldQueue, yield: yieldReq{why: "rebalance", to: m.to}})
 			moving[name] = leaders[name].Term
 			n--
 		}
@@ -331,14 +428,14 @@ func (s *Supervisor) yieldBatch(mine []move, leaders map[string]election.LeaderR
 
 // batchPace is the least time between two batches of one replica, and
 // how often the plan is looked at again while a batch is under way.
-func (s *Supervisor) batchPace() time.Duration {
-	return 2 * s.cfg.RetryInterval
+func (bl *balancer) batchPace() time.Duration {
+	return 2 * bl.timing.RetryInterval
 }
 
-// balanceRecheck returns when the observer should observe again though
-// nothing changed (zero: only on a change); see balanceTracker.recheck.
-func (s *Supervisor) balanceRecheck() time.Time {
-	return s.bal.recheck
+// recheck returns when the observer should observe again though nothing
+// changed (zero: only on a change); see balanceTracker.recheck.
+func (bl *balancer) recheck() time.Time {
+	return bl.t.recheck
 }
 
 func maxTime(a, b time.Time) time.Time {
@@ -356,56 +453,20 @@ func fmtShare(v balanceView) string {
 // holdDelay is how long a replica that holds back waits, once a queue is
 // seen free, before it campaigns anyway: long enough for a replica below
 // its share to win, short enough to bound the gap.
-func (s *Supervisor) holdDelay() time.Duration {
-	return 2 * s.cfg.RetryInterval
+func (bl *balancer) holdDelay() time.Duration {
+	return 2 * bl.timing.RetryInterval
 }
 
 // handoverBound is how long a batch's handovers may take before the
 // replica plans afresh.
-func (s *Supervisor) handoverBound() time.Duration {
-	return s.cfg.StepDownHold + s.cfg.LeaseTTL
+func (bl *balancer) handoverBound() time.Duration {
+	return bl.timing.StepDownHold + bl.timing.LeaseTTL
 }
 
-// holdQueue makes this replica hold back its candidacy for qs: while the
-// queue is led by another replica (refreshed by every observation, and
-// lapsing after a few observer ticks if none comes), and for delay once
-// it is seen free.
-func (s *Supervisor) holdQueue(qs *queueState, led bool, delay time.Duration) {
-	now := time.Now()
-	s.mu.Lock()
-	if led {
-		qs.balanceHold = now.Add(s.balanceHoldMax())
-		qs.balanceHoldLed = true
-	} else if qs.balanceHold.IsZero() || qs.balanceHoldLed || qs.balanceHold.After(now.Add(delay)) {
-		qs.balanceHold = now.Add(delay)
-		qs.balanceHoldLed = false
-	}
-	s.mu.Unlock()
-	wakeHold(qs)
-}
-
-// clearBalanceHold ends a balance hold of qs.
-func (s *Supervisor) clearBalanceHold(qs *queueState) {
-	s.mu.Lock()
-	had := !qs.balanceHold.IsZero()
-	qs.balanceHold = time.Time{}
-	qs.balanceHoldLed = false
-	s.mu.Unlock()
-	if had {
-		wakeHold(qs)
-	}
-}
-
-// balanceHoldMax bounds a hold that no observation refreshes.
-func (s *Supervisor) balanceHoldMax() time.Duration {
-	return 2 * s.observeTick()
-}
-
-func wakeHold(qs *queueState) {
-	select {
-	case qs.holdBack <- struct{}{}:
-	default:
-	}
+// balanceHoldMax bounds a hold that no observation refreshes: a few
+// observer ticks.
+func (bl *balancer) balanceHoldMax() time.Duration {
+	return 2 * observeTick(bl.timing)
 }
 
 // yieldReq asks a lead loop to hand its queue over.
@@ -413,12 +474,4 @@ type yieldReq struct {
 	why string
 	// to is the node that should take over; the others hold back.
 	to string
-}
-
-// yieldQueue asks the lead loop of qs to hand the queue over gracefully.
-func (s *Supervisor) yieldQueue(qs *queueState, req yieldReq) {
-	select {
-	case qs.yield <- req:
-	default:
-	}
 }

@@ -36,31 +36,62 @@
 //
 // # Parts
 //
-// Each part owns its state; Supervisor.mu guards only what several parts
-// read (each queue's role, term, deadline and pool, read by the observer
-// and the HTTP handlers).
+// Supervisor is only the assembly: New builds the parts, and Run starts,
+// on each backend session, one goroutine per part and waits for all of
+// them before it closes the session (each goroutine has an owner and an
+// end). Each part owns its state; no lock is shared between parts. They
+// meet through narrow methods and channels:
 //
-//   - The per-queue runner (queue.go runQueue, campaign, the hold-backs)
-//     campaigns, waits out holds, and hands each leadership won to a
-//     leaderRun (lead.go): one value per leadership, owned by the queue's
-//     goroutine, that starts the term's pool, follows renewals, fences at
-//     the deadline (rechecked every second, as Go timers do not count a
-//     suspend), stops the workers and resigns only once they are dead. A
-//     step-down request naming a successor is written off its select
-//     loop, so that renewals, a loss and the fence are handled while the
-//     backend answers.
-//   - The observer (observe.go) turns the backend's records into a
-//     diagnosis.Snapshot and acts on package diagnosis's report: metrics,
-//     one log line per new anomaly, config conflicts of its own queues,
-//     step-down requests relayed to the runner (stepDown, holdBack).
-//   - The balancer (balance.go) decides, from the same observation, which
-//     queues this replica yields (yield) or holds back from (balanceHold):
-//     the decisions are pure functions of the records.
-//   - The member publisher (supervisor.go publishMembers) republishes this
-//     replica's member record when its roles or workers change.
+//	             records                decisions
+//	backend ---> observer ---> balancer ---------+
+//	                |  step-down, conflicts,     |
+//	                v  holds                     v
+//	           queueRunner (one per queue) <-----+ yield, holds
+//	                |  status (immutable value)
+//	                v
+//	          memberPublisher ---> backend (member record)
+//
+// The parts:
+//
+//   - The per-queue runner (queue.go queueRunner, campaign, the
+//     hold-backs) campaigns, waits out holds, and hands each leadership
+//     won to a leaderRun (lead.go): one value per leadership, owned by the
+//     queue's goroutine, that starts the term's pool, follows renewals,
+//     fences at the deadline (rechecked every second, as Go timers do not
+//     count a suspend), stops the workers and resigns only once they are
+//     dead. A step-down request naming a successor is written off its
+//     select loop, so that renewals, a loss and the fence are handled
+//     while the backend answers. The runner publishes what it is (role,
+//     term, deadline, pool, a follower's conflicts) as an immutable
+//     queueStatus swapped atomically, read by the observer, the member
+//     publisher and the HTTP handlers (Leads). Other parts reach it only
+//     through its step-down and yield channels (size 1, non-blocking
+//     sends) and its hold-back mailbox (hold.go holds: an immutable value
+//     and a wake-up channel).
+//   - The observer (observe.go observer) turns the backend's records into
+//     a diagnosis.Snapshot and acts on package diagnosis's report:
+//     metrics, one log line per new anomaly, the config conflicts of its
+//     runners, step-down requests relayed to the runners (requestStepDown,
+//     holds). It runs the balancer on its own goroutine and carries out
+//     its decisions.
+//   - The balancer (balance.go balancer) decides, from one observation,
+//     which queues this replica yields and which it holds back from: its
+//     decisions are a function of the records and of its own memory
+//     between observations (balanceTracker: recent drops, the batch under
+//     way), returned to the observer as a list of actions.
+//   - The member publisher (member.go memberPublisher) republishes this
+//     replica's member record from the runners' statuses when woken (a
+//     leadership started or ended, workers or conflicts changed) and
+//     every 5 s for the workers' RSS.
 //   - Worker pools (workerpool.go) run each term's workers with package
 //     worker; the pool logs each worker event once under its stable name,
 //     and the supervisor turns them into restart metrics.
+//
+// Two clocks: the leader's deadlines run on Config.Now (monotonic and
+// counting host suspend); the balancer, the hold-backs and the observer
+// compare local instants with the records' wall times (a member's last
+// seen, a step-down request's time), so they run on the wall clock
+// (clock.go), which tests replace with one they advance.
 //
 // # Step-down and hold-back
 //

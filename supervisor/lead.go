@@ -13,9 +13,8 @@ import (
 // leaderRun is one leadership, from its start to its resign: the state
 // of the lead loop, owned by the queue's goroutine.
 type leaderRun struct {
-	s    *Supervisor
+	q    *queueRunner
 	b    election.Backend
-	qs   *queueState
 	l    election.Leadership
 	name string
 	log  hclog.Logger
@@ -39,13 +38,13 @@ type leaderRun struct {
 // lead carries out the leader's duties for one leadership and returns why
 // it ended. When it returns, every worker of the term is dead and the
 // leadership is resigned.
-func (s *Supervisor) lead(ctx context.Context, b election.Backend, qs *queueState, l election.Leadership) string {
-	r := &leaderRun{s: s, b: b, qs: qs, l: l, name: qs.cfg.Name}
-	r.log = s.log.With("queue", r.name, "term", l.Term())
-	r.deadline = l.ValidUntil().Add(-s.cfg.FenceMargin)
-	if !s.now().Before(r.deadline) {
+func (q *queueRunner) lead(ctx context.Context, b election.Backend, l election.Leadership) string {
+	r := &leaderRun{q: q, b: b, l: l, name: q.queue.Name}
+	r.log = q.log.With("term", l.Term())
+	r.deadline = l.ValidUntil().Add(-q.cfg.FenceMargin)
+	if !q.now().Before(r.deadline) {
 		r.log.Warn("leadership_lost", "reason", reasonDeadline, "detail", "lease already past its deadline when won")
-		s.resign(ctx, l, r.log)
+		q.resign(ctx, l, r.log)
 		return reasonDeadline
 	}
 	r.start(ctx)
@@ -57,45 +56,43 @@ func (s *Supervisor) lead(ctx context.Context, b election.Backend, qs *queueStat
 
 // start builds the term's pool, records the leadership and runs the pool.
 func (r *leaderRun) start(ctx context.Context) {
-	s, qs, term := r.s, r.qs, r.l.Term()
+	q, cfg, term := r.q, r.q.cfg, r.l.Term()
 	env := []string{
-		"REGENT_CLUSTER=" + s.cfg.Identity.Cluster,
+		"REGENT_CLUSTER=" + cfg.Identity.Cluster,
 		"REGENT_QUEUE=" + r.name,
-		"REGENT_NODE=" + s.cfg.Identity.Node,
+		"REGENT_NODE=" + cfg.Identity.Node,
 		"REGENT_TERM=" + strconv.FormatInt(term, 10),
 	}
-	r.pool = s.cfg.NewPool(PoolSpec{
-		Queue: qs.cfg, Term: term, Deadline: r.deadline, Env: env,
+	r.pool = cfg.NewPool(PoolSpec{
+		Queue: q.queue, Term: term, Deadline: r.deadline, Env: env,
 		Logger: r.log,
 		Events: func(reason string) {
-			if s.cfg.Metrics != nil {
-				s.cfg.Metrics.WorkerRestarts.WithLabelValues(r.name, reason).Inc()
+			if cfg.Metrics != nil {
+				cfg.Metrics.WorkerRestarts.WithLabelValues(r.name, reason).Inc()
 			}
-			s.wakeMember()
+			q.members.wake()
 		},
-		Changed: s.wakeMember,
+		Changed: q.members.wake,
 	})
 	// A yield or step-down asked of an earlier leadership is stale.
 	select {
-	case <-qs.yield:
+	case <-q.yield:
 	default:
 	}
 	select {
-	case <-qs.stepDown:
+	case <-q.stepDown:
 	default:
 	}
-	now := s.now()
-	s.mu.Lock()
-	qs.role, qs.term, qs.since, qs.deadline, qs.pool, qs.conflicts = election.RoleLeader, term, now, r.deadline, r.pool, nil
-	s.mu.Unlock()
-	if m := s.cfg.Metrics; m != nil {
+	now := q.now()
+	q.status.Store(&queueStatus{role: election.RoleLeader, term: term, since: now, deadline: r.deadline, pool: r.pool})
+	if m := cfg.Metrics; m != nil {
 		m.setLeader(r.name, true, term)
 		m.LeaderChanges.WithLabelValues(r.name).Inc()
 		m.ConfigConflicts.WithLabelValues(r.name).Set(0)
-		m.Workers.WithLabelValues(r.name).Set(float64(qs.cfg.Concurrency))
+		m.Workers.WithLabelValues(r.name).Set(float64(q.queue.Concurrency))
 	}
 	r.log.Info("leadership_acquired", "deadline_in", r.deadline.Sub(now).Round(time.Millisecond).String())
-	s.wakeMember()
+	q.members.wake()
 
 	var poolCtx context.Context
 	poolCtx, r.stopPool = context.WithCancel(context.WithoutCancel(ctx))
@@ -103,29 +100,27 @@ func (r *leaderRun) start(ctx context.Context) {
 	go func() { r.poolDone <- r.pool.Run(poolCtx) }() // awaited by end
 	r.fence = time.NewTimer(r.deadline.Sub(now))
 	r.handover = make(chan bool, 1)
-	s.setLeaseGauge(r.name, r.deadline)
+	q.setLeaseGauge(r.deadline)
 }
 
 // renewed moves the deadline after a renewal.
 func (r *leaderRun) renewed() {
-	d := r.l.ValidUntil().Add(-r.s.cfg.FenceMargin)
+	d := r.l.ValidUntil().Add(-r.q.cfg.FenceMargin)
 	if !d.After(r.deadline) {
 		return
 	}
 	r.deadline = d
 	r.pool.SetDeadline(d)
-	r.fence.Reset(d.Sub(r.s.now()))
-	r.s.mu.Lock()
-	r.qs.deadline = d
-	r.s.mu.Unlock()
-	r.s.setLeaseGauge(r.name, d)
+	r.fence.Reset(d.Sub(r.q.now()))
+	update(&r.q.status, func(s queueStatus) queueStatus { s.deadline = d; return s })
+	r.q.setLeaseGauge(d)
 }
 
 // expired reports whether the deadline has passed; if not, it re-arms the
 // fence timer for what is left (a timer counts CLOCK_MONOTONIC, the
 // deadline also the time the host was suspended).
 func (r *leaderRun) expired() bool {
-	left := r.deadline.Sub(r.s.now())
+	left := r.deadline.Sub(r.q.now())
 	if left <= 0 {
 		return true
 	}
@@ -137,7 +132,7 @@ func (r *leaderRun) expired() bool {
 func (r *leaderRun) loop(ctx context.Context) string {
 	gauge := time.NewTicker(time.Second)
 	defer gauge.Stop()
-	yield := r.qs.yield
+	yield := r.q.yield
 	for {
 		select {
 		case <-r.l.Renewed():
@@ -150,7 +145,7 @@ func (r *leaderRun) loop(ctx context.Context) string {
 			return reasonLost
 		case <-ctx.Done():
 			return r.stopReason()
-		case <-r.qs.stepDown:
+		case <-r.q.stepDown:
 			// The observer saw a step-down request for this very term.
 			r.log.Info("handing over", "why", "step-down requested")
 			return reasonStepDown
@@ -167,7 +162,7 @@ func (r *leaderRun) loop(ctx context.Context) string {
 			if ok {
 				return reasonStepDown
 			}
-			yield = r.qs.yield
+			yield = r.q.yield
 		case err := <-r.poolDone:
 			r.poolEnd = true
 			r.log.Error("worker pool ended on its own", "error", err)
@@ -176,10 +171,10 @@ func (r *leaderRun) loop(ctx context.Context) string {
 			// The fence timer counts CLOCK_MONOTONIC, which stops while
 			// the host is suspended: after a resume it would fire late by
 			// the suspension. Look at the deadline on every tick too.
-			if !r.s.now().Before(r.deadline) {
+			if !r.q.now().Before(r.deadline) {
 				return reasonDeadline
 			}
-			r.s.setLeaseGauge(r.name, r.deadline)
+			r.q.setLeaseGauge(r.deadline)
 		}
 	}
 }
@@ -193,7 +188,7 @@ func (r *leaderRun) stopReason() string {
 		return reasonLost
 	default:
 	}
-	if !r.s.now().Before(r.deadline) {
+	if !r.q.now().Before(r.deadline) {
 		return reasonDeadline
 	}
 	return reasonStop
@@ -206,7 +201,7 @@ func (r *leaderRun) requestHandover(ctx context.Context, y yieldReq) {
 	hctx, cancel := context.WithCancel(ctx)
 	r.cancelHandover = cancel
 	go func() { // awaited by end (or the loop) through r.handover
-		ok := r.s.requestHandover(hctx, r.b, r.name, y.to, r.log)
+		ok := r.q.requestHandover(hctx, r.b, y.to, r.log)
 		if ok {
 			r.log.Info("handing over", "why", y.why, "to", y.to)
 		}
@@ -256,23 +251,21 @@ func isGraceful(reason string) bool {
 // end resigns once every worker is dead, so that the next leader's
 // workers never overlap ours, and records the end.
 func (r *leaderRun) end(ctx context.Context, reason string) {
-	s, qs := r.s, r.qs
+	q := r.q
 	r.fence.Stop()
 	if r.cancelHandover != nil {
 		r.cancelHandover()
 		<-r.handover
 	}
-	s.mu.Lock()
-	qs.role, qs.pool, qs.deadline = election.RoleFollower, nil, time.Time{}
-	s.mu.Unlock()
-	if m := s.cfg.Metrics; m != nil {
+	q.status.Store(&queueStatus{role: election.RoleFollower})
+	if m := q.cfg.Metrics; m != nil {
 		m.setLeader(r.name, false, 0)
 		m.Workers.WithLabelValues(r.name).Set(0)
 		m.LeaseRemaining.WithLabelValues(r.name).Set(0)
 	}
-	s.resign(ctx, r.l, r.log)
+	q.resign(ctx, r.l, r.log)
 	if isGraceful(reason) {
 		r.log.Info("leadership_released", "reason", reason)
 	}
-	s.wakeMember()
+	q.members.wake()
 }

@@ -4,28 +4,53 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
 
 	"github.com/regentd/regent/config"
 	"github.com/regentd/regent/election"
 	"github.com/regentd/regent/supervisor/diagnosis"
 )
 
-// observe watches the cluster's records and reports, from their
-// diagnosis, conflicts, split brain and stale workers; it also relays
-// step-down requests. It returns
-// an *AlreadyLedError with Exclusive.
-func (s *Supervisor) observe(ctx context.Context, b election.Backend) error {
+// observer turns the backend's records into a diagnosis.Snapshot and acts
+// on package diagnosis's report: metrics, one log line per new anomaly,
+// its runners' config conflicts, step-down requests relayed to the
+// runners; it feeds the balancer and carries out its decisions. It runs
+// on its own goroutine and owns what it remembers between observations
+// (the problems reported, the balancer).
+type observer struct {
+	cfg      *Config // read only
+	log      hclog.Logger
+	clock    clock
+	runners  []*queueRunner
+	members  *memberPublisher
+	balancer *balancer
+	// reported: problem key -> last message, to log once per change
+	// (within a session).
+	reported map[string]string
+}
+
+func newObserver(cfg *Config, c clock, runners []*queueRunner, members *memberPublisher) *observer {
+	return &observer{
+		cfg: cfg, log: cfg.Logger, clock: c, runners: runners, members: members,
+		balancer: newBalancer(cfg),
+	}
+}
+
+// run watches the cluster's records and reports, from their diagnosis,
+// conflicts, split brain and stale workers; it also relays step-down
+// requests. It returns an *AlreadyLedError with Exclusive.
+func (o *observer) run(ctx context.Context, b election.Backend) error {
 	changes := b.Changes(ctx)
 	// A slow safety net in case a wake-up is missed; the backend's
 	// notifications are the fast path.
-	tick := time.NewTicker(s.observeTick())
+	tick := time.NewTicker(observeTick(o.cfg.Timing))
 	defer tick.Stop()
-	reported := map[string]string{} // problem key -> last message, to log once per change
+	o.reported = map[string]string{} // a new session reports afresh
 	for {
-		began := time.Now()
-		if err := s.observeOnce(ctx, b, reported); err != nil {
+		began := o.clock.Now()
+		if err := o.observeOnce(ctx, b); err != nil {
 			var led *AlreadyLedError
 			if errors.As(err, &led) {
 				return err
@@ -33,31 +58,31 @@ func (s *Supervisor) observe(ctx context.Context, b election.Backend) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			s.cfg.Metrics.backendError()
-			s.log.Debug("observe failed", "error", err)
+			o.cfg.Metrics.backendError()
+			o.log.Debug("observe failed", "error", err)
 		}
 		// Rest as long as the observation took (at most a second) before
 		// the next: with thousands of queues an observation reads
 		// megabytes, and a cluster busy settling changes all the time. A
 		// small cluster observes within milliseconds of a change.
-		if sleepCtx(ctx, min(time.Since(began), time.Second)) != nil {
+		if sleepCtx(ctx, min(o.clock.Now().Sub(began), time.Second)) != nil {
 			return nil
 		}
-		if !s.waitObserve(ctx, changes, tick.C) {
+		if !o.wait(ctx, changes, tick.C) {
 			return nil
 		}
 	}
 }
 
-// waitObserve waits until the next observation is due: a change, the
+// wait waits until the next observation is due: a change, the
 // safety-net tick, or the balance's recheck time. It reports false when
 // ctx ends or changes closes.
-func (s *Supervisor) waitObserve(ctx context.Context, changes <-chan struct{}, tick <-chan time.Time) bool {
+func (o *observer) wait(ctx context.Context, changes <-chan struct{}, tick <-chan time.Time) bool {
 	var recheck <-chan time.Time
-	if at := s.balanceRecheck(); !at.IsZero() {
-		timer := time.NewTimer(time.Until(at))
-		defer timer.Stop()
-		recheck = timer.C
+	if at := o.balancer.recheck(); !at.IsZero() {
+		fired, stop := o.clock.NewTimer(at.Sub(o.clock.Now()))
+		defer stop()
+		recheck = fired
 	}
 	select {
 	case <-ctx.Done():
@@ -71,86 +96,106 @@ func (s *Supervisor) waitObserve(ctx context.Context, changes <-chan struct{}, t
 }
 
 // observeTick is the period of the observer's safety-net reads.
-func (s *Supervisor) observeTick() time.Duration {
-	return max(s.cfg.LeaseTTL, 5*time.Second)
+func observeTick(t election.Timing) time.Duration {
+	return max(t.LeaseTTL, 5*time.Second)
+}
+
+// records is one read of the cluster's records.
+type records struct {
+	leaders   []election.LeaderRecord
+	members   []election.MemberRecord
+	stepDowns map[string]election.StepDownRequest
+	// byQueue: the readable leader records, by queue.
+	byQueue map[string]election.LeaderRecord
+}
+
+// read reads the cluster's records.
+func (o *observer) read(ctx context.Context, b election.Backend) (records, error) {
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	var rs records
+	var err error
+	if rs.leaders, err = b.Leaders(rctx); err != nil {
+		return rs, fmt.Errorf("read leaders: %w", err)
+	}
+	if rs.members, err = b.Members(rctx); err != nil {
+		return rs, fmt.Errorf("read members: %w", err)
+	}
+	reqs, err := b.StepDownRequests(rctx)
+	if err != nil {
+		return rs, fmt.Errorf("read step-down requests: %w", err)
+	}
+	rs.stepDowns = map[string]election.StepDownRequest{}
+	for _, r := range reqs {
+		rs.stepDowns[r.Queue] = r
+	}
+	rs.byQueue = map[string]election.LeaderRecord{}
+	for _, r := range rs.leaders {
+		if r.Err == nil {
+			rs.byQueue[r.Queue] = r
+		}
+	}
+	return rs, nil
 }
 
 // observeOnce reads the cluster's records, diagnoses this replica's
 // queues (package diagnosis) and acts on the diagnosis: metrics, log
 // reports, this follower's conflicts; it also relays step-down requests
 // and feeds the balancer.
-func (s *Supervisor) observeOnce(ctx context.Context, b election.Backend, reported map[string]string) error {
-	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	leaders, err := b.Leaders(rctx)
+func (o *observer) observeOnce(ctx context.Context, b election.Backend) error {
+	rs, err := o.read(ctx, b)
 	if err != nil {
-		return fmt.Errorf("read leaders: %w", err)
+		return err
 	}
-	members, err := b.Members(rctx)
-	if err != nil {
-		return fmt.Errorf("read members: %w", err)
+	order := make([]string, len(o.runners))
+	for i, r := range o.runners {
+		order[i] = r.queue.Name
 	}
-	reqs, err := b.StepDownRequests(rctx)
-	if err != nil {
-		return fmt.Errorf("read step-down requests: %w", err)
-	}
-	stepDowns := map[string]election.StepDownRequest{}
-	for _, r := range reqs {
-		stepDowns[r.Queue] = r
-	}
-	byQueue := map[string]election.LeaderRecord{}
-	for _, r := range leaders {
-		if r.Err == nil {
-			byQueue[r.Queue] = r
-		}
-	}
-	snap := diagnosis.NewSnapshot(leaders, members)
+	snap := diagnosis.NewSnapshot(rs.leaders, rs.members)
 	reports := map[string]*diagnosis.Report{}
-	diag := diagnosis.Diagnose(snap, time.Now(), s.order)
+	diag := diagnosis.Diagnose(snap, o.clock.Now(), order)
 	for i := range diag {
 		reports[diag[i].Queue] = &diag[i]
 	}
 
-	me := s.cfg.Identity.Node
+	me := o.cfg.Identity.Node
 	memberChanged := false
-	for _, name := range s.order {
-		qs, rep := s.queues[name], reports[name]
-		rec, led := byQueue[name]
-		role := s.noteLeader(name, qs, rec, led)
-		if s.cfg.Exclusive && led && rec.Node != me && role != election.RoleLeader {
+	for _, r := range o.runners {
+		name, rep := r.queue.Name, reports[r.queue.Name]
+		rec, led := rs.byQueue[name]
+		st := o.noteLeader(r, rec, led)
+		if o.cfg.Exclusive && led && rec.Node != me && st.role != election.RoleLeader {
 			var cfg *config.Published
 			if rep.Leader != nil {
 				cfg = rep.Leader.Config
 			}
 			return &AlreadyLedError{Queue: name, Leader: rec, Config: cfg}
 		}
-		if s.reportConflicts(name, qs, rep) {
+		if o.reportConflicts(r, rep) {
 			memberChanged = true
 		}
-		s.reportAnomalies(name, rep, reported)
-		if req, asked := stepDowns[name]; asked {
-			s.relayStepDown(qs, role, req)
+		o.reportAnomalies(name, rep)
+		if req, asked := rs.stepDowns[name]; asked {
+			o.relayStepDown(r, st, req)
 		}
 	}
-	if s.cfg.Balance {
-		s.observeBalance(byQueue, members, snap.Payloads())
+	if o.cfg.Balance {
+		o.balance(rs, snap.Payloads())
 	}
 	if memberChanged {
-		s.wakeMember()
+		o.members.wake()
 	}
 	return nil
 }
 
 // noteLeader sets, on a follower, the queue's term as regent_term. It
-// returns this replica's role.
-func (s *Supervisor) noteLeader(name string, qs *queueState, rec election.LeaderRecord, led bool) string {
-	s.mu.Lock()
-	role := qs.role
-	s.mu.Unlock()
-	if m := s.cfg.Metrics; m != nil && led && role != election.RoleLeader {
-		m.Term.WithLabelValues(name).Set(float64(rec.Term))
+// returns the runner's status.
+func (o *observer) noteLeader(r *queueRunner, rec election.LeaderRecord, led bool) queueStatus {
+	st := r.current()
+	if m := o.cfg.Metrics; m != nil && led && st.role != election.RoleLeader {
+		m.Term.WithLabelValues(r.queue.Name).Set(float64(rec.Term))
 	}
-	return role
+	return st
 }
 
 // reportConflicts keeps this replica's config conflicts with the queue's
@@ -158,26 +203,21 @@ func (s *Supervisor) noteLeader(name string, qs *queueState, rec election.Leader
 // leads), sets regent_config_conflicts, and logs config_conflict (or
 // config_conflict_resolved) once per change. It reports a change, for the
 // member record.
-func (s *Supervisor) reportConflicts(name string, qs *queueState, rep *diagnosis.Report) bool {
-	conflicts := rep.Conflicts(s.cfg.Identity.Node, qs.published)
-	s.mu.Lock()
-	changed := qs.role != election.RoleLeader && !slices.Equal(conflicts, qs.conflicts)
-	if changed {
-		qs.conflicts = conflicts
-	}
-	n := len(qs.conflicts)
-	s.mu.Unlock()
-	if m := s.cfg.Metrics; m != nil {
+func (o *observer) reportConflicts(r *queueRunner, rep *diagnosis.Report) bool {
+	name := r.queue.Name
+	conflicts := rep.Conflicts(o.cfg.Identity.Node, r.published)
+	changed, n := r.noteConflicts(conflicts)
+	if m := o.cfg.Metrics; m != nil {
 		m.ConfigConflicts.WithLabelValues(name).Set(float64(n))
 	}
 	if !changed {
 		return false
 	}
 	if len(conflicts) > 0 {
-		s.log.Warn("config_conflict", "queue", name, "leader_node", rep.Leader.Node, "term", rep.Leader.Term,
+		o.log.Warn("config_conflict", "queue", name, "leader_node", rep.Leader.Node, "term", rep.Leader.Term,
 			"conflicts", diagnosis.FormatConflicts(conflicts))
 	} else {
-		s.log.Info("config_conflict_resolved", "queue", name)
+		o.log.Info("config_conflict_resolved", "queue", name)
 	}
 	return true
 }
@@ -185,48 +225,42 @@ func (s *Supervisor) reportConflicts(name string, qs *queueState, rep *diagnosis
 // reportAnomalies sets the queue's anomaly metrics from its diagnosis
 // (regent_split_brain, regent_stale_workers, regent_degraded) and logs
 // split_brain, stale_worker and a corrupt leader record once per change.
-func (s *Supervisor) reportAnomalies(name string, rep *diagnosis.Report, reported map[string]string) {
-	if m := s.cfg.Metrics; m != nil {
+func (o *observer) reportAnomalies(name string, rep *diagnosis.Report) {
+	if m := o.cfg.Metrics; m != nil {
 		m.SplitBrain.WithLabelValues(name).Set(gauge(len(rep.Claimants) > 0))
 		m.StaleWorkers.WithLabelValues(name).Set(float64(len(rep.Stale)))
 		m.Degraded.WithLabelValues(name).Set(gauge(rep.Degraded))
 	}
 	for _, p := range rep.Problems {
 		if p.Code == diagnosis.CodeCorruptRecord {
-			s.reportOnce(reported, "corrupt/"+name, p.Message, func() {
-				s.log.Error("corrupt leader record", "queue", name, "error", p.Message)
+			o.reportOnce("corrupt/"+name, p.Message, func() {
+				o.log.Error("corrupt leader record", "queue", name, "error", p.Message)
 			})
 		}
 	}
 	for _, w := range rep.Stale {
-		s.reportOnce(reported, "stale/"+name+"/"+w.Node, fmt.Sprint(w.Term, w.Current), func() {
-			s.log.Error("stale_worker", "queue", name, "node", w.Node, "worker_term", w.Term, "current_term", w.Current)
+		o.reportOnce("stale/"+name+"/"+w.Node, fmt.Sprint(w.Term, w.Current), func() {
+			o.log.Error("stale_worker", "queue", name, "node", w.Node, "worker_term", w.Term, "current_term", w.Current)
 		})
 	}
 	if len(rep.Claimants) == 0 {
-		delete(reported, "split/"+name)
+		delete(o.reported, "split/"+name)
 		return
 	}
 	desc := diagnosis.FormatClaims(rep.Claimants)
-	s.reportOnce(reported, "split/"+name, desc, func() {
-		s.log.Error("split_brain", "queue", name, "claimants", desc)
+	o.reportOnce("split/"+name, desc, func() {
+		o.log.Error("split_brain", "queue", name, "claimants", desc)
 	})
 }
 
 // relayStepDown acts on a step-down request for the queue: the leader of
 // the asked term steps down; a follower not named by --to holds back (the
 // backends also hold back inside Campaign).
-func (s *Supervisor) relayStepDown(qs *queueState, role string, req election.StepDownRequest) {
-	me := s.cfg.Identity.Node
-	if role == election.RoleLeader {
-		s.mu.Lock()
-		mine := qs.term == req.Term
-		s.mu.Unlock()
-		if mine && req.To != me {
-			select {
-			case qs.stepDown <- struct{}{}:
-			default:
-			}
+func (o *observer) relayStepDown(r *queueRunner, st queueStatus, req election.StepDownRequest) {
+	me := o.cfg.Identity.Node
+	if st.role == election.RoleLeader {
+		if st.term == req.Term && req.To != me {
+			r.requestStepDown()
 		}
 		return
 	}
@@ -235,24 +269,15 @@ func (s *Supervisor) relayStepDown(qs *queueState, role string, req election.Ste
 		// even the hold of our own recent step-down (a queue handed
 		// back at once by a replica with another view of the counts
 		// was left leaderless for that hold).
-		s.mu.Lock()
-		qs.holdUntil = time.Time{}
-		s.mu.Unlock()
-		s.clearBalanceHold(qs)
-		wakeHold(qs)
+		r.holds.clear()
 		return
 	}
 	if req.To == "" {
 		return
 	}
-	if age := time.Since(req.RequestedAt); age >= 0 && age < s.cfg.StepDownHold {
-		until := time.Now().Add(s.cfg.StepDownHold - age)
-		s.mu.Lock()
-		if until.After(qs.holdUntil) {
-			qs.holdUntil = until
-		}
-		s.mu.Unlock()
-		wakeHold(qs)
+	now := o.clock.Now()
+	if age := now.Sub(req.RequestedAt); age >= 0 && age < o.cfg.StepDownHold {
+		r.holds.extend(now.Add(o.cfg.StepDownHold - age))
 	}
 }
 
@@ -263,58 +288,40 @@ func gauge(b bool) float64 {
 	return 0
 }
 
-// observeBalance builds the balance view of one observation and applies
-// it (see balance.go).
-func (s *Supervisor) observeBalance(byQueue map[string]election.LeaderRecord, members []election.MemberRecord, decoded map[string]diagnosis.MemberPayload) {
-	me := s.cfg.Identity.Node
-	now := time.Now()
-	v := balanceView{live: map[string]bool{}, counts: map[string]int{}, queues: len(s.order)}
-	mine := map[string]bool{}
-	for _, name := range s.order {
-		mine[name] = true
-	}
-	leaders := map[string]election.LeaderRecord{}
-	for q, r := range byQueue {
-		if mine[q] {
-			leaders[q] = r
-			v.counts[r.Node]++
-			v.led++
+// balance hands one observation to the balancer and carries out its
+// decisions on the runners (see balance.go).
+func (o *observer) balance(rs records, decoded map[string]diagnosis.MemberPayload) {
+	leading := map[string]bool{}
+	byName := make(map[string]*queueRunner, len(o.runners))
+	for _, r := range o.runners {
+		byName[r.queue.Name] = r
+		if r.leads() {
+			leading[r.queue.Name] = true
 		}
 	}
-	s.bal.observe(v.counts, now)
-	seen := map[string]time.Time{}
-	for _, m := range members {
-		if m.Err == nil {
-			seen[m.Node] = m.LastSeen
+	d := o.balancer.decide(balanceInput{
+		now: o.clock.Now(), leaders: rs.byQueue, members: rs.members, decoded: decoded, leading: leading,
+	})
+	for _, a := range d.actions {
+		r := byName[a.queue]
+		switch a.kind {
+		case holdQueue:
+			r.holds.holdBalance(o.clock.Now(), a.led, o.balancer.holdDelay(), o.balancer.balanceHoldMax())
+		case clearHold:
+			r.holds.clearBalance()
+		case yieldQueue:
+			r.requestYield(a.yield)
 		}
 	}
-	// ready: the queues each eligible replica stands by for.
-	ready := map[string]map[string]bool{}
-	for node, p := range decoded {
-		if node == me || !s.bal.eligible(node, seen[node], now, s.readyAge()) {
-			continue
-		}
-		for q, mq := range p.Queues {
-			if !mine[q] {
-				continue
-			}
-			v.live[node] = true
-			if mq.Role != election.RoleLeader {
-				if ready[node] == nil {
-					ready[node] = map[string]bool{}
-				}
-				ready[node][q] = true
-			}
-		}
+	if d.batch > 0 {
+		o.log.Info("rebalancing", "handing_over", d.batch, "share", d.share)
 	}
-	v.live[me] = true
-	s.balance(v, leaders, ready)
 }
 
-func (s *Supervisor) reportOnce(reported map[string]string, key, msg string, report func()) {
-	if reported[key] == msg {
+func (o *observer) reportOnce(key, msg string, report func()) {
+	if o.reported[key] == msg {
 		return
 	}
-	reported[key] = msg
+	o.reported[key] = msg
 	report()
 }

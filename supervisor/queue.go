@@ -3,8 +3,13 @@ package supervisor
 import (
 	"context"
 	"errors"
+	"slices"
+	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/regentd/regent/config"
 	"github.com/regentd/regent/election"
 )
 
@@ -17,15 +22,100 @@ const (
 	reasonPool     = "pool_failed"
 )
 
-// runQueue campaigns for one queue and leads it whenever it wins, until
-// ctx ends or the session is lost.
-func (s *Supervisor) runQueue(ctx context.Context, b election.Backend, qs *queueState) error {
-	log := s.log.With("queue", qs.cfg.Name)
+// queueRunner is the per-queue runner: it campaigns for one queue, waits
+// out its holds, and leads it whenever it wins (leaderRun). Its state is
+// its own; the other parts reach it through narrow methods: status (what
+// it is now, published as an immutable value), the hold-back mailbox
+// (holds), and the step-down and yield requests (channels of size 1).
+type queueRunner struct {
+	cfg       *Config // read only
+	queue     config.QueueConfig
+	published config.Published
+	payload   []byte
+	log       hclog.Logger
+	clock     clock
+	members   *memberPublisher
+
+	status atomic.Pointer[queueStatus]
+	holds  *holds
+	// stepDown wakes the lead loop when a step-down request may be pending.
+	stepDown chan struct{}
+	// yield asks the lead loop to hand the queue over (rebalancing).
+	yield chan yieldReq
+}
+
+// queueStatus is what a runner is at one moment. A value is never
+// changed once published: the runner replaces it (a leadership's start,
+// renewals and end), and the observer swaps in a follower's conflicts.
+type queueStatus struct {
+	role     string
+	term     int64
+	since    time.Time
+	deadline time.Time
+	pool     Pool
+	// conflicts: this follower's config conflicts with the leader (none
+	// while it leads).
+	conflicts []config.Conflict
+}
+
+func newQueueRunner(cfg *Config, q config.QueueConfig, published config.Published, payload []byte, c clock, members *memberPublisher) *queueRunner {
+	r := &queueRunner{
+		cfg: cfg, queue: q, published: published, payload: payload,
+		log: cfg.Logger.With("queue", q.Name), clock: c, members: members,
+		holds: newHolds(), stepDown: make(chan struct{}, 1), yield: make(chan yieldReq, 1),
+	}
+	r.status.Store(&queueStatus{role: election.RoleFollower})
+	return r
+}
+
+// now reads the clock of the leader's deadlines (Config.Now).
+func (q *queueRunner) now() time.Time { return q.cfg.Now() }
+
+// current returns the runner's status now.
+func (q *queueRunner) current() queueStatus { return *q.status.Load() }
+
+// leads reports whether this replica leads the queue right now.
+func (q *queueRunner) leads() bool { return q.current().role == election.RoleLeader }
+
+// noteConflicts keeps this follower's config conflicts with the queue's
+// leader (unchanged while it leads). It reports whether they changed and
+// how many it keeps.
+func (q *queueRunner) noteConflicts(conflicts []config.Conflict) (changed bool, n int) {
+	_, cur := update(&q.status, func(s queueStatus) queueStatus {
+		changed = s.role != election.RoleLeader && !slices.Equal(conflicts, s.conflicts)
+		if changed {
+			s.conflicts = conflicts
+		}
+		return s
+	})
+	return changed, len(cur.conflicts)
+}
+
+// requestStepDown wakes the lead loop to step down (a request for its
+// term).
+func (q *queueRunner) requestStepDown() {
+	select {
+	case q.stepDown <- struct{}{}:
+	default:
+	}
+}
+
+// requestYield asks the lead loop to hand the queue over gracefully.
+func (q *queueRunner) requestYield(req yieldReq) {
+	select {
+	case q.yield <- req:
+	default:
+	}
+}
+
+// run campaigns for the queue and leads it whenever it wins, until ctx
+// ends or the session is lost.
+func (q *queueRunner) run(ctx context.Context, b election.Backend) error {
 	for ctx.Err() == nil {
-		if err := s.waitHoldBack(ctx, qs); err != nil {
+		if err := q.waitHoldBack(ctx); err != nil {
 			return nil
 		}
-		l, err := s.campaign(ctx, b, qs)
+		l, err := q.campaign(ctx, b)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -36,17 +126,15 @@ func (s *Supervisor) runQueue(ctx context.Context, b election.Backend, qs *queue
 			if errors.Is(err, election.ErrSessionLost) || errors.Is(err, election.ErrClosed) {
 				return err
 			}
-			s.cfg.Metrics.backendError()
-			log.Warn("campaign failed", "error", err)
-			if sleepCtx(ctx, s.cfg.RetryInterval) != nil {
+			q.cfg.Metrics.backendError()
+			q.log.Warn("campaign failed", "error", err)
+			if sleepCtx(ctx, q.cfg.RetryInterval) != nil {
 				return nil
 			}
 			continue
 		}
-		if reason := s.lead(ctx, b, qs, l); reason == reasonStepDown {
-			s.mu.Lock()
-			qs.holdUntil = time.Now().Add(s.cfg.StepDownHold)
-			s.mu.Unlock()
+		if reason := q.lead(ctx, b, l); reason == reasonStepDown {
+			q.holds.steppedDown(q.clock.Now().Add(q.cfg.StepDownHold))
 		}
 	}
 	return nil
@@ -56,7 +144,7 @@ var errHoldBack = errors.New("hold back")
 
 // campaign runs one Campaign call, cancelled early when a hold-back starts
 // (a step-down request naming another node).
-func (s *Supervisor) campaign(ctx context.Context, b election.Backend, qs *queueState) (election.Leadership, error) {
+func (q *queueRunner) campaign(ctx context.Context, b election.Backend) (election.Leadership, error) {
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	done := make(chan struct{})
@@ -66,15 +154,15 @@ func (s *Supervisor) campaign(ctx context.Context, b election.Backend, qs *queue
 			select {
 			case <-done:
 				return
-			case <-qs.holdBack:
-				if s.interruptingHold(qs) > 0 {
+			case <-q.holds.wake:
+				if q.interruptingHold() > 0 {
 					cancel()
 					return
 				}
 			}
 		}
 	}()
-	l, err := b.Campaign(cctx, qs.cfg.Name, qs.payload)
+	l, err := b.Campaign(cctx, q.queue.Name, q.payload)
 	if err != nil && ctx.Err() == nil && cctx.Err() != nil {
 		return nil, errHoldBack
 	}
@@ -87,9 +175,9 @@ func (s *Supervisor) campaign(ctx context.Context, b election.Backend, qs *queue
 }
 
 // holdLeft returns how long this replica still holds back its candidacy
-// for qs (0 or less: it does not).
-func (s *Supervisor) holdLeft(qs *queueState) time.Duration {
-	return s.holdFor(qs, true)
+// for the queue (0 or less: it does not).
+func (q *queueRunner) holdLeft() time.Duration {
+	return q.holds.left(q.clock.Now(), true)
 }
 
 // interruptingHold is like holdLeft, without a balance hold set while
@@ -98,54 +186,42 @@ func (s *Supervisor) holdLeft(qs *queueState) time.Duration {
 // wait out a whole lease again if the leader died (seen at a SIGKILL: 16 s
 // instead of 10 for a replica just above its share). A campaign that
 // wins above its share is evened out by a later handover.
-func (s *Supervisor) interruptingHold(qs *queueState) time.Duration {
-	return s.holdFor(qs, false)
+func (q *queueRunner) interruptingHold() time.Duration {
+	return q.holds.left(q.clock.Now(), false)
 }
 
-// holdFor returns how long qs is still held back, counting a balance hold
-// set while another replica leads only if withLed.
-func (s *Supervisor) holdFor(qs *queueState, withLed bool) time.Duration {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	until := qs.holdUntil
-	if (withLed || !qs.balanceHoldLed) && qs.balanceHold.After(until) {
-		until = qs.balanceHold
-	}
-	return time.Until(until)
-}
-
-// waitHoldBack waits while this replica holds back its candidacy for qs;
-// a change of the hold (qs.holdBack) makes it look again.
-func (s *Supervisor) waitHoldBack(ctx context.Context, qs *queueState) error {
+// waitHoldBack waits while this replica holds back its candidacy for the
+// queue; a change of the hold (holds.wake) makes it look again.
+func (q *queueRunner) waitHoldBack(ctx context.Context) error {
 	for {
-		wait := s.holdLeft(qs)
+		wait := q.holdLeft()
 		if wait <= 0 {
 			return nil
 		}
-		t := time.NewTimer(wait)
+		fired, stop := q.clock.NewTimer(wait)
 		select {
 		case <-ctx.Done():
-			t.Stop()
+			stop()
 			return ctx.Err()
-		case <-qs.holdBack:
-		case <-t.C:
+		case <-q.holds.wake:
+		case <-fired:
 		}
-		t.Stop()
+		stop()
 	}
 }
 
-// requestHandover writes a step-down request for queue naming node to,
-// so that the other replicas (this one included) hold back and to takes
-// over. It reports whether the request was written; if not, the leader
-// keeps the queue and balancing tries again later.
-func (s *Supervisor) requestHandover(ctx context.Context, b election.Backend, queue, to string, log interface {
+// requestHandover writes a step-down request for the queue naming node
+// to, so that the other replicas (this one included) hold back and to
+// takes over. It reports whether the request was written; if not, the
+// leader keeps the queue and balancing tries again later.
+func (q *queueRunner) requestHandover(ctx context.Context, b election.Backend, to string, log interface {
 	Warn(string, ...any)
 }) bool {
-	rctx, cancel := context.WithTimeout(ctx, min(5*time.Second, s.cfg.LeaseTTL/2))
+	rctx, cancel := context.WithTimeout(ctx, min(5*time.Second, q.cfg.LeaseTTL/2))
 	defer cancel()
-	if err := b.RequestStepDown(rctx, queue, to); err != nil {
+	if err := b.RequestStepDown(rctx, q.queue.Name, to); err != nil {
 		if ctx.Err() == nil {
-			s.cfg.Metrics.backendError()
+			q.cfg.Metrics.backendError()
 			log.Warn("handover request failed; keeping the queue", "to", to, "error", err)
 		}
 		return false
@@ -153,7 +229,7 @@ func (s *Supervisor) requestHandover(ctx context.Context, b election.Backend, qu
 	return true
 }
 
-func (s *Supervisor) resign(ctx context.Context, l election.Leadership, log interface {
+func (q *queueRunner) resign(ctx context.Context, l election.Leadership, log interface {
 	Debug(string, ...any)
 }) {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
@@ -163,8 +239,8 @@ func (s *Supervisor) resign(ctx context.Context, l election.Leadership, log inte
 	}
 }
 
-func (s *Supervisor) setLeaseGauge(queue string, deadline time.Time) {
-	if s.cfg.Metrics != nil {
-		s.cfg.Metrics.LeaseRemaining.WithLabelValues(queue).Set(max(0, deadline.Sub(s.now()).Seconds()))
+func (q *queueRunner) setLeaseGauge(deadline time.Time) {
+	if q.cfg.Metrics != nil {
+		q.cfg.Metrics.LeaseRemaining.WithLabelValues(q.queue.Name).Set(max(0, deadline.Sub(q.now()).Seconds()))
 	}
 }

@@ -75,6 +75,10 @@ type Config struct {
 	// Now is the clock of the leader's deadlines: monotonic and counting
 	// host suspend. Default boottime.Now; tests inject a suspend.
 	Now func() time.Time
+
+	// clock is the wall clock of the balancer, the hold-backs and the
+	// observer (see clock); tests inject one they advance.
+	clock clock
 }
 
 // AlreadyLedError is returned by Run with Exclusive when another replica
@@ -102,50 +106,22 @@ func (e *AlreadyLedError) Error() string {
 }
 
 // Supervisor campaigns for its queues and carries out leader and follower
-// duties. Create it with New and run it with Run.
+// duties. Create it with New and run it with Run. It is the assembly of
+// the parts (see the package doc): it builds them, starts their
+// goroutines on each backend session and waits for them; its own state is
+// only the current session.
 type Supervisor struct {
 	cfg Config
 	log hclog.Logger
 
+	runners []*queueRunner // in the configured order
+	byName  map[string]*queueRunner
+	members *memberPublisher
+	obs     *observer
+
+	// mu guards backend, read by the HTTP handlers.
 	mu      sync.Mutex
-	queues  map[string]*queueState
-	order   []string
 	backend election.Backend
-	healthy bool
-
-	memberWake chan struct{}
-	// bal is owned by the observer goroutine.
-	bal balanceTracker
-}
-
-// queueState is this replica's state for one queue. Fields after mu are
-// guarded by Supervisor.mu.
-type queueState struct {
-	cfg       config.QueueConfig
-	published config.Published
-	payload   []byte
-	// stepDown wakes the lead loop when a step-down request may be pending.
-	stepDown chan struct{}
-	// holdBack wakes the campaign loop to re-check its hold-back.
-	holdBack chan struct{}
-	// yield asks the lead loop to hand the queue over (rebalancing).
-	yield chan yieldReq
-
-	role      string
-	term      int64
-	since     time.Time
-	deadline  time.Time
-	pool      Pool
-	conflicts []config.Conflict
-	// holdUntil: no candidacy before (after a step-down, or a step-down
-	// request to another node).
-	holdUntil time.Time
-	// balanceHold: no candidacy before (balancing, see balance.go).
-	balanceHold time.Time
-	// balanceHoldLed: balanceHold was set while another replica led the
-	// queue; it delays a new campaign but does not interrupt one under
-	// way (see campaign).
-	balanceHoldLed bool
 }
 
 // now reads the clock of the leader's deadlines (Config.Now).
@@ -169,26 +145,24 @@ func New(cfg Config) (*Supervisor, error) {
 	if cfg.Now == nil {
 		cfg.Now = boottime.Now
 	}
-	s := &Supervisor{
-		cfg:        cfg,
-		log:        cfg.Logger,
-		queues:     map[string]*queueState{},
-		memberWake: make(chan struct{}, 1),
+	if cfg.clock == nil {
+		cfg.clock = wallClock{}
 	}
-	for _, q := range cfg.Queues {
+	s := &Supervisor{cfg: cfg, log: cfg.Logger, byName: map[string]*queueRunner{}}
+	s.members = newMemberPublisher(&s.cfg)
+	for _, q := range s.cfg.Queues {
 		pub := q.Publish(cfg.LeaseTTL)
 		payload, err := json.Marshal(diagnosis.LeaderPayload{Version: cfg.Version, Config: pub})
 		if err != nil {
 			return nil, fmt.Errorf("supervisor: encode payload: %w", err)
 		}
-		s.queues[q.Name] = &queueState{
-			cfg: q, published: pub, payload: payload,
-			stepDown: make(chan struct{}, 1), holdBack: make(chan struct{}, 1), yield: make(chan yieldReq, 1),
-			role: election.RoleFollower,
-		}
-		s.order = append(s.order, q.Name)
+		r := newQueueRunner(&s.cfg, q, pub, payload, cfg.clock, s.members)
+		s.runners = append(s.runners, r)
+		s.byName[q.Name] = r
 		cfg.Metrics.initQueue(q.Name)
 	}
+	s.members.runners = s.runners
+	s.obs = newObserver(&s.cfg, cfg.clock, s.runners, s.members)
 	return s, nil
 }
 
@@ -244,7 +218,6 @@ func (s *Supervisor) redial(ctx context.Context) (election.Backend, error) {
 func (s *Supervisor) setBackend(b election.Backend) {
 	s.mu.Lock()
 	s.backend = b
-	s.healthy = b != nil
 	s.mu.Unlock()
 }
 
@@ -255,9 +228,9 @@ func (s *Supervisor) runSession(ctx context.Context, b election.Backend) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	s.setBackend(b)
-	s.wakeMember()
+	s.members.wake()
 
-	errc := make(chan error, len(s.order)+2)
+	errc := make(chan error, len(s.runners)+2)
 	var wg sync.WaitGroup
 	spawn := func(f func() error) {
 		wg.Add(1)
@@ -268,11 +241,10 @@ func (s *Supervisor) runSession(ctx context.Context, b election.Backend) error {
 			}
 		}()
 	}
-	spawn(func() error { return s.observe(ctx, b) })
-	spawn(func() error { s.publishMembers(ctx, b); return nil })
-	for _, name := range s.order {
-		qs := s.queues[name]
-		spawn(func() error { return s.runQueue(ctx, b, qs) })
+	spawn(func() error { return s.obs.run(ctx, b) })
+	spawn(func() error { s.members.run(ctx, b); return nil })
+	for _, r := range s.runners {
+		spawn(func() error { return r.run(ctx, b) })
 	}
 
 	var err error
@@ -287,95 +259,22 @@ func (s *Supervisor) runSession(ctx context.Context, b election.Backend) error {
 	return err
 }
 
-// publishMembers writes this replica's member record whenever woken.
-func (s *Supervisor) publishMembers(ctx context.Context, b election.Backend) {
-	var last []byte
-	// Worker RSS changes without events: republish it now and then (a
-	// write only when the payload changed, at most every 5 s).
-	tick := time.NewTicker(5 * time.Second)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-s.memberWake:
-		case <-tick.C:
-		}
-		payload, role := s.memberPayload()
-		if string(payload) == string(last) {
-			continue
-		}
-		if err := b.SetMember(ctx, role, payload); err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			s.cfg.Metrics.backendError()
-			s.log.Warn("member record update failed", "error", err)
-			// Try again after a pause.
-			if sleepCtx(ctx, s.cfg.RetryInterval) != nil {
-				return
-			}
-			s.wakeMember()
-			continue
-		}
-		last = payload
-		// No pacing sleep here: a 250 ms pause after each write made a
-		// Postgres leader with a slow backend path miss its renewals
-		// (TestMatrixLatency/under/postgres failed every time with it).
-		// Followers watch only their queue's keys (etcd), so a write no
-		// longer fans out to every standing-by campaign.
-	}
-}
-
-func (s *Supervisor) wakeMember() {
-	select {
-	case s.memberWake <- struct{}{}:
-	default:
-	}
-}
-
-func (s *Supervisor) memberPayload() ([]byte, string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	queues := make(map[string]diagnosis.MemberQueue, len(s.order))
-	role := election.RoleFollower
-	for _, name := range s.order {
-		qs := s.queues[name]
-		mq := diagnosis.MemberQueue{Role: qs.role, Config: qs.published, Conflicts: qs.conflicts}
-		if qs.role == election.RoleLeader {
-			role = election.RoleLeader
-			mq.Term = qs.term
-			mq.Since = qs.since
-			mq.WorkerTerms = []int64{qs.term}
-			if qs.pool != nil {
-				mq.Workers = qs.pool.Workers()
-				for _, w := range mq.Workers {
-					if w.State == "degraded" {
-						mq.Degraded = true
-					}
-				}
-			}
-		}
-		queues[name] = mq
-	}
-	b, _ := json.Marshal(diagnosis.NewMemberPayload(s.cfg.Version, queues))
-	return b, role
-}
-
 // Leads reports whether this replica leads queue right now, within its
 // local deadline.
 func (s *Supervisor) Leads(queue string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	qs, ok := s.queues[queue]
-	return ok && qs.role == election.RoleLeader && s.now().Before(qs.deadline)
+	r, ok := s.byName[queue]
+	if !ok {
+		return false
+	}
+	st := r.current()
+	return st.role == election.RoleLeader && s.now().Before(st.deadline)
 }
 
 // Healthy reports whether the backend session is open.
 func (s *Supervisor) Healthy() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.healthy || s.backend == nil {
+	if s.backend == nil {
 		return false
 	}
 	select {
