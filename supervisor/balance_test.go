@@ -229,13 +229,20 @@ func runOnFake(t *testing.T, fb *fakeBackend, cfg Config) {
 
 func startBalanced(t *testing.T, queues []config.QueueConfig, leads []string, others ...string) *fakeBackend {
 	t.Helper()
+	return startBalancedOn(t, nil, queues, leads, others...)
+}
+
+// startBalancedOn is startBalanced with the balancer's clock (nil: the
+// wall clock).
+func startBalancedOn(t *testing.T, clk clock, queues []config.QueueConfig, leads []string, others ...string) *fakeBackend {
+	t.Helper()
 	fb := newFakeBackend()
 	mp := diagnosis.MemberPayload{Queues: map[string]diagnosis.MemberQueue{}}
 	for _, q := range queues {
 		mp.Queues[q.Name] = diagnosis.MemberQueue{Role: election.RoleFollower}
 	}
 	payload, _ := json.Marshal(mp)
-	runOnFake(t, fb, Config{Queues: queues, Balance: true})
+	runOnFake(t, fb, Config{Queues: queues, Balance: true, clock: clk})
 	for i, q := range leads {
 		fb.mu.Lock()
 		fb.leaders[q] = election.LeaderRecord{Queue: q, Node: "self", Term: int64(i + 1)}
@@ -383,10 +390,13 @@ func numberedQueues(n int) ([]config.QueueConfig, []string) {
 // Leading 60 queues beside an idle replica, self hands over its surplus
 // of 30 in batches (the first may be short if it was planned before every
 // leadership started); the test moves each handed-over queue to the other
-// replica without notifying a change.
+// replica without notifying a change, and moves the balancer's clock by
+// the batch pace: that alone must bring the next batch.
 func TestRebalanceNextBatchWithoutChange(t *testing.T) {
 	qs, names := numberedQueues(60)
-	fb := startBalanced(t, qs, names)
+	clk := newFakeClock(time.Now())
+	fb := startBalancedOn(t, clk, qs, names)
+	pace := 2 * 50 * time.Millisecond // batchPace of runOnFake's retry interval
 	stepDowns := func() []string {
 		var out []string
 		for _, e := range fb.Events() {
@@ -411,22 +421,22 @@ func TestRebalanceNextBatchWithoutChange(t *testing.T) {
 			arrived[q] = true
 			fb.leaders[q] = election.LeaderRecord{Queue: q, Node: "other", Term: int64(100 + len(arrived))}
 		}
-		m := fb.members["other"]
-		m.LastSeen = time.Now()
-		fb.members["other"] = m
 		fb.mu.Unlock()
 		if len(fresh) > 0 {
 			batches++
 			progress = time.Now()
+			clk.Advance(pace)
 		}
 		// Bound: well under the observer's 5 s safety-net tick.
 		if time.Since(progress) > 3*time.Second {
-			t.Fatalf("no new batch %s after the last arrived (no change notified); %d handed over; events %v",
+			t.Fatalf("no new batch %s after the last arrived and the clock passed the pace (no change notified); %d handed over; events %v",
 				time.Since(progress).Round(time.Millisecond), len(arrived), fb.Events())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	time.Sleep(200 * time.Millisecond) // a batch beyond the surplus would show by now
+	// A batch beyond the surplus would come at the next pace.
+	clk.Advance(pace)
+	time.Sleep(200 * time.Millisecond)
 	if n := len(stepDowns()); n != 30 {
 		t.Fatalf("%d step-downs, want the surplus of 30", n)
 	}
