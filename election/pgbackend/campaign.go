@@ -232,36 +232,7 @@ func (a *actor) tryLocks() {
 	if len(names) == 0 {
 		return
 	}
-	type tried struct {
-		queue string
-		got   bool
-		// noLeader: no leadership is in force.
-		noLeader bool
-		// staleIn: microseconds until the lease becomes stale, if it
-		// runs.
-		staleIn *int64
-		obs     leaseObs
-	}
-	var results []tried
-	ctx, cancel := a.stmt()
-	sent := boottime.Now()
-	rows, err := a.conn().Query(ctx, sqlTryLocks, a.b.s.Cluster, names, keys,
-		a.b.s.staleGrace.Microseconds(), a.b.s.Node)
-	if err == nil {
-		for rows.Next() {
-			var t tried
-			if err = rows.Scan(&t.queue, &t.got, &t.noLeader, &t.staleIn,
-				&t.obs.ver, &t.obs.pid, &t.obs.row, &t.obs.ttl); err != nil {
-				break
-			}
-			results = append(results, t)
-		}
-		rows.Close()
-		if err == nil {
-			err = rows.Err()
-		}
-	}
-	cancel()
+	results, sent, err := a.runTryLocks(names, keys)
 	if err != nil {
 		if _ = a.check(err); a.lost != nil {
 			return
@@ -271,45 +242,90 @@ func (a *actor) tryLocks() {
 		return
 	}
 	answered := boottime.Now()
-	grace := a.b.s.staleGrace
 	var held []*queueState
 	for _, t := range results {
 		q := a.queue(t.queue)
 		a.observe(q, t.obs, answered)
-		switch {
-		case t.got:
-			// The takeover statement runs in tick, for at most
-			// takeoverBatch queues per tick, once the old leader's
-			// trust has surely ended on this replica's clock.
-			q.locked = true
-			q.staleWarned = 0
-			_, q.waitUntil = q.prev.holding(0)
-		case t.noLeader:
-			// Held by a session that does not lead: a stale leader, or
-			// a follower that took the lock and has not recorded itself
-			// (waiting out the previous lease, or frozen). Nobody's
-			// session is ended before the previous lease has also run
-			// out on this replica's own clock (a step of the server's
-			// clock, or a lease first seen late).
-			if holding, wake := q.prev.holding(grace); holding {
-				q.staleAt = wake
-				break
-			}
+		if a.lockAnswered(q, t, sent) {
 			held = append(held, q)
-		case t.staleIn != nil:
-			// The server computed the wait from its now(), which came
-			// after sent: at sent + wait the lease may be a little short
-			// of stale (then the next round reports the rest), never past
-			// it by more than the millisecond added.
-			q.staleAt = sent.Add(time.Duration(*t.staleIn)*time.Microsecond + time.Millisecond)
-			if held, wake := q.prev.holding(grace); held && wake.After(q.staleAt) {
-				q.staleAt = wake
-			}
 		}
 	}
 	if len(held) > 0 {
 		a.endStaleHolders(held)
 	}
+}
+
+// lockTry is one queue's row of the lock attempt.
+type lockTry struct {
+	queue string
+	got   bool
+	// noLeader: no leadership is in force.
+	noLeader bool
+	// staleIn: microseconds until the lease becomes stale, if it runs.
+	staleIn *int64
+	obs     leaseObs
+}
+
+// runTryLocks runs the lock attempt for the queues names (keys: their
+// lock keys) and returns its rows and when it was sent.
+func (a *actor) runTryLocks(names []string, keys []int64) ([]lockTry, time.Time, error) {
+	var results []lockTry
+	ctx, cancel := a.stmt()
+	defer cancel()
+	sent := boottime.Now()
+	rows, err := a.conn().Query(ctx, sqlTryLocks, a.b.s.Cluster, names, keys,
+		a.b.s.staleGrace.Microseconds(), a.b.s.Node)
+	if err != nil {
+		return nil, sent, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var t lockTry
+		if err := rows.Scan(&t.queue, &t.got, &t.noLeader, &t.staleIn,
+			&t.obs.ver, &t.obs.pid, &t.obs.row, &t.obs.ttl); err != nil {
+			return nil, sent, err
+		}
+		results = append(results, t)
+	}
+	return results, sent, rows.Err()
+}
+
+// lockAnswered acts on one queue's answer to the lock attempt sent at sent,
+// and reports whether the lock is held by a session that does not lead
+// and whose lease has run out here too (to be ended).
+func (a *actor) lockAnswered(q *queueState, t lockTry, sent time.Time) (endHolder bool) {
+	grace := a.b.s.staleGrace
+	switch {
+	case t.got:
+		// The takeover statement runs in tick, for at most
+		// takeoverBatch queues per tick, once the old leader's
+		// trust has surely ended on this replica's clock.
+		q.locked = true
+		q.staleWarned = 0
+		_, q.waitUntil = q.prev.holding(0)
+	case t.noLeader:
+		// Held by a session that does not lead: a stale leader, or
+		// a follower that took the lock and has not recorded itself
+		// (waiting out the previous lease, or frozen). Nobody's
+		// session is ended before the previous lease has also run
+		// out on this replica's own clock (a step of the server's
+		// clock, or a lease first seen late).
+		if holding, wake := q.prev.holding(grace); holding {
+			q.staleAt = wake
+			return false
+		}
+		return true
+	case t.staleIn != nil:
+		// The server computed the wait from its now(), which came
+		// after sent: at sent + wait the lease may be a little short
+		// of stale (then the next round reports the rest), never past
+		// it by more than the millisecond added.
+		q.staleAt = sent.Add(time.Duration(*t.staleIn)*time.Microsecond + time.Millisecond)
+		if held, wake := q.prev.holding(grace); held && wake.After(q.staleAt) {
+			q.staleAt = wake
+		}
+	}
+	return false
 }
 
 // sqlLockHolders finds, for each queue in $2 (its lock as pg_locks shows
@@ -526,55 +542,7 @@ func (a *actor) takeoverDue() []*queueState {
 // its retry for when that lease will have expired.
 func (a *actor) takeover(qs []*queueState) {
 	s := &a.b.s
-	names := make([]string, len(qs))
-	jsonTexts := make([]any, len(qs))
-	raws := make([][]byte, len(qs))
-	notices := make([]string, len(qs))
-	// vers: the version of each previous lease waited out on this
-	// replica's clock; nil while it may still be trusted (then only a
-	// released record is taken over).
-	vers := make([]*string, len(qs))
-	for i, q := range qs {
-		names[i] = q.name
-		jsonTexts[i], raws[i] = encodePayload(q.waiters[0].payload)
-		notices[i] = noticePayload(s.Cluster, q.name, kindElected)
-		if held, _ := q.prev.holding(0); !held {
-			vers[i] = &q.prev.ver
-		}
-	}
-	type result struct {
-		queue      string
-		term       *int64
-		waitMicros *int64
-		obs        leaseObs
-	}
-	var results []result
-	var sent time.Time
-	err := a.withHistory("takeover", func(history bool) error {
-		results = results[:0]
-		sql, args := sqlTakeover, []any{s.Cluster, names, s.Node, s.Host, s.PID,
-			jsonTexts, raws, s.LeaseTTL.Microseconds(), notices, vers}
-		if history {
-			sql, args = sqlTakeoverHistory, append(args, election.HistoryKeep)
-		}
-		ctx, cancel := a.stmt()
-		defer cancel()
-		sent = boottime.Now()
-		rows, err := a.conn().Query(ctx, sql, args...)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var r result
-			if err := rows.Scan(&r.queue, &r.term, &r.waitMicros,
-				&r.obs.ver, &r.obs.pid, &r.obs.row, &r.obs.ttl); err != nil {
-				return err
-			}
-			results = append(results, r)
-		}
-		return rows.Err()
-	})
+	results, sent, err := a.runTakeover(qs)
 	if err != nil {
 		if a.check(err) != nil && a.lost != nil {
 			return
@@ -594,32 +562,9 @@ func (a *actor) takeover(qs []*queueState) {
 			continue
 		}
 		answered[r.queue] = true
-		if r.term == nil {
-			wait := time.Duration(0)
-			if r.waitMicros != nil {
-				wait = time.Duration(*r.waitMicros) * time.Microsecond
-			}
-			q.waitUntil = sent.Add(wait + time.Millisecond)
-			a.observe(q, r.obs, at)
-			if held, wake := q.prev.holding(0); held && wake.After(q.waitUntil) {
-				q.waitUntil = wake
-			}
-			a.b.log.Info("lock taken; waiting out the previous leader's lease", "queue", q.name,
-				"wait", boottime.Until(q.waitUntil).Round(time.Millisecond))
-			continue
+		if l := a.tookOver(q, r, sent, at); l != nil {
+			withdrawn = append(withdrawn, l)
 		}
-		q.prev = leaseSeen{}
-		w := q.waiters[0]
-		lead := newLeadership(a.b, q.name, q.key, *r.term, sent.Add(s.LeaseTTL))
-		q.lead = lead
-		q.waiters = q.waiters[1:]
-		a.b.log.Info("elected", "queue", q.name, "term", *r.term)
-		if w.withdrawn() {
-			// Withdrawn during the statement: nobody would act on it.
-			withdrawn = append(withdrawn, lead)
-			continue
-		}
-		w.result <- campaignResult{lead: lead}
 	}
 	for _, q := range qs {
 		if !answered[q.name] {
@@ -633,6 +578,104 @@ func (a *actor) takeover(qs []*queueState) {
 			return
 		}
 	}
+}
+
+// takeoverResult is one queue's row of the takeover statement: its new
+// term, or none and how long the previous lease still runs.
+type takeoverResult struct {
+	queue      string
+	term       *int64
+	waitMicros *int64
+	obs        leaseObs
+}
+
+// takeoverArgs returns the takeover statement's arguments for qs.
+func (a *actor) takeoverArgs(qs []*queueState) []any {
+	s := &a.b.s
+	names := make([]string, len(qs))
+	jsonTexts := make([]any, len(qs))
+	raws := make([][]byte, len(qs))
+	notices := make([]string, len(qs))
+	// vers: the version of each previous lease waited out on this
+	// replica's clock; nil while it may still be trusted (then only a
+	// released record is taken over).
+	vers := make([]*string, len(qs))
+	for i, q := range qs {
+		names[i] = q.name
+		jsonTexts[i], raws[i] = encodePayload(q.waiters[0].payload)
+		notices[i] = noticePayload(s.Cluster, q.name, kindElected)
+		if held, _ := q.prev.holding(0); !held {
+			vers[i] = &q.prev.ver
+		}
+	}
+	return []any{s.Cluster, names, s.Node, s.Host, s.PID,
+		jsonTexts, raws, s.LeaseTTL.Microseconds(), notices, vers}
+}
+
+// runTakeover runs the takeover statement for qs and returns its rows and
+// when it was sent.
+func (a *actor) runTakeover(qs []*queueState) ([]takeoverResult, time.Time, error) {
+	var results []takeoverResult
+	var sent time.Time
+	err := a.withHistory("takeover", func(history bool) error {
+		results = results[:0]
+		sql, args := sqlTakeover, a.takeoverArgs(qs)
+		if history {
+			sql, args = sqlTakeoverHistory, append(args, election.HistoryKeep)
+		}
+		ctx, cancel := a.stmt()
+		defer cancel()
+		sent = boottime.Now()
+		rows, err := a.conn().Query(ctx, sql, args...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var r takeoverResult
+			if err := rows.Scan(&r.queue, &r.term, &r.waitMicros,
+				&r.obs.ver, &r.obs.pid, &r.obs.row, &r.obs.ttl); err != nil {
+				return err
+			}
+			results = append(results, r)
+		}
+		return rows.Err()
+	})
+	return results, sent, err
+}
+
+// tookOver acts on one queue's takeover row: without a term it waits out
+// the previous lease; with one it hands the leadership to the first
+// waiter, or returns it if that waiter withdrew during the statement
+// (to be resigned).
+func (a *actor) tookOver(q *queueState, r takeoverResult, sent, at time.Time) (withdrawn *leadership) {
+	s := &a.b.s
+	if r.term == nil {
+		wait := time.Duration(0)
+		if r.waitMicros != nil {
+			wait = time.Duration(*r.waitMicros) * time.Microsecond
+		}
+		q.waitUntil = sent.Add(wait + time.Millisecond)
+		a.observe(q, r.obs, at)
+		if held, wake := q.prev.holding(0); held && wake.After(q.waitUntil) {
+			q.waitUntil = wake
+		}
+		a.b.log.Info("lock taken; waiting out the previous leader's lease", "queue", q.name,
+			"wait", boottime.Until(q.waitUntil).Round(time.Millisecond))
+		return nil
+	}
+	q.prev = leaseSeen{}
+	w := q.waiters[0]
+	lead := newLeadership(a.b, q.name, q.key, *r.term, sent.Add(s.LeaseTTL))
+	q.lead = lead
+	q.waiters = q.waiters[1:]
+	a.b.log.Info("elected", "queue", q.name, "term", *r.term)
+	if w.withdrawn() {
+		// Withdrawn during the statement: nobody would act on it.
+		return lead
+	}
+	w.result <- campaignResult{lead: lead}
+	return nil
 }
 
 // endStale ends session pid if it still holds the lock of one of qs and
