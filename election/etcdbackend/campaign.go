@@ -144,11 +144,10 @@ type snapshot struct {
 
 // run is the campaign loop.
 func (c *campaign) run(ctx context.Context) (*leadership, error) {
-	b := c.b
 	var seen *observed
 	var waitedOut int64 // term whose unclean end has been waited out
 	for {
-		if err := b.waitValid(ctx); err != nil {
+		if err := c.b.waitValid(ctx); err != nil {
 			return nil, err
 		}
 		st, err := c.read(ctx)
@@ -159,81 +158,100 @@ func (c *campaign) run(ctx context.Context) (*leadership, error) {
 			continue
 		}
 		c.failing = false
-		if st.leader != nil {
-			if st.leader.Lease == int64(b.lease) {
-				// This backend's own key with no leadership using it: left
-				// by a creation attempt whose outcome was unknown, or by a
-				// leadership given up while etcd was unreachable. Nobody
-				// acts on it, so it is released cleanly.
-				if err := c.releaseStale(ctx, st.leader.CreateRevision); err != nil {
-					if err := c.pause(ctx, "release stale leader key", err); err != nil {
-						return nil, err
-					}
-				}
-				continue
+		var l *leadership
+		switch {
+		case st.leader != nil:
+			var o *observed
+			if o, err = c.followLeader(ctx, st); o != nil {
+				seen = o
 			}
-			seen = &observed{term: st.leader.CreateRevision, lease: st.leader.Lease, since: time.Now(), beatRev: st.rev}
-			if by, ok := c.b.leaseRenewalBound(ctx, seen.lease, seen.since); ok && by.Before(seen.since) {
-				// A campaign that starts (or restarts) while the leader is
-				// already gone would otherwise wait a whole lease from now
-				// after the key's expiry, not from the leader's last
-				// renewal.
-				seen.since = by
+		case st.termRev > 0 && st.released != st.termRev && waitedOut != st.termRev:
+			if err = c.waitOutUnclean(ctx, seen, st); err == nil {
+				waitedOut = st.termRev
 			}
-			c.log.Debug("waiting for the leader to go", "term", seen.term, "lease", leaseHex(seen.lease))
-			if err := c.wait(ctx, seen, st.rev); err != nil {
-				if !errors.Is(err, errWatchGap) {
-					return nil, err
-				}
-				// Heartbeats may have been missed: trust nothing older.
-				seen.since = time.Now()
-				if err := c.pause(ctx, "watch leader", err); err != nil {
-					return nil, err
-				}
-			}
-			continue
+		default:
+			l, err = c.tryCreate(ctx, st)
 		}
-		if st.termRev > 0 && st.released != st.termRev && waitedOut != st.termRev {
-			c.end = c.endOf(seen, st)
-			until := c.holdUntil(seen, st)
-			if d := time.Until(until); d > 0 {
-				c.log.Info("previous leadership ended uncleanly; holding back until its leader surely stopped trusting it",
-					"term", st.termRev, "hold", d.Round(time.Millisecond))
-				if !sleepCtx(ctx, d) {
-					return nil, ctx.Err()
-				}
-			}
-			waitedOut = st.termRev
-			continue
-		}
-		until, err := c.stepDownHold(ctx, st)
-		if err != nil {
-			if err := c.pause(ctx, "read step-down request", err); err != nil {
-				return nil, err
-			}
-			continue
-		}
-		if d := time.Until(until); d > 0 {
-			c.log.Debug("holding back for a step-down to another node", "hold", d.Round(time.Millisecond))
-			if !sleepCtx(ctx, d) {
-				return nil, ctx.Err()
-			}
-			continue
-		}
-		l, err := c.create(ctx, st)
-		if err != nil {
-			if errors.Is(err, election.ErrClosed) || errors.Is(err, election.ErrSessionLost) {
-				return nil, err
-			}
-			if err := c.pause(ctx, "create leader key", err); err != nil {
-				return nil, err
-			}
-			continue
-		}
-		if l != nil {
-			return l, nil
+		if err != nil || l != nil {
+			return l, err
 		}
 	}
+}
+
+// followLeader waits while st shows a leader key: this backend's own, left
+// unused, is released; another's is watched until it goes. It returns
+// what it observed of the leader (nil for its own key), and an error only
+// when the campaign must end.
+func (c *campaign) followLeader(ctx context.Context, st snapshot) (*observed, error) {
+	b := c.b
+	if st.leader.Lease == int64(b.lease) {
+		// This backend's own key with no leadership using it: left
+		// by a creation attempt whose outcome was unknown, or by a
+		// leadership given up while etcd was unreachable. Nobody
+		// acts on it, so it is released cleanly.
+		if err := c.releaseStale(ctx, st.leader.CreateRevision); err != nil {
+			return nil, c.pause(ctx, "release stale leader key", err)
+		}
+		return nil, nil
+	}
+	seen := &observed{term: st.leader.CreateRevision, lease: st.leader.Lease, since: time.Now(), beatRev: st.rev}
+	if by, ok := c.b.leaseRenewalBound(ctx, seen.lease, seen.since); ok && by.Before(seen.since) {
+		// A campaign that starts (or restarts) while the leader is
+		// already gone would otherwise wait a whole lease from now
+		// after the key's expiry, not from the leader's last
+		// renewal.
+		seen.since = by
+	}
+	c.log.Debug("waiting for the leader to go", "term", seen.term, "lease", leaseHex(seen.lease))
+	if err := c.wait(ctx, seen, st.rev); err != nil {
+		if !errors.Is(err, errWatchGap) {
+			return seen, err
+		}
+		// Heartbeats may have been missed: trust nothing older.
+		seen.since = time.Now()
+		return seen, c.pause(ctx, "watch leader", err)
+	}
+	return seen, nil
+}
+
+// waitOutUnclean holds back after a leadership that ended without a
+// release until its leader surely stopped trusting it.
+func (c *campaign) waitOutUnclean(ctx context.Context, seen *observed, st snapshot) error {
+	c.end = c.endOf(seen, st)
+	until := c.holdUntil(seen, st)
+	if d := time.Until(until); d > 0 {
+		c.log.Info("previous leadership ended uncleanly; holding back until its leader surely stopped trusting it",
+			"term", st.termRev, "hold", d.Round(time.Millisecond))
+		if !sleepCtx(ctx, d) {
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// tryCreate waits out a step-down request to another node, else tries to
+// create the leader key. It returns the leadership won, or neither a
+// leadership nor an error to look again.
+func (c *campaign) tryCreate(ctx context.Context, st snapshot) (*leadership, error) {
+	until, err := c.stepDownHold(ctx, st)
+	if err != nil {
+		return nil, c.pause(ctx, "read step-down request", err)
+	}
+	if d := time.Until(until); d > 0 {
+		c.log.Debug("holding back for a step-down to another node", "hold", d.Round(time.Millisecond))
+		if !sleepCtx(ctx, d) {
+			return nil, ctx.Err()
+		}
+		return nil, nil
+	}
+	l, err := c.create(ctx, st)
+	if err != nil {
+		if errors.Is(err, election.ErrClosed) || errors.Is(err, election.ErrSessionLost) {
+			return nil, err
+		}
+		return nil, c.pause(ctx, "create leader key", err)
+	}
+	return l, nil
 }
 
 // campaignConcurrency bounds the campaign requests (reads, creations,
@@ -483,8 +501,22 @@ func (c *campaign) create(ctx context.Context, st snapshot) (*leadership, error)
 			b.leading.Add(-1)
 		}
 	}()
-	lk, tk := b.keys.leader(c.queue), b.keys.term(c.queue)
 	electedAt := time.Now().UTC().Round(0)
+	resp, err := c.createTxn(ctx, st, electedAt)
+	if err != nil || !resp.Succeeded {
+		return nil, err
+	}
+	l, err := c.install(resp.Header.Revision, electedAt)
+	won = l != nil
+	return l, err
+}
+
+// createTxn writes the leader key (on the session's lease), the term key
+// and the history in one transaction, if the queue has no leader and its
+// term is still st's.
+func (c *campaign) createTxn(ctx context.Context, st snapshot, electedAt time.Time) (*clientv3.TxnResponse, error) {
+	b := c.b
+	lk, tk := b.keys.leader(c.queue), b.keys.term(c.queue)
 	rec := mustJSON(leaderValue{
 		Cluster: b.opts.Cluster, Queue: c.queue, Node: b.opts.Node, Host: b.opts.Host, PID: b.opts.PID,
 		ElectedAt: electedAt, Payload: c.payload,
@@ -520,13 +552,18 @@ func (c *campaign) create(ctx context.Context, st snapshot) (*leadership, error)
 		return nil, err
 	}
 	c.ambiguous = false
-	if !resp.Succeeded {
-		return nil, nil
-	}
-	term := resp.Header.Revision
+	return resp, nil
+}
+
+// install makes the key created at term the queue's leadership, unless
+// the backend closed, lost its session or is not trusted right now: then
+// the key is given back, and it returns an error, or nothing to campaign
+// on.
+func (c *campaign) install(term int64, electedAt time.Time) (*leadership, error) {
+	b := c.b
 	wctx, stop := context.WithCancel(b.ctx)
 	l := &leadership{
-		b: b, queue: c.queue, key: lk, term: term, electedAt: electedAt,
+		b: b, queue: c.queue, key: b.keys.leader(c.queue), term: term, electedAt: electedAt,
 		done: make(chan struct{}), renewed: make(chan struct{}, 1), stopWatch: stop,
 	}
 	b.mu.Lock()
@@ -551,7 +588,6 @@ func (c *campaign) create(ctx context.Context, st snapshot) (*leadership, error)
 	qs.active = l
 	qs.heldTerm = term
 	qs.heldUntil = time.Time{}
-	won = true
 	b.wg.Add(1)
 	b.mu.Unlock()
 	go l.watch(wctx, term+1)
