@@ -82,29 +82,70 @@ func start(ctx context.Context, spec Spec, spawned func(*Process)) (*Process, er
 		}
 		defer lock.Close() // the guard keeps its own descriptor
 	}
-	ctlR, ctlW, err := os.Pipe()
+	pp, err := openPipes()
 	if err != nil {
-		return nil, fmt.Errorf("%w: control pipe: %v", ErrStart, err)
+		return nil, err
 	}
-	repR, repW, err := os.Pipe()
+	p := newProcess(spec, pp.ctlW)
+	if err := p.startGuard(lock, pp); err != nil {
+		return nil, err
+	}
+
+	reportDone := make(chan struct{})
+	go p.readReports(pp.repR, reportDone) // ends at the report pipe's EOF
+	go p.wait(pp.repR, reportDone)        // the only caller of cmd.Wait
+	go p.runBackstop()                    // ends when done closes
+	if spawned != nil {
+		spawned(p)
+	}
+	return p.awaitPID(ctx)
+}
+
+// guardPipes are the guard's control pipe (the supervisor writes ctlW)
+// and report pipe (the supervisor reads repR).
+type guardPipes struct {
+	ctlR, ctlW, repR, repW *os.File
+}
+
+func openPipes() (guardPipes, error) {
+	var pp guardPipes
+	var err error
+	pp.ctlR, pp.ctlW, err = os.Pipe()
 	if err != nil {
-		ctlR.Close()
-		ctlW.Close()
-		return nil, fmt.Errorf("%w: report pipe: %v", ErrStart, err)
+		return pp, fmt.Errorf("%w: control pipe: %v", ErrStart, err)
 	}
+	pp.repR, pp.repW, err = os.Pipe()
+	if err != nil {
+		pp.ctlR.Close()
+		pp.ctlW.Close()
+		return pp, fmt.Errorf("%w: report pipe: %v", ErrStart, err)
+	}
+	return pp, nil
+}
+
+// newProcess returns the Process of spec, writing its control lines to
+// ctl, before its guard starts.
+func newProcess(spec Spec, ctl *os.File) *Process {
 	p := &Process{
 		spec:     spec,
 		log:      spec.Logger.With("worker", spec.Index),
 		pidKnown: make(chan struct{}),
 		done:     make(chan struct{}),
-		ctl:      ctlW,
+		ctl:      ctl,
 		deadline: spec.Deadline,
 		rearm:    make(chan struct{}, 1),
 	}
 	p.stdout = &lineWriter{emit: p.emitter("stdout")}
 	p.stderr = &lineWriter{emit: p.emitter("stderr")}
+	return p
+}
 
-	cmd, fds := guardCommand(spec, ctlR, repW, lock)
+// startGuard starts the guard process (protected from the orphan reaper,
+// if any) with the pipes' child ends, which it then closes; if the guard
+// does not start it closes the parent ends too.
+func (p *Process) startGuard(lock *os.File, pp guardPipes) error {
+	spec := p.spec
+	cmd, fds := guardCommand(spec, pp.ctlR, pp.repW, lock)
 	cmd.Args = append(cmd.Args, guardArgs(bootAt(spec.Deadline), spec.Containment, spec.GuardMeta, spec.GroupLock, fds, spec.Command)...)
 	cmd.Env = spec.Env
 	cmd.Dir = spec.Dir
@@ -113,6 +154,7 @@ func start(ctx context.Context, spec Spec, spawned func(*Process)) (*Process, er
 	cmd.SysProcAttr = spec.Containment.sysProcAttr()
 	cmd.WaitDelay = 2 * time.Second
 	p.cmd = cmd
+	var err error
 	if spec.Reaper != nil {
 		_, err = spec.Reaper.Protect(func() (int, error) {
 			if err := cmd.Start(); err != nil {
@@ -123,23 +165,20 @@ func start(ctx context.Context, spec Spec, spawned func(*Process)) (*Process, er
 	} else {
 		err = cmd.Start()
 	}
-	ctlR.Close()
-	repW.Close()
+	pp.ctlR.Close()
+	pp.repW.Close()
 	if err != nil {
-		ctlW.Close()
-		repR.Close()
-		return nil, fmt.Errorf("%w: guard %s: %v", ErrStart, spec.GuardExe, err)
+		pp.ctlW.Close()
+		pp.repR.Close()
+		return fmt.Errorf("%w: guard %s: %v", ErrStart, spec.GuardExe, err)
 	}
 	p.guardPID = cmd.Process.Pid
+	return nil
+}
 
-	reportDone := make(chan struct{})
-	go p.readReports(repR, reportDone) // ends at the report pipe's EOF
-	go p.wait(repR, reportDone)        // the only caller of cmd.Wait
-	go p.runBackstop()                 // ends when done closes
-	if spawned != nil {
-		spawned(p)
-	}
-
+// awaitPID waits for the guard to report the worker's pid (or its
+// failure to start it); if ctx ends first the guard is killed.
+func (p *Process) awaitPID(ctx context.Context) (*Process, error) {
 	select {
 	case <-p.pidKnown:
 	case <-ctx.Done():
