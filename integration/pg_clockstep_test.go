@@ -1,13 +1,9 @@
 package integration
 
 import (
-	"context"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/regentd/regent/election"
-	"github.com/regentd/regent/integration/observer"
 	"github.com/regentd/regent/internal/faultproxy"
 	"github.com/regentd/regent/internal/testenv"
 )
@@ -45,34 +41,9 @@ func TestPostgresClockStep(t *testing.T) {
 }
 
 // finishClockAhead runs the end-of-case checks of finishHealed when the
-// server's clock runs offset ahead of the host's: the history records
-// terms on the server's clock, so a term's recorded start is compared with
-// its first worker line moved by offset.
+// server's clock runs offset ahead of the host's (checkHistoryAhead).
 func (m *matrixCase) finishClockAhead(offset time.Duration) {
 	m.t.Helper()
-	t, c := m.t, m.c
-	rep := c.finishChecks(m.reps, []string{mq}, c.lines, workerTick, hangTimeout)
-
-	ctx, cancel := context.WithTimeout(context.Background(), hangTimeout)
-	defer cancel()
-	b := c.readOnly(ctx)
-	defer func() {
-		cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer ccancel()
-		_ = b.Close(cctx)
-	}()
-	hist, err := b.History(ctx, mq, 10*election.HistoryKeep)
-	if err != nil {
-		t.Fatalf("history of %s: %v", mq, err)
-	}
-	// Terms that began before the step were recorded on the host's time;
-	// the check only fails a worker line earlier than the recorded start.
-	for i := range hist {
-		if !hist[i].From.IsZero() {
-			hist[i].From = hist[i].From.Add(-offset)
-		}
-	}
-	if problems := observer.CheckHistory(rep, mq, hist, historySkew); len(problems) > 0 {
-		t.Errorf("terms seen in the workers but not recorded as leaderships:\n%s", strings.Join(problems, "\n"))
-	}
+	rep := m.c.finishChecks(m.reps, []string{mq}, m.c.lines, workerTick, hangTimeout)
+	m.c.checkHistoryAhead(rep, []string{mq}, offset)
 }
