@@ -11,8 +11,8 @@
 //
 //   - Reader (status, the observer): Leader, Leaders, Members,
 //     StepDownRequest(s), History, Changes, Done, Close.
-//   - Operator (step-down, worker guards): Reader plus RequestStepDown and
-//     ReleaseTerm.
+//   - Operator (step-down, worker guards, fence commands): Reader plus
+//     RequestStepDown, ReleaseTerm and DeploymentID.
 //   - Campaigner (the supervisor): Campaign and SetMember.
 //
 // A backend opened with Options.ReadOnly has no session: it is an Operator.
@@ -147,8 +147,9 @@
 //   - Campaign: see above; withdrawing is prompt.
 //   - Reads (Leader, Leaders, Members, StepDownRequest(s), History): the
 //     call returns promptly.
-//   - Writes (SetMember, RequestStepDown, ReleaseTerm, Publish): the call
-//     stops waiting; the write may still take effect.
+//   - Writes (SetMember, RequestStepDown, ReleaseTerm, Publish,
+//     DeploymentID): the call stops waiting; the write may still take
+//     effect.
 //   - Resign: see above; the release is not abandoned.
 //   - Changes: the channel is closed soon after ctx ends.
 //   - Close: see above.

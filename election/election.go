@@ -2,6 +2,8 @@ package election
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"time"
 )
@@ -99,6 +101,39 @@ type Operator interface {
 	// supervisor that led has died and every worker of that term is dead,
 	// so that followers need not wait out the lease.
 	ReleaseTerm(ctx context.Context, queue string, term int64) error
+
+	// DeploymentID returns the cluster's deployment id: a random id the
+	// first caller creates, once, in the backend, and every later caller
+	// (on any replica, after any restart) reads. It lives as long as the
+	// backend's data: a snapshot restore keeps it, a rebuilt backend gets
+	// a new one. It names the deployment at the protected resource (the
+	// fence's owner is "<cluster>/<deployment id>"). A stored id that is
+	// not one wraps ErrCorruptRecord.
+	DeploymentID(ctx context.Context) (string, error)
+}
+
+// NewDeploymentID returns a fresh random deployment id: 16 lower-case hex
+// digits.
+func NewDeploymentID() string {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic("election: crypto/rand failed: " + err.Error())
+	}
+	return hex.EncodeToString(b[:])
+}
+
+// ValidDeploymentID reports whether id has the form NewDeploymentID
+// gives: 16 lower-case hex digits.
+func ValidDeploymentID(id string) bool {
+	if len(id) != 16 {
+		return false
+	}
+	for _, c := range id {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // Campaigner is what only a read-write backend does: campaign, and

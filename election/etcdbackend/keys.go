@@ -45,6 +45,10 @@ func (k keyspace) stepDown(q string) string { return k.stepDowns() + q }
 // from the queues' keys so that all pending requests are one cheap range.
 func (k keyspace) stepDowns() string { return k.root() + "stepdown/" }
 
+// deployment holds the cluster's deployment id, without a lease: written
+// once by the first replica that asks, never changed.
+func (k keyspace) deployment() string { return k.root() + "deployment" }
+
 // members is the prefix of the member records.
 func (k keyspace) members() string { return k.root() + "members/" }
 

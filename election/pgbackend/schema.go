@@ -98,11 +98,19 @@ BEGIN
 END
 $$;
 `,
+	// 4: the cluster's deployment id (see deployment.go), written once.
+	`
+CREATE TABLE IF NOT EXISTS regent_deployments (
+	cluster    text PRIMARY KEY,
+	id         text NOT NULL,
+	created_at timestamptz NOT NULL DEFAULT now()
+);
+`,
 }
 
 // SchemaVersion is the schema version this package writes and expects:
 // the number of migrations.
-const SchemaVersion = 3
+const SchemaVersion = 4
 
 const createVersionTable = `
 CREATE TABLE IF NOT EXISTS regent_schema_version (
