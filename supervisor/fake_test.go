@@ -129,8 +129,10 @@ func (f *fakeBackend) StepDownRequest(ctx context.Context, queue string) (electi
 
 func (f *fakeBackend) ReleaseTerm(ctx context.Context, queue string, term int64) error { return nil }
 
-func (f *fakeBackend) DeploymentID(ctx context.Context) (string, error) { return "0123456789abcdef", nil }
-func (f *fakeBackend) Done() <-chan struct{}                                           { return f.done }
+func (f *fakeBackend) DeploymentID(ctx context.Context) (string, error) {
+	return "0123456789abcdef", nil
+}
+func (f *fakeBackend) Done() <-chan struct{} { return f.done }
 
 func (f *fakeBackend) Close(ctx context.Context) error {
 	f.mu.Lock()
