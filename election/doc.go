@@ -140,6 +140,14 @@
 // backend has stopped. An error from Close means that part of the cleanup
 // could not be confirmed; the backend is closed all the same.
 //
+// # Deployment id
+//
+// DeploymentID returns the same id to every caller of one cluster in one
+// backend, on any replica and after any restart, read-only backends
+// included: the first call creates it atomically (of concurrent first
+// callers exactly one id wins), no call changes or deletes it. Another
+// cluster, or the same cluster in a rebuilt backend, has another id.
+//
 // # Cancellation
 //
 // Every call that may block takes ctx first:
