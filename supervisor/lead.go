@@ -63,6 +63,8 @@ func (r *leaderRun) start(ctx context.Context) {
 		"REGENT_QUEUE=" + r.name,
 		"REGENT_NODE=" + s.cfg.Identity.Node,
 		"REGENT_TERM=" + strconv.FormatInt(term, 10),
+		"REGENT_FENCE_KEY=" + qs.cfg.EffectiveFenceKey(),
+		"REGENT_FENCE_OWNER=" + s.FenceOwner(),
 	}
 	r.pool = s.cfg.NewPool(PoolSpec{
 		Queue: qs.cfg, Term: term, Deadline: r.deadline, Env: env,

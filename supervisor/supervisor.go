@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -113,6 +114,10 @@ type Supervisor struct {
 	backend election.Backend
 	healthy bool
 
+	// fenceOwner is REGENT_FENCE_OWNER of this replica's workers,
+	// "<cluster>/<deployment id>", read from the backend at each dial.
+	fenceOwner atomic.Pointer[string]
+
 	memberWake chan struct{}
 	// bal is owned by the observer goroutine.
 	bal balanceTracker
@@ -197,7 +202,7 @@ func New(cfg Config) (*Supervisor, error) {
 // error if the backend cannot be reached at start, or an
 // *AlreadyLedError with Exclusive. A session lost later is re-opened.
 func (s *Supervisor) Run(ctx context.Context) error {
-	b, err := s.cfg.Dial(ctx)
+	b, err := s.dial(ctx)
 	if err != nil {
 		return err
 	}
@@ -231,7 +236,7 @@ func (s *Supervisor) redial(ctx context.Context) (election.Backend, error) {
 		if err := sleepCtx(ctx, delay); err != nil {
 			return nil, err
 		}
-		b, err := s.cfg.Dial(ctx)
+		b, err := s.dial(ctx)
 		if err == nil {
 			return b, nil
 		}
@@ -239,6 +244,36 @@ func (s *Supervisor) redial(ctx context.Context) (election.Backend, error) {
 		s.log.Warn("backend unreachable", "error", err)
 		delay = min(delay*2, s.cfg.LeaseTTL)
 	}
+}
+
+// dial opens a backend session and reads the cluster's deployment id
+// through it, which names this deployment at the protected resource.
+func (s *Supervisor) dial(ctx context.Context) (election.Backend, error) {
+	b, err := s.cfg.Dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	id, err := b.DeploymentID(ctx)
+	if err != nil {
+		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = b.Close(closeCtx)
+		return nil, fmt.Errorf("read the deployment id: %w", err)
+	}
+	owner := s.cfg.Identity.Cluster + "/" + id
+	if old := s.fenceOwner.Swap(&owner); old == nil || *old != owner {
+		s.log.Info("fence owner", "owner", owner)
+	}
+	return b, nil
+}
+
+// FenceOwner is REGENT_FENCE_OWNER of this replica's workers, or "" before
+// the first session.
+func (s *Supervisor) FenceOwner() string {
+	if p := s.fenceOwner.Load(); p != nil {
+		return *p
+	}
+	return ""
 }
 
 func (s *Supervisor) setBackend(b election.Backend) {
