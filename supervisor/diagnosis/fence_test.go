@@ -30,8 +30,8 @@ func TestAddFence(t *testing.T) {
 		{"foreign owner", FenceView{Owner: me, Rows: row(other)}, []string{CodeForeignOwner}, other},
 		{"another deployment refused", FenceView{Owner: me, Rows: row(me), Refusals: []FenceRefusal{refusal(RefusalForeignOwner, other, time.Minute)}}, []string{CodeForeignOwner}, "n2"},
 		{"our own refusals as the foreign one count once", FenceView{Owner: me, Rows: row(other), Refusals: []FenceRefusal{refusal(RefusalForeignOwner, me, time.Minute)}}, []string{CodeForeignOwner}, "emails"},
-		{"stale write", FenceView{Owner: me, Rows: row(me), Refusals: []FenceRefusal{refusal(RefusalStaleTerm, me, time.Minute), refusal(RefusalStaleTerm, me, 2 * time.Minute)}}, []string{CodeStaleWriteRejected}, "term 7"},
-		{"old refusals are forgotten", FenceView{Owner: me, Rows: row(me), Refusals: []FenceRefusal{refusal(RefusalStaleTerm, me, FenceRecent + time.Second), refusal(RefusalForeignOwner, other, time.Hour)}}, nil, ""},
+		{"stale write", FenceView{Owner: me, Rows: row(me), Refusals: []FenceRefusal{refusal(RefusalStaleTerm, me, time.Minute), refusal(RefusalStaleTerm, me, 2*time.Minute)}}, []string{CodeStaleWriteRejected}, "term 7"},
+		{"old refusals are forgotten", FenceView{Owner: me, Rows: row(me), Refusals: []FenceRefusal{refusal(RefusalStaleTerm, me, FenceRecent+time.Second), refusal(RefusalForeignOwner, other, time.Hour)}}, nil, ""},
 		{"another key's refusals", FenceView{Owner: me, Rows: row(me), Refusals: []FenceRefusal{{At: now, Key: "sms", Term: 1, Owner: other, Code: RefusalForeignOwner}}}, nil, ""},
 		{"unreadable", FenceView{Owner: me, Err: errors.New("regent_fence is not installed")}, []string{CodeFenceUnreadable}, "not installed"},
 	}
