@@ -139,6 +139,13 @@ func runRun(cmd *cobra.Command, args []string) error {
 		defer httpSrv.Close()
 	}
 
+	if cfg.Fence.PostgresURL != "" {
+		watch := newFenceWatch(cfg.Fence.PostgresURL, cfg.Queues, sup.FenceOwner, reg, log)
+		watchCtx, stopWatch := context.WithCancel(ctx)
+		wait := startFenceWatch(watchCtx, watch)
+		defer func() { stopWatch(); wait() }()
+	}
+
 	queues := map[string]any{}
 	for _, q := range cfg.Queues {
 		queues[q.Name] = config.Document(q.Publish(cfg.LeaseTTL))
