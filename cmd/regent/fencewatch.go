@@ -49,7 +49,7 @@ type fenceWatch struct {
 	metrics *fenceMetrics
 	log     hclog.Logger
 
-	conn   *pgx.Conn          // owned by run
+	conn   *pgx.Conn         // owned by run
 	logged map[string]string // queue -> last logged problems
 }
 
