@@ -79,6 +79,10 @@ the workers' role what README, Fencing lists, and nothing more.`,
 			if err != nil {
 				return err
 			}
+			opts := fence.InstallOptions{StallTimeout: stall}
+			if err := opts.Validate(); err != nil {
+				return fmt.Errorf("--stall-timeout %s: %w", stall, err)
+			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
 			defer cancel()
 			conn, err := connectFence(ctx, cfg.Fence.PostgresURL)
@@ -90,7 +94,7 @@ the workers' role what README, Fencing lists, and nothing more.`,
 			if err != nil && !errors.Is(err, fence.ErrNotInstalled) {
 				return fenceErr("read the installed version", err)
 			}
-			if err := fence.Install(ctx, conn, fence.InstallOptions{StallTimeout: stall}); err != nil {
+			if err := fence.Install(ctx, conn, opts); err != nil {
 				return fenceErr("install", err)
 			}
 			switch {
