@@ -74,6 +74,7 @@ func Run(t *testing.T, h Harness) {
 		{"ResignCancelled", testResignCancelled},
 		{"Close", testClose},
 		{"DeploymentID", testDeploymentID},
+		{"Controls", testControls},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
