@@ -22,6 +22,9 @@ type Config struct {
 	Backend  string         `mapstructure:"backend" json:"backend"`
 	Etcd     EtcdConfig     `mapstructure:"etcd" json:"etcd"`
 	Postgres PostgresConfig `mapstructure:"postgres" json:"postgres"`
+	// Fence names the workers' own database (the protected resource),
+	// where regent installs and reads the fence; never regent's backend.
+	Fence FenceConfig `mapstructure:"fence" json:"fence"`
 
 	// The lease timing: defaults and limits are election.Timing's, each
 	// documented on its field there; Timing returns them as one.
@@ -81,6 +84,15 @@ type PostgresConfig struct {
 	StatementTimeout time.Duration `mapstructure:"statement_timeout" json:"statement_timeout"`
 }
 
+// FenceConfig names the fence at the protected resource (README,
+// Fencing). It is optional: workers get their fence token in their
+// environment whether or not regent can read the fence.
+type FenceConfig struct {
+	// PostgresURL is the URL of the workers' PostgreSQL database that
+	// holds the regent_fence schema. Empty: status shows no fence.
+	PostgresURL string `mapstructure:"postgres_url" json:"postgres_url,omitempty"`
+}
+
 // LogConfig selects the log level and format.
 type LogConfig struct {
 	// Level is trace, debug, info, warn or error. Default info.
@@ -105,6 +117,18 @@ type QueueConfig struct {
 	Liveness    Liveness      `mapstructure:"liveness" json:"liveness"`
 	// Prefer lists nodes that should lead this queue when healthy.
 	Prefer []string `mapstructure:"prefer" json:"prefer,omitempty"`
+	// FenceKey is the queue's key in the resource's fence; empty means
+	// the queue name. One key belongs to one queue.
+	FenceKey string `mapstructure:"fence_key" json:"fence_key,omitempty"`
+}
+
+// EffectiveFenceKey is the key the queue's workers claim: FenceKey, or
+// the queue name when it is empty.
+func (q QueueConfig) EffectiveFenceKey() string {
+	if q.FenceKey != "" {
+		return q.FenceKey
+	}
+	return q.Name
 }
 
 // RestartPolicy is the worker restart backoff.

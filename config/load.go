@@ -21,7 +21,10 @@ func RegisterFlags(fs *pflag.FlagSet, scope Scope) {
 		if s.Flag == "" || (s.Scope != ScopeBackend && s.Scope != scope) {
 			continue
 		}
-		help := s.Help + " [" + s.Env() + "]"
+		help := s.Help
+		if e := s.Env(); e != "" {
+			help += " [" + e + "]"
+		}
 		switch d := s.Default.(type) {
 		case nil:
 			if s.Key == "queue" {
@@ -74,9 +77,14 @@ func Load(fs *pflag.FlagSet, command []string) (*Config, error) {
 		if s.Default != nil {
 			v.SetDefault(s.Key, s.Default)
 		}
-		envs := append([]string{s.Env()}, s.ExtraEnv...)
-		if err := v.BindEnv(append([]string{s.Key}, envs...)...); err != nil {
-			return nil, fmt.Errorf("config: bind env %s: %w", s.Env(), err)
+		var envs []string
+		if !s.NoEnv {
+			envs = append([]string{s.Env()}, s.ExtraEnv...)
+		}
+		if len(envs) > 0 {
+			if err := v.BindEnv(append([]string{s.Key}, envs...)...); err != nil {
+				return nil, fmt.Errorf("config: bind env %s: %w", s.Env(), err)
+			}
 		}
 		for _, e := range envs {
 			if _, ok := os.LookupEnv(e); ok {

@@ -17,6 +17,9 @@ type Published struct {
 	LeaseTTL    string           `json:"lease_ttl"`
 	Restart     PublishedRestart `json:"restart"`
 	Liveness    PublishedLive    `json:"liveness"`
+	// FenceKey is the queue's fence_key as configured (empty: the queue
+	// name), so that replicas fencing under different keys conflict.
+	FenceKey string `json:"fence_key,omitempty"`
 }
 
 // PublishedRestart is the published restart policy.
@@ -52,6 +55,7 @@ func (q QueueConfig) Publish(leaseTTL time.Duration) Published {
 			HeartbeatTimeout: r.Liveness.HeartbeatTimeout.String(),
 			StartupGrace:     r.Liveness.StartupGrace.String(),
 		},
+		FenceKey: r.FenceKey,
 	}
 }
 
@@ -75,6 +79,7 @@ func (p Published) Fields() []Field {
 		{"restart.max_crashes", strconv.Itoa(p.Restart.MaxCrashes)},
 		{"liveness.heartbeat_timeout", p.Liveness.HeartbeatTimeout},
 		{"liveness.startup_grace", p.Liveness.StartupGrace},
+		{"fence_key", p.FenceKey},
 	}
 }
 

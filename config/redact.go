@@ -86,6 +86,9 @@ func (c *Config) Redacted() Config {
 	if r.Postgres.URL != "" {
 		r.Postgres.URL = RedactURL(r.Postgres.URL)
 	}
+	if r.Fence.PostgresURL != "" {
+		r.Fence.PostgresURL = RedactURL(r.Fence.PostgresURL)
+	}
 	r.Queues = make([]QueueConfig, len(c.Queues))
 	for i, q := range c.Queues {
 		r.Queues[i] = q.Redacted()

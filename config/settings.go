@@ -40,11 +40,19 @@ type Setting struct {
 	ExtraEnv []string
 	// PerQueue settings may also be set in a queues.<name> section.
 	PerQueue bool
+	// NoEnv settings have no environment variable: their name would be
+	// one that regent sets for workers (REGENT_FENCE_KEY), so a regent
+	// started from a worker's environment would inherit it.
+	NoEnv bool
 }
 
 // Env is the environment variable of the setting: REGENT_ and the flag
-// name (or key) in upper case with dashes and dots as underscores.
+// name (or key) in upper case with dashes and dots as underscores; empty
+// for a NoEnv setting.
 func (s Setting) Env() string {
+	if s.NoEnv {
+		return ""
+	}
 	name := s.Flag
 	if name == "" {
 		name = s.Key
@@ -68,6 +76,7 @@ var Settings = []Setting{
 	{Key: "postgres.url", Flag: "postgres-url", Help: "PostgreSQL URL (sslmode and other libpq options in the URL); must be a direct or session-mode connection", Scope: ScopeBackend, Secret: true, ExtraEnv: []string{"DATABASE_URL"}},
 	{Key: "postgres.dial_timeout", Flag: "postgres-dial-timeout", Default: 5 * time.Second, Help: "how long to wait for PostgreSQL at start", Scope: ScopeBackend},
 	{Key: "postgres.statement_timeout", Flag: "postgres-statement-timeout", Default: 5 * time.Second, Help: "timeout of each statement regent sends", Scope: ScopeBackend},
+	{Key: "fence.postgres_url", Flag: "fence-postgres-url", Help: "URL of the workers' own PostgreSQL database holding the fence (the protected resource; not regent's backend); see README, Fencing", Scope: ScopeBackend, Secret: true},
 	{Key: "log.level", Flag: "log-level", Default: "info", Help: "log level: trace, debug, info, warn or error", Scope: ScopeBackend},
 	{Key: "log.format", Flag: "log-format", Default: "text", Help: "log format: text or json", Scope: ScopeBackend},
 
@@ -94,6 +103,7 @@ var Settings = []Setting{
 	{Key: "restart.max_crashes", Flag: "max-crashes", Default: 10, Help: "crashes in a row after which the queue is reported degraded", Scope: ScopeRun, PerQueue: true},
 	{Key: "liveness.heartbeat_timeout", Flag: "heartbeat-timeout", Default: time.Duration(0), Help: "restart a worker that has not touched REGENT_HEARTBEAT_FILE for this long; 0 = off", Scope: ScopeRun, PerQueue: true},
 	{Key: "liveness.startup_grace", Flag: "startup-grace", Default: 30 * time.Second, Help: "time a new worker has before its first heartbeat", Scope: ScopeRun, PerQueue: true},
+	{Key: "fence_key", Flag: "fence-key", Help: "the queue's key in the resource's fence (REGENT_FENCE_KEY of its workers); default the queue name; one key per queue", Scope: ScopeRun, PerQueue: true, NoEnv: true},
 	{Key: "prefer", Flag: "prefer", Help: "nodes that should lead this queue when healthy (comma-separated); the others hand it over to a live one", Scope: ScopeRun, PerQueue: true},
 }
 

@@ -60,6 +60,11 @@ func (c *Config) Validate() error {
 	default:
 		return invalid("backend %q: use etcd or postgres (--backend)", c.Backend)
 	}
+	if c.Fence.PostgresURL != "" {
+		if err := checkURL("fence.postgres_url", "--fence-postgres-url", c.Fence.PostgresURL); err != nil {
+			return err
+		}
+	}
 	switch c.Log.Level {
 	case "trace", "debug", "info", "warn", "error":
 	default:
@@ -108,10 +113,16 @@ func (c *Config) ValidateRun() error {
 	if len(c.Queues) == 0 {
 		return invalid("no queue to campaign for: set --queue")
 	}
+	fenceKeys := make(map[string]string, len(c.Queues))
 	for _, q := range c.Queues {
 		if err := q.Validate(); err != nil {
 			return err
 		}
+		key := q.EffectiveFenceKey()
+		if other, ok := fenceKeys[key]; ok {
+			return invalid("queues %s and %s have the same fence key %q: their terms are not comparable; give each queue its own fence_key", other, q.Name, key)
+		}
+		fenceKeys[key] = q.Name
 	}
 	return nil
 }
@@ -120,6 +131,9 @@ func (c *Config) ValidateRun() error {
 func (q *QueueConfig) Validate() error {
 	if !ValidName(q.Name) {
 		return invalid("queue %q: use 1-128 letters, digits, '-', '_' or '.' (--queue)", q.Name)
+	}
+	if q.FenceKey != "" && !ValidName(q.FenceKey) {
+		return invalid("queue %s: fence_key %q: use 1-128 letters, digits, '-', '_' or '.'", q.Name, q.FenceKey)
 	}
 	if q.Concurrency < 0 || q.Concurrency > 10000 {
 		return invalid("queue %s: concurrency %d must be between 0 (leadership only) and 10000 (--concurrency)", q.Name, q.Concurrency)
@@ -157,16 +171,22 @@ func (q *QueueConfig) Validate() error {
 }
 
 func checkPostgresURL(s string) error {
+	return checkURL("postgres.url", "--postgres-url", s)
+}
+
+// checkURL checks a PostgreSQL URL or key=value connection string of the
+// setting key (flag names it on the command line).
+func checkURL(key, flag, s string) error {
 	if strings.HasPrefix(s, "postgres://") || strings.HasPrefix(s, "postgresql://") {
 		if _, err := url.Parse(s); err != nil {
-			return invalid("postgres.url is not a valid URL (%s): use postgres://user:password@host:5432/db?sslmode=...", RedactURL(s))
+			return invalid("%s is not a valid URL (%s): use postgres://user:password@host:5432/db?sslmode=... (%s)", key, RedactURL(s), flag)
 		}
 		return nil
 	}
 	if strings.Contains(s, "=") {
 		return nil // key=value connection string
 	}
-	return invalid("postgres.url %q is neither a postgres:// URL nor a key=value connection string", RedactURL(s))
+	return invalid("%s %q is neither a postgres:// URL nor a key=value connection string (%s)", key, RedactURL(s), flag)
 }
 
 // timingInvalid words an election.TimingError for the command line: the

@@ -11,8 +11,10 @@
 //
 //   - Reader (status, the observer): Leader, Leaders, Members,
 //     StepDownRequest(s), History, Changes, Done, Close.
-//   - Operator (step-down, worker guards): Reader plus RequestStepDown and
-//     ReleaseTerm.
+//   - Operator (step-down, worker guards, fence and operator commands):
+//     Reader plus RequestStepDown, ReleaseTerm, DeploymentID, the operator
+//     records (PutControl, DeleteControl, Controls) and the operator log
+//     (RecordAction, Actions).
 //   - Campaigner (the supervisor): Campaign and SetMember.
 //
 // A backend opened with Options.ReadOnly has no session: it is an Operator.
@@ -140,6 +142,25 @@
 // backend has stopped. An error from Close means that part of the cleanup
 // could not be confirmed; the backend is closed all the same.
 //
+// # Deployment id
+//
+// DeploymentID returns the same id to every caller of one cluster in one
+// backend, on any replica and after any restart, read-only backends
+// included: the first call creates it atomically (of concurrent first
+// callers exactly one id wins), no call changes or deletes it. Another
+// cluster, or the same cluster in a rebuilt backend, has another id.
+//
+// # Operator records and log
+//
+// An operator record (PutControl) is a (kind, name, value) of the cluster
+// with no lease: it stays, through every replica's restart and the
+// writer's end, until DeleteControl. Writing or deleting one wakes every
+// backend's Changes, like a leader or member record. Controls reads them
+// all in one call, sorted by kind and name. The operator log keeps at
+// least ActionsKeep entries; Actions returns them newest first, an entry
+// that cannot be decoded as action "corrupt_record". Read-only backends
+// do all of this: operators use them.
+//
 // # Cancellation
 //
 // Every call that may block takes ctx first:
@@ -147,8 +168,9 @@
 //   - Campaign: see above; withdrawing is prompt.
 //   - Reads (Leader, Leaders, Members, StepDownRequest(s), History): the
 //     call returns promptly.
-//   - Writes (SetMember, RequestStepDown, ReleaseTerm, Publish): the call
-//     stops waiting; the write may still take effect.
+//   - Writes (SetMember, RequestStepDown, ReleaseTerm, Publish,
+//     DeploymentID): the call stops waiting; the write may still take
+//     effect.
 //   - Resign: see above; the release is not abandoned.
 //   - Changes: the channel is closed soon after ctx ends.
 //   - Close: see above.

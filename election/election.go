@@ -2,7 +2,11 @@ package election
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -99,6 +103,99 @@ type Operator interface {
 	// supervisor that led has died and every worker of that term is dead,
 	// so that followers need not wait out the lease.
 	ReleaseTerm(ctx context.Context, queue string, term int64) error
+
+	// DeploymentID returns the cluster's deployment id: a random id the
+	// first caller creates, once, in the backend, and every later caller
+	// (on any replica, after any restart) reads. It lives as long as the
+	// backend's data: a snapshot restore keeps it, a rebuilt backend gets
+	// a new one. It names the deployment at the protected resource (the
+	// fence's owner is "<cluster>/<deployment id>"). A stored id that is
+	// not one wraps ErrCorruptRecord.
+	DeploymentID(ctx context.Context) (string, error)
+
+	// PutControl creates or replaces the operator record (kind, name) of
+	// the cluster: a pause of a queue, a drain of a node, a restart
+	// request. value is opaque to the backend. It outlives every session
+	// (no lease) until DeleteControl, and wakes Changes.
+	PutControl(ctx context.Context, kind, name string, value []byte) error
+
+	// DeleteControl removes the operator record (kind, name); nil when
+	// there is none. It wakes Changes.
+	DeleteControl(ctx context.Context, kind, name string) error
+
+	// Controls returns every operator record of the cluster, sorted by
+	// kind then name.
+	Controls(ctx context.Context) ([]Control, error)
+
+	// RecordAction appends a to the cluster's log of operator actions
+	// (the backend keeps at least ActionsKeep and trims older ones).
+	RecordAction(ctx context.Context, a Action) error
+
+	// Actions returns the last operator actions of the cluster, newest
+	// first, at most limit of them.
+	Actions(ctx context.Context, limit int) ([]Action, error)
+}
+
+// Control is one operator record of a cluster (see Operator.PutControl).
+type Control struct {
+	// Kind says what the record is ("pause", "drain", "restart").
+	Kind string
+	// Name is what it applies to: a queue or a node.
+	Name string
+	// Value is the record, opaque to the backend.
+	Value []byte
+}
+
+// Action is one entry of the operator log: who did what to which queue
+// or node, when and why.
+type Action struct {
+	At     time.Time `json:"at"`
+	Action string    `json:"action"`
+	Target string    `json:"target"`
+	By     string    `json:"by"`
+	Reason string    `json:"reason,omitempty"`
+}
+
+// DecodeAction decodes an operator log entry as a backend stores it (the
+// JSON form of Action). An entry that cannot be decoded becomes action
+// "corrupt_record", with the error as its reason: never dropped.
+func DecodeAction(b []byte) Action {
+	var a Action
+	if err := json.Unmarshal(b, &a); err != nil || a.Action == "" {
+		if err == nil {
+			err = errors.New("no action")
+		}
+		return Action{Action: "corrupt_record", Reason: fmt.Sprintf("%v: %v", ErrCorruptRecord, err)}
+	}
+	return a
+}
+
+// ActionsKeep is how many operator actions per cluster a backend keeps at
+// least.
+const ActionsKeep = 200
+
+// NewDeploymentID returns a fresh random deployment id: 16 lower-case hex
+// digits.
+func NewDeploymentID() string {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic("election: crypto/rand failed: " + err.Error())
+	}
+	return hex.EncodeToString(b[:])
+}
+
+// ValidDeploymentID reports whether id has the form NewDeploymentID
+// gives: 16 lower-case hex digits.
+func ValidDeploymentID(id string) bool {
+	if len(id) != 16 {
+		return false
+	}
+	for _, c := range id {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // Campaigner is what only a read-write backend does: campaign, and

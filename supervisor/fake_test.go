@@ -128,7 +128,25 @@ func (f *fakeBackend) StepDownRequest(ctx context.Context, queue string) (electi
 }
 
 func (f *fakeBackend) ReleaseTerm(ctx context.Context, queue string, term int64) error { return nil }
-func (f *fakeBackend) Done() <-chan struct{}                                           { return f.done }
+
+func (f *fakeBackend) PutControl(ctx context.Context, kind, name string, value []byte) error {
+	return nil
+}
+
+func (f *fakeBackend) DeleteControl(ctx context.Context, kind, name string) error { return nil }
+
+func (f *fakeBackend) Controls(ctx context.Context) ([]election.Control, error) { return nil, nil }
+
+func (f *fakeBackend) RecordAction(ctx context.Context, a election.Action) error { return nil }
+
+func (f *fakeBackend) Actions(ctx context.Context, limit int) ([]election.Action, error) {
+	return nil, nil
+}
+
+func (f *fakeBackend) DeploymentID(ctx context.Context) (string, error) {
+	return "0123456789abcdef", nil
+}
+func (f *fakeBackend) Done() <-chan struct{} { return f.done }
 
 func (f *fakeBackend) Close(ctx context.Context) error {
 	f.mu.Lock()

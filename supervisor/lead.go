@@ -62,6 +62,10 @@ func (r *leaderRun) start(ctx context.Context) {
 		"REGENT_QUEUE=" + r.name,
 		"REGENT_NODE=" + cfg.Identity.Node,
 		"REGENT_TERM=" + strconv.FormatInt(term, 10),
+		"REGENT_FENCE_KEY=" + q.queue.EffectiveFenceKey(),
+	}
+	if q.fenceOwner != nil {
+		env = append(env, "REGENT_FENCE_OWNER="+q.fenceOwner())
 	}
 	r.pool = cfg.NewPool(PoolSpec{
 		Queue: q.queue, Term: term, Deadline: r.deadline, Env: env,

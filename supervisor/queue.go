@@ -35,6 +35,9 @@ type queueRunner struct {
 	log       hclog.Logger
 	clock     clock
 	members   *memberPublisher
+	// fenceOwner is REGENT_FENCE_OWNER of the workers (Supervisor.FenceOwner);
+	// nil in tests that build a runner alone.
+	fenceOwner func() string
 
 	status atomic.Pointer[queueStatus]
 	holds  *holds

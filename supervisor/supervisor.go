@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -122,6 +123,10 @@ type Supervisor struct {
 	// mu guards backend, read by the HTTP handlers.
 	mu      sync.Mutex
 	backend election.Backend
+
+	// fenceOwner is REGENT_FENCE_OWNER of this replica's workers,
+	// "<cluster>/<deployment id>", read from the backend at each dial.
+	fenceOwner atomic.Pointer[string]
 }
 
 // now reads the clock of the leader's deadlines (Config.Now).
@@ -157,6 +162,7 @@ func New(cfg Config) (*Supervisor, error) {
 			return nil, fmt.Errorf("supervisor: encode payload: %w", err)
 		}
 		r := newQueueRunner(&s.cfg, q, pub, payload, cfg.clock, s.members)
+		r.fenceOwner = s.FenceOwner
 		s.runners = append(s.runners, r)
 		s.byName[q.Name] = r
 		cfg.Metrics.initQueue(q.Name)
@@ -171,7 +177,7 @@ func New(cfg Config) (*Supervisor, error) {
 // error if the backend cannot be reached at start, or an
 // *AlreadyLedError with Exclusive. A session lost later is re-opened.
 func (s *Supervisor) Run(ctx context.Context) error {
-	b, err := s.cfg.Dial(ctx)
+	b, err := s.dial(ctx)
 	if err != nil {
 		return err
 	}
@@ -205,7 +211,7 @@ func (s *Supervisor) redial(ctx context.Context) (election.Backend, error) {
 		if err := sleepCtx(ctx, delay); err != nil {
 			return nil, err
 		}
-		b, err := s.cfg.Dial(ctx)
+		b, err := s.dial(ctx)
 		if err == nil {
 			return b, nil
 		}
@@ -213,6 +219,36 @@ func (s *Supervisor) redial(ctx context.Context) (election.Backend, error) {
 		s.log.Warn("backend unreachable", "error", err)
 		delay = min(delay*2, s.cfg.LeaseTTL)
 	}
+}
+
+// dial opens a backend session and reads the cluster's deployment id
+// through it, which names this deployment at the protected resource.
+func (s *Supervisor) dial(ctx context.Context) (election.Backend, error) {
+	b, err := s.cfg.Dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	id, err := b.DeploymentID(ctx)
+	if err != nil {
+		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = b.Close(closeCtx)
+		return nil, fmt.Errorf("read the deployment id: %w", err)
+	}
+	owner := s.cfg.Identity.Cluster + "/" + id
+	if old := s.fenceOwner.Swap(&owner); old == nil || *old != owner {
+		s.log.Info("fence owner", "owner", owner)
+	}
+	return b, nil
+}
+
+// FenceOwner is REGENT_FENCE_OWNER of this replica's workers, or "" before
+// the first session.
+func (s *Supervisor) FenceOwner() string {
+	if p := s.fenceOwner.Load(); p != nil {
+		return *p
+	}
+	return ""
 }
 
 func (s *Supervisor) setBackend(b election.Backend) {

@@ -279,3 +279,27 @@ func TestExclusiveAlreadyLed(t *testing.T) {
 		}
 	}
 }
+
+// A leader's workers get their fence token: the queue's fence key and the
+// owner "<cluster>/<deployment id>" read from the backend.
+func TestWorkersGetFenceToken(t *testing.T) {
+	env := make(chan []string, 1)
+	h := startHarnessWith(t, false, func(cfg *Config) {
+		q := queueCfg("q", 0)
+		q.FenceKey = "orders"
+		cfg.Queues = []config.QueueConfig{q}
+		inner := cfg.NewPool
+		cfg.NewPool = func(spec PoolSpec) Pool {
+			env <- spec.Env
+			return inner(spec)
+		}
+	})
+	h.fb.grant <- newFakeLeadership("q", 7, time.Now().Add(time.Minute))
+	h.pool(t)
+	got := <-env
+	for _, want := range []string{"REGENT_FENCE_KEY=orders", "REGENT_FENCE_OWNER=c/0123456789abcdef", "REGENT_QUEUE=q"} {
+		if !slices.Contains(got, want) {
+			t.Errorf("worker env %q lacks %s", got, want)
+		}
+	}
+}

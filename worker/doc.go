@@ -154,7 +154,8 @@
 //
 // Every worker gets REGENT_WORKER (its index) added to its environment,
 // after Spec.Env and EnvFor, which carry REGENT_CLUSTER, REGENT_QUEUE,
-// REGENT_NODE and REGENT_TERM from the supervisor.
+// REGENT_NODE, REGENT_TERM, REGENT_FENCE_KEY and REGENT_FENCE_OWNER from
+// the supervisor.
 //
 // # Subreaper
 //

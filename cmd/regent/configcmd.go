@@ -78,7 +78,10 @@ func writeReference(w io.Writer) {
 		if s.Flag != "" {
 			flag = "`--" + s.Flag + "`"
 		}
-		env := "`" + s.Env() + "`"
+		env := "(none)"
+		if e := s.Env(); e != "" {
+			env = "`" + e + "`"
+		}
 		for _, e := range s.ExtraEnv {
 			env += ", `" + e + "`"
 		}

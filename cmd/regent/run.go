@@ -23,9 +23,11 @@ import (
 const runLong = `Campaign for leadership of each queue and, while leading a queue, run and
 supervise its workers. Followers stand by hot and report config conflicts.
 
-Every worker gets REGENT_CLUSTER, REGENT_QUEUE, REGENT_NODE, REGENT_TERM and
-REGENT_WORKER in its environment, and runs under a guard that kills it when
-the leader's lease deadline passes, even if this process is frozen or killed.
+Every worker gets REGENT_CLUSTER, REGENT_QUEUE, REGENT_NODE, REGENT_TERM,
+REGENT_WORKER, and its fence token REGENT_FENCE_KEY and REGENT_FENCE_OWNER
+(see 'regent fence --help'), in its environment, and runs under a guard that
+kills it when the leader's lease deadline passes, even if this process is
+frozen or killed.
 
 Exit codes:
   0  clean stop (SIGTERM/SIGINT: workers stopped, leadership resigned)
@@ -135,6 +137,13 @@ func runRun(cmd *cobra.Command, args []string) error {
 			return err
 		}
 		defer httpSrv.Close()
+	}
+
+	if cfg.Fence.PostgresURL != "" {
+		watch := newFenceWatch(cfg.Fence.PostgresURL, cfg.Queues, sup.FenceOwner, reg, log)
+		watchCtx, stopWatch := context.WithCancel(ctx)
+		wait := startFenceWatch(watchCtx, watch)
+		defer func() { stopWatch(); wait() }()
 	}
 
 	queues := map[string]any{}

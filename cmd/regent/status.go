@@ -34,8 +34,10 @@ and never trusts a local pid file.
 
 --check exit codes (Nagios-style, one summary line per problem):
   0 OK        every queue has exactly one leader and no conflict
-  1 WARNING   config conflicts, crash or RSS loops, wedged workers
-  2 CRITICAL  a queue with no leader, two claimants, a live worker of an old term
+  1 WARNING   config conflicts, crash or RSS loops, wedged workers, stale writes
+              refused by the fence
+  2 CRITICAL  a queue with no leader, two claimants, a live worker of an old term,
+              a resource fenced by another deployment (foreign_owner)
   3 UNKNOWN   the backend is unreachable or the config is invalid`
 
 func newStatusCmd() *cobra.Command {
@@ -89,6 +91,9 @@ func newStatusCmd() *cobra.Command {
 					if err := addHistory(rctx, b, doc); err != nil {
 						return nil, err
 					}
+				}
+				if cfg.Fence.PostgresURL != "" {
+					addFence(rctx, b, cfg.Fence.PostgresURL, doc, time.Now())
 				}
 				switch {
 				case check:
@@ -188,6 +193,9 @@ func writeHuman(w io.Writer, doc *statusDoc) {
 			}
 		} else {
 			fmt.Fprintf(tw, "  leader\tnone\n")
+		}
+		if f := q.Fence; f != nil {
+			fmt.Fprintf(tw, "  fence\tkey %s, term %d (since %s), owner %s\n", f.Key, f.Term, f.At.Local().Format("2006-01-02 15:04:05"), f.Owner)
 		}
 		tw.Flush()
 		if q.Leader != nil && len(q.Leader.Workers) > 0 {

@@ -73,6 +73,8 @@ func Run(t *testing.T, h Harness) {
 		{"SessionLost", testSessionLost},
 		{"ResignCancelled", testResignCancelled},
 		{"Close", testClose},
+		{"DeploymentID", testDeploymentID},
+		{"Controls", testControls},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -45,6 +45,20 @@ func (k keyspace) stepDown(q string) string { return k.stepDowns() + q }
 // from the queues' keys so that all pending requests are one cheap range.
 func (k keyspace) stepDowns() string { return k.root() + "stepdown/" }
 
+// deployment holds the cluster's deployment id, without a lease: written
+// once by the first replica that asks, never changed.
+func (k keyspace) deployment() string { return k.root() + "deployment" }
+
+// controls is the prefix of the operator records, without a lease.
+func (k keyspace) controls() string { return k.root() + "control/" }
+
+// control is the operator record (kind, name).
+func (k keyspace) control(kind, name string) string { return k.controls() + kind + "/" + name }
+
+// actions is the prefix of the operator log's entries, without a lease,
+// ordered by their CreateRevision.
+func (k keyspace) actions() string { return k.root() + "actions/" }
+
 // members is the prefix of the member records.
 func (k keyspace) members() string { return k.root() + "members/" }
 

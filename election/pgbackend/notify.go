@@ -9,6 +9,7 @@ const (
 	kindReleased = "released" // a leadership ended cleanly (resign, release, lost)
 	kindMember   = "member"   // a member record was set or removed
 	kindStepDown = "stepdown" // a step-down was requested
+	kindControl  = "control"  // an operator record was written or deleted
 )
 
 // notice is the payload of a NOTIFY on NotifyChannel.

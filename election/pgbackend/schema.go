@@ -98,11 +98,36 @@ BEGIN
 END
 $$;
 `,
+	// 4: the cluster's deployment id (see deployment.go), written once.
+	`
+CREATE TABLE IF NOT EXISTS regent_deployments (
+	cluster    text PRIMARY KEY,
+	id         text NOT NULL,
+	created_at timestamptz NOT NULL DEFAULT now()
+);
+`,
+	// 5: operator records and the operator log (see control.go).
+	`
+CREATE TABLE IF NOT EXISTS regent_controls (
+	cluster    text NOT NULL,
+	kind       text NOT NULL,
+	name       text NOT NULL,
+	value      bytea,
+	updated_at timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (cluster, kind, name)
+);
+CREATE TABLE IF NOT EXISTS regent_actions (
+	cluster text NOT NULL,
+	id      bigserial,
+	entry   bytea,
+	PRIMARY KEY (cluster, id)
+);
+`,
 }
 
 // SchemaVersion is the schema version this package writes and expects:
 // the number of migrations.
-const SchemaVersion = 3
+const SchemaVersion = 5
 
 const createVersionTable = `
 CREATE TABLE IF NOT EXISTS regent_schema_version (

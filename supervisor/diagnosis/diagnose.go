@@ -60,6 +60,10 @@ type Report struct {
 	Leader    *Leader    `json:"leader"`
 	Followers []Follower `json:"followers"`
 	Problems  []Problem  `json:"problems"`
+	// Fence is what the protected resource last accepted for the queue's
+	// fence key (AddFence); nil when no fence is configured or no claim
+	// was made yet.
+	Fence *Fence `json:"fence,omitempty"`
 	// Claimants are the members that make a split brain; nil when none.
 	Claimants []Claim `json:"-"`
 	// Stale lists the live workers of an older term than the leader's,
@@ -67,6 +71,9 @@ type Report struct {
 	Stale []StaleWorker `json:"-"`
 	// Degraded is true when the leader reports its workers crash-looping.
 	Degraded bool `json:"-"`
+	// StaleWritesRejected counts the stale-term claims the resource
+	// refused for the queue's key in the last FenceRecent (AddFence).
+	StaleWritesRejected int `json:"-"`
 }
 
 // Leader is a queue's leader: its leader record, with the config it

@@ -32,9 +32,13 @@
 //     claims are past the grace (SplitBrain). Stale worker: a member lists
 //     live workers of an older term than the leader record's, past the
 //     grace. No leader: no leader record, and none corrupt.
-//   - Severities: no_leader, split_brain, stale_worker and corrupt_record
-//     (of a record) are critical; config_conflict, crash_loop, rss_loop,
-//     wedged and corrupt_record (of a payload) are warnings.
+//   - Severities: no_leader, split_brain, stale_worker, corrupt_record
+//     (of a record) and foreign_owner are critical; config_conflict,
+//     crash_loop, rss_loop, wedged, corrupt_record (of a payload),
+//     stale_write_rejected and fence_unreadable are warnings.
+//   - The fence (AddFence), when one is configured: the protected
+//     resource's row for the queue's fence key and its recent refusals,
+//     read by the caller, judged here against the caller's deployment.
 //
 // Imports flow one way: this package uses election (records) and config
 // (published configs); supervisor and cmd use it.
