@@ -1,6 +1,9 @@
 package config
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -81,6 +84,17 @@ func (p Published) Fields() []Field {
 		{"liveness.startup_grace", p.Liveness.StartupGrace},
 		{"fence_key", p.FenceKey},
 	}
+}
+
+// Generation is a short hash of p's fields: the fields that conflicts
+// compare, nothing node-specific, so that equal configs have equal
+// generations on every replica.
+func (p Published) Generation() string {
+	h := sha256.New()
+	for _, f := range p.Fields() {
+		fmt.Fprintf(h, "%s=%q\n", f.Name, f.Value)
+	}
+	return hex.EncodeToString(h.Sum(nil))[:12]
 }
 
 // Conflict is one field whose value differs between a queue's leader and

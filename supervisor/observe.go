@@ -9,6 +9,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/regentd/regent/config"
+	"github.com/regentd/regent/control"
 	"github.com/regentd/regent/election"
 	"github.com/regentd/regent/supervisor/diagnosis"
 )
@@ -105,6 +106,8 @@ type records struct {
 	leaders   []election.LeaderRecord
 	members   []election.MemberRecord
 	stepDowns map[string]election.StepDownRequest
+	// control: the operator records (pauses, drains, restart requests).
+	control control.State
 	// byQueue: the readable leader records, by queue.
 	byQueue map[string]election.LeaderRecord
 }
@@ -125,6 +128,11 @@ func (o *observer) read(ctx context.Context, b election.Backend) (records, error
 	if err != nil {
 		return rs, fmt.Errorf("read step-down requests: %w", err)
 	}
+	cs, err := b.Controls(rctx)
+	if err != nil {
+		return rs, fmt.Errorf("read operator records: %w", err)
+	}
+	rs.control = control.Parse(cs)
 	rs.stepDowns = map[string]election.StepDownRequest{}
 	for _, r := range reqs {
 		rs.stepDowns[r.Queue] = r

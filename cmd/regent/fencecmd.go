@@ -4,14 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"os/user"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/regentd/regent/config"
+	"github.com/regentd/regent/control"
 	"github.com/regentd/regent/election"
 	"github.com/regentd/regent/fence"
 )
@@ -154,7 +153,7 @@ the old deployment's workers first: from now on their claims are refused
 			if err != nil {
 				return fenceErr("read key "+key, err)
 			}
-			if err := fence.Transfer(ctx, conn, key, to, whoAmI()); err != nil {
+			if err := fence.Transfer(ctx, conn, key, to, control.Who()); err != nil {
 				return fenceErr("transfer", err)
 			}
 			from := "nobody"
@@ -217,14 +216,4 @@ func fenceErr(what string, err error) error {
 		return errors.New("regent_fence is not installed in this database: run 'regent fence install --fence-postgres-url URL' first")
 	}
 	return fmt.Errorf("fence %s: %s", what, config.RedactText(oneLine(err.Error())))
-}
-
-// whoAmI is "user@host", recorded with operator actions.
-func whoAmI() string {
-	name := "unknown"
-	if u, err := user.Current(); err == nil && u.Username != "" {
-		name = u.Username
-	}
-	host, _ := os.Hostname()
-	return name + "@" + host
 }

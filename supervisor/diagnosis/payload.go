@@ -23,6 +23,15 @@ type MemberPayload struct {
 	// and writing it per queue made the record of a replica with 5,000
 	// queues 2.9 MB, over etcd's request size limit.
 	Configs []config.Published `json:"configs,omitempty"`
+	// HTTPAddr is the address this replica's HTTP server actually listens
+	// on (empty: disabled), for probes and scrapers that find it through
+	// status.
+	HTTPAddr string `json:"http_addr,omitempty"`
+	// Features lists the operator features this replica carries out
+	// (control.Features); a replica of an older version lists none.
+	Features []string `json:"features,omitempty"`
+	// Drained is true while this replica obeys a drain of its node.
+	Drained bool `json:"drained,omitempty"`
 }
 
 // MemberQueue is one replica's view of one of its queues.
@@ -47,6 +56,12 @@ type MemberQueue struct {
 	Workers []WorkerInfo `json:"workers,omitempty"`
 	// Degraded is true when the workers crash-loop.
 	Degraded bool `json:"degraded,omitempty"`
+	// Paused is true on a leader that obeys a pause of the queue: it
+	// leads and runs no worker.
+	Paused bool `json:"paused,omitempty"`
+	// RestartID is the last restart request (control.Restart.ID) this
+	// leader carried out, or found done by its term's start.
+	RestartID string `json:"restart_id,omitempty"`
 }
 
 // WorkerInfo is the published state of one worker.
