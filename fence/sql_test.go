@@ -182,6 +182,10 @@ func TestStallBound(t *testing.T) {
 		t.Fatalf("mover took %v; want stall timeout %v plus a little", elapsed, stall)
 	}
 	t.Logf("mover passed after %v (stall timeout %v)", elapsed, stall)
+	var lt string
+	if err := tMover.QueryRow(testCtx(t), `SHOW lock_timeout`).Scan(&lt); err != nil || lt != "0" {
+		t.Fatalf("lock_timeout after the mover's claim = %q, %v", lt, err)
+	}
 	if _, err := tStalled.Exec(testCtx(t), `SELECT 1`); err == nil {
 		t.Fatal("the stalled old-term session still works")
 	}
@@ -212,7 +216,6 @@ func TestStallBound(t *testing.T) {
 		t.Fatalf("peer: %d %v", r.term, r.err)
 	}
 	// The claim left the caller's lock_timeout as it was.
-	var lt string
 	if err := tPeer.QueryRow(testCtx(t), `SHOW lock_timeout`).Scan(&lt); err != nil || lt != "0" {
 		t.Fatalf("lock_timeout after claim = %q, %v", lt, err)
 	}
@@ -584,4 +587,38 @@ func newRole(t *testing.T, admin *pgx.Conn, what string) string {
 		}
 	})
 	return role
+}
+
+// TestRepeatableRead: in REPEATABLE READ a claim that meets a move
+// committed after the snapshot fails with 40001 (the documented caveat);
+// the retried transaction gets RF001.
+func TestRepeatableRead(t *testing.T) {
+	u := installed(t, 0)
+	seed(t, u, "k", 3, "o")
+	ctx := testCtx(t)
+	for _, term := range []int64{3, 5} { // same term (shared lock), newer term (move)
+		c := connect(t, u)
+		tx, err := c.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(ctx, `SELECT 1`); err != nil { // takes the snapshot
+			t.Fatal(err)
+		}
+		mustCommitClaim(t, u, "k", term+1, "o")
+		_, err = claimSQL(ctx, tx, "k", term, "o")
+		if code, _ := pgCode(err); code != "40001" {
+			t.Fatalf("claim at %d after a concurrent move: %v; want 40001", term, err)
+		}
+		_ = tx.Rollback(ctx)
+		tx, err = c.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = claimSQL(ctx, tx, "k", term, "o")
+		if code, _ := pgCode(err); code != fence.CodeStaleTerm {
+			t.Fatalf("retried claim at %d: %v; want RF001", term, err)
+		}
+		_ = tx.Rollback(ctx)
+	}
 }
