@@ -1,6 +1,6 @@
 # regent — build, test, benchmark.
 GO        ?= go
-PKGS_RACE := ./config/... ./election/... ./supervisor/... ./worker/... ./integration/observer/... ./internal/... ./deploy/...
+PKGS_RACE := ./config/... ./fence/... ./election/... ./supervisor/... ./worker/... ./integration/observer/... ./internal/... ./deploy/...
 
 .PHONY: all build test unit fuzz integration vet fmt-check matrix bench bench-failover bench-cost bench-scale bench-full bench-balance soak demo dev clean
 
@@ -16,7 +16,7 @@ build:
 ## against real etcd and PostgreSQL.
 test: fmt-check vet unit fuzz integration
 
-# In make test, each fuzz target runs 3s (15 targets: about a minute and a
+# In make test, each fuzz target runs 3s (18 targets: about a minute and a
 # half with the builds); `make test FUZZTIME=10s` overrides it.
 test: FUZZTIME = 3s
 

@@ -17,7 +17,7 @@ import (
 // testTimeout bounds every test's context.
 const testTimeout = 60 * time.Second
 
-func testCtx(t *testing.T) context.Context {
+func testCtx(t testing.TB) context.Context {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	t.Cleanup(cancel)
@@ -26,7 +26,7 @@ func testCtx(t *testing.T) context.Context {
 
 // installed returns a fresh database's superuser URL with the fence
 // installed (stall timeout stall, 0 for the default).
-func installed(t *testing.T, stall time.Duration) string {
+func installed(t testing.TB, stall time.Duration) string {
 	t.Helper()
 	u := testenv.NewDatabase(t)
 	c := connect(t, u)
@@ -37,7 +37,7 @@ func installed(t *testing.T, stall time.Duration) string {
 }
 
 // connect opens a connection closed at the end of the test.
-func connect(t *testing.T, u string) *pgx.Conn {
+func connect(t testing.TB, u string) *pgx.Conn {
 	t.Helper()
 	ctx := testCtx(t)
 	c, err := pgx.Connect(ctx, u)

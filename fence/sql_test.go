@@ -3,11 +3,13 @@ package fence_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/regentd/regent/fence"
 	"github.com/regentd/regent/internal/testenv"
@@ -180,6 +182,10 @@ func TestStallBound(t *testing.T) {
 		t.Fatalf("mover took %v; want stall timeout %v plus a little", elapsed, stall)
 	}
 	t.Logf("mover passed after %v (stall timeout %v)", elapsed, stall)
+	var lt string
+	if err := tMover.QueryRow(testCtx(t), `SHOW lock_timeout`).Scan(&lt); err != nil || lt != "0" {
+		t.Fatalf("lock_timeout after the mover's claim = %q, %v", lt, err)
+	}
 	if _, err := tStalled.Exec(testCtx(t), `SELECT 1`); err == nil {
 		t.Fatal("the stalled old-term session still works")
 	}
@@ -210,7 +216,6 @@ func TestStallBound(t *testing.T) {
 		t.Fatalf("peer: %d %v", r.term, r.err)
 	}
 	// The claim left the caller's lock_timeout as it was.
-	var lt string
 	if err := tPeer.QueryRow(testCtx(t), `SHOW lock_timeout`).Scan(&lt); err != nil || lt != "0" {
 		t.Fatalf("lock_timeout after claim = %q, %v", lt, err)
 	}
@@ -451,20 +456,7 @@ func TestWorkerRole(t *testing.T) {
 	seed(t, u, "k", 1, "o")
 	admin := connect(t, u)
 	ctx := testCtx(t)
-	role := "regent_worker_" + strings.ReplaceAll(strings.ToLower(t.Name()), "/", "_") + "_" + time.Now().Format("150405000")
-	if _, err := admin.Exec(ctx, `CREATE ROLE `+pgx.Identifier{role}.Sanitize()+` LOGIN NOSUPERUSER`); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx := context.Background()
-		ident := pgx.Identifier{role}.Sanitize()
-		// Its sessions end first (the connections' cleanups ran), then
-		// its grants in this database, then the role.
-		_, _ = admin.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1`, role)
-		if _, err := admin.Exec(ctx, `DROP OWNED BY `+ident+`; DROP ROLE `+ident); err != nil {
-			t.Errorf("drop role: %v", err)
-		}
-	})
+	role := newRole(t, admin, "worker")
 	if _, err := admin.Exec(ctx, fence.GrantSQL(role)); err != nil {
 		t.Fatalf("grants: %v", err)
 	}
@@ -531,5 +523,102 @@ func mustCommitClaim(t *testing.T, u, key string, term int64, owner string) {
 	mustClaim(t, tx, key, term, owner)
 	if err := tx.Commit(testCtx(t)); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestStallBoundNeedsSignalRole: with a non-superuser installer, the stall
+// bound needs pg_signal_backend; without it the mover fails with 55P03
+// and a hint naming the privilege.
+func TestStallBoundNeedsSignalRole(t *testing.T) {
+	const stall = 200 * time.Millisecond
+	u := testenv.NewDatabase(t)
+	admin := connect(t, u)
+	ctx := testCtx(t)
+	installer := newRole(t, admin, "installer")
+	worker := newRole(t, admin, "worker")
+	var db string
+	if err := admin.QueryRow(ctx, `SELECT current_database()`).Scan(&db); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.Exec(ctx, `GRANT CREATE ON DATABASE `+pgx.Identifier{db}.Sanitize()+` TO `+pgx.Identifier{installer}.Sanitize()); err != nil {
+		t.Fatal(err)
+	}
+	inst := connect(t, asUser(t, u, installer))
+	if err := fence.Install(ctx, inst, fence.InstallOptions{StallTimeout: stall}); err != nil {
+		t.Fatalf("install as %s: %v", installer, err)
+	}
+	if _, err := inst.Exec(ctx, fence.GrantSQL(worker)); err != nil {
+		t.Fatal(err)
+	}
+	wu := asUser(t, u, worker)
+	seed(t, wu, "k", 1, "o")
+
+	stalled := connect(t, wu)
+	mustClaim(t, begin(t, stalled), "k", 1, "o")
+	_, err := claimSQL(ctx, begin(t, connect(t, wu)), "k", 2, "o")
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "55P03" || !strings.Contains(pe.Hint, "pg_signal_backend") {
+		t.Fatalf("move without pg_signal_backend: %v (%+v)", err, pe)
+	}
+
+	if _, err := admin.Exec(ctx, `GRANT pg_signal_backend TO `+pgx.Identifier{installer}.Sanitize()); err != nil {
+		t.Fatal(err)
+	}
+	mustClaim(t, begin(t, connect(t, wu)), "k", 2, "o")
+	if err := stalled.Ping(ctx); err == nil {
+		t.Fatal("stalled session still alive")
+	}
+}
+
+// newRole creates a login role named after the test, dropped (with what it
+// owns in this database) at the end of the test.
+func newRole(t *testing.T, admin *pgx.Conn, what string) string {
+	t.Helper()
+	role := fmt.Sprintf("regent_fence_%s_%d", what, time.Now().UnixNano())
+	ident := pgx.Identifier{role}.Sanitize()
+	if _, err := admin.Exec(testCtx(t), `CREATE ROLE `+ident+` LOGIN NOSUPERUSER`); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx := context.Background()
+		_, _ = admin.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1`, role)
+		if _, err := admin.Exec(ctx, `DROP OWNED BY `+ident+` CASCADE; DROP ROLE `+ident); err != nil {
+			t.Errorf("drop role %s: %v", role, err)
+		}
+	})
+	return role
+}
+
+// TestRepeatableRead: in REPEATABLE READ a claim that meets a move
+// committed after the snapshot fails with 40001 (the documented caveat);
+// the retried transaction gets RF001.
+func TestRepeatableRead(t *testing.T) {
+	u := installed(t, 0)
+	seed(t, u, "k", 3, "o")
+	ctx := testCtx(t)
+	for _, term := range []int64{3, 5} { // same term (shared lock), newer term (move)
+		c := connect(t, u)
+		tx, err := c.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(ctx, `SELECT 1`); err != nil { // takes the snapshot
+			t.Fatal(err)
+		}
+		mustCommitClaim(t, u, "k", term+1, "o")
+		_, err = claimSQL(ctx, tx, "k", term, "o")
+		if code, _ := pgCode(err); code != "40001" {
+			t.Fatalf("claim at %d after a concurrent move: %v; want 40001", term, err)
+		}
+		_ = tx.Rollback(ctx)
+		tx, err = c.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = claimSQL(ctx, tx, "k", term, "o")
+		if code, _ := pgCode(err); code != fence.CodeStaleTerm {
+			t.Fatalf("retried claim at %d: %v; want RF001", term, err)
+		}
+		_ = tx.Rollback(ctx)
 	}
 }
