@@ -22,4 +22,7 @@ var (
 	ErrExited = errors.New("worker: process exited")
 	// ErrPoolRunning is returned when Run is called on a pool twice.
 	ErrPoolRunning = errors.New("worker: pool already run")
+	// ErrPoolStopped is returned by Pool.Restart when the pool stopped or
+	// was fenced before every worker was replaced.
+	ErrPoolStopped = errors.New("worker: pool stopped")
 )

@@ -27,14 +27,14 @@ func (p *Pool) logEvent(e Event) {
 	case EventBackoff:
 		log.Warn(name, "delay", e.Delay.Round(time.Millisecond).String())
 	case EventDegraded:
-		log.Error(name, "consecutive_crashes", e.Consecutive, "retry_every", p.cfg.Restart.MaxBackoff,
+		log.Error(name, "consecutive_crashes", e.Consecutive, "retry_every", p.conf().Restart.MaxBackoff,
 			"detail", "max_crashes consecutive crashes; retrying at the backoff cap")
 	case EventRecovered:
 		log.Info(name)
 	case EventRSSWarning, EventRSSKill:
 		log.Warn(name, "pid", e.PID, "rss_mb", e.RSSBytes>>20, "limit_mb", e.LimitBytes>>20)
 	case EventRSSLoop:
-		log.Error(name, "kills", p.cfg.RSS.MaxKills+1, "window", p.cfg.RSS.Window, "limit_mb", e.LimitBytes>>20)
+		log.Error(name, "kills", p.conf().RSS.MaxKills+1, "window", p.conf().RSS.Window, "limit_mb", e.LimitBytes>>20)
 	case EventWedgeRestart:
 		log.Warn(name, "pid", e.PID)
 	case EventWedged:

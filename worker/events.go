@@ -90,6 +90,8 @@ const (
 	// ExitStop: stopped because the pool was stopped (a graceful stop or
 	// step-down).
 	ExitStop = "stop"
+	// ExitRestart: stopped by Pool.Restart, and started again at once.
+	ExitRestart = "restart"
 )
 
 // LogName is the stable name under which the pool logs an event of kind k.

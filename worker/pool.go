@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -19,8 +20,16 @@ import (
 // watchdog and wedge detection, and stops them all when its context ends.
 // Its methods are safe for concurrent use.
 type Pool struct {
-	cfg PoolConfig
-	log hclog.Logger
+	// cfg is the config given to NewPool; live is the one new runs start
+	// with (Reconfigure replaces it; Concurrency, Deadline, Dir, Clock,
+	// Events and Logger never change).
+	cfg  PoolConfig
+	live atomic.Pointer[PoolConfig]
+	log  hclog.Logger
+	// restartC asks each slot to restart its worker (Restart); size 1.
+	restartC []chan struct{}
+	// stopping is closed once Run's context ends.
+	stopping chan struct{}
 
 	// dlMu orders deadline changes, fencing and process registration, so
 	// that every guard ends with the latest deadline.
@@ -35,6 +44,8 @@ type Pool struct {
 	ran     bool
 	slots   []slotStatus
 	tempDir string
+	// statusC is closed and replaced whenever a slot's status changes.
+	statusC chan struct{}
 }
 
 // slotStatus is the status of one slot plus the history its windows need.
@@ -42,6 +53,9 @@ type slotStatus struct {
 	WorkerStatus
 	rssKills      []time.Time
 	wedgeRestarts []time.Time
+	// restartAcks counts the restart requests the slot took up;
+	// ackStarts is Starts when it took up the last one.
+	restartAcks, ackStarts int
 }
 
 // NewPool validates cfg and returns a pool; Run starts it.
@@ -57,13 +71,22 @@ func NewPool(cfg PoolConfig) (*Pool, error) {
 		changed:  make(chan struct{}),
 		procs:    make(map[int]*Process),
 		slots:    make([]slotStatus, cfg.Concurrency),
+		restartC: make([]chan struct{}, cfg.Concurrency),
+		stopping: make(chan struct{}),
+		statusC:  make(chan struct{}),
 	}
 	for i := range p.slots {
 		p.slots[i].Index = i
 		p.slots[i].State = StateStopped
+		p.restartC[i] = make(chan struct{}, 1)
 	}
+	live := cfg
+	p.live.Store(&live)
 	return p, nil
 }
+
+// conf is the config new runs start with.
+func (p *Pool) conf() *PoolConfig { return p.live.Load() }
 
 // Run supervises the workers until ctx ends, then stops them all in
 // parallel (SIGTERM, Spec.StopTimeout, SIGKILL; never later than the
@@ -91,6 +114,8 @@ func (p *Pool) Run(ctx context.Context) error {
 	p.mu.Lock()
 	p.tempDir = dir
 	p.mu.Unlock()
+	stopWatch := context.AfterFunc(ctx, func() { close(p.stopping) })
+	defer stopWatch()
 
 	var wg sync.WaitGroup
 	for i := 0; i < p.cfg.Concurrency; i++ {
@@ -164,9 +189,10 @@ func (p *Pool) Status() []WorkerStatus {
 	out := make([]WorkerStatus, len(p.slots))
 	for i := range p.slots {
 		s := &p.slots[i]
-		s.RSSKills = countSince(s.rssKills, now.Add(-p.cfg.RSS.Window))
-		s.RSSLoop = s.RSSKills > p.cfg.RSS.MaxKills
-		s.WedgeRestarts = countSince(s.wedgeRestarts, now.Add(-p.cfg.Liveness.Window))
+		cfg := p.conf()
+		s.RSSKills = countSince(s.rssKills, now.Add(-cfg.RSS.Window))
+		s.RSSLoop = s.RSSKills > cfg.RSS.MaxKills
+		s.WedgeRestarts = countSince(s.wedgeRestarts, now.Add(-cfg.Liveness.Window))
 		out[i] = s.WorkerStatus
 		if s.LastExit != nil {
 			e := *s.LastExit
@@ -193,6 +219,8 @@ func (p *Pool) update(i int, f func(s *slotStatus)) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	f(&p.slots[i])
+	close(p.statusC)
+	p.statusC = make(chan struct{})
 }
 
 // emit logs e once and hands it to the Events hook.
@@ -256,7 +284,12 @@ func (p *Pool) dir() string {
 
 // heartbeatPath is worker i's heartbeat file.
 func (p *Pool) heartbeatPath(i int) string {
-	return filepath.Join(p.dir(), fmt.Sprintf("worker-%d.heartbeat", i))
+	return heartbeatFile(p.dir(), i)
+}
+
+// heartbeatFile is worker i's heartbeat file in the pool's directory.
+func heartbeatFile(dir string, i int) string {
+	return filepath.Join(dir, fmt.Sprintf("worker-%d.heartbeat", i))
 }
 
 // countSince counts the times at or after since.

@@ -31,6 +31,8 @@ const (
 	outcomeWedge
 	// outcomeCancelled: the pool's context ended; the tree may still run.
 	outcomeCancelled
+	// outcomeRestart: the slot stopped it for Pool.Restart.
+	outcomeRestart
 )
 
 // run is the slot's loop; it returns when ctx ends and its tree is dead.
@@ -45,15 +47,19 @@ func (s *slot) run(ctx context.Context) {
 			select {
 			case <-ctx.Done():
 				return
-			case <-p.cfg.Clock.After(delay):
+			case <-p.conf().Clock.After(delay):
+			case <-p.restartC[s.index]:
+				// Pool.Restart: start the new worker now.
+				p.update(s.index, func(st *slotStatus) { st.restartAcks++; st.ackStarts = st.Starts })
 			}
 		}
 		deadline, ok := s.waitStartable(ctx)
 		if !ok {
 			return
 		}
-		started := p.cfg.Clock.Now()
-		proc, err := s.start(ctx, deadline)
+		cfg := p.conf()
+		started := cfg.Clock.Now()
+		proc, err := s.start(ctx, cfg, deadline)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -65,7 +71,7 @@ func (s *slot) run(ctx context.Context) {
 			delay = s.startFailed(err)
 			continue
 		}
-		out := s.supervise(ctx, proc)
+		out := s.supervise(ctx, cfg, proc)
 		if out == outcomeCancelled {
 			s.stop(ctx, proc)
 			s.finish(proc, out, started, true)
@@ -94,9 +100,9 @@ func (s *slot) waitStartable(ctx context.Context) (time.Time, bool) {
 }
 
 // start starts the slot's worker with deadline.
-func (s *slot) start(ctx context.Context, deadline time.Time) (*Process, error) {
+func (s *slot) start(ctx context.Context, cfg *PoolConfig, deadline time.Time) (*Process, error) {
 	p := s.pool
-	spec := p.cfg.Spec
+	spec := cfg.Spec
 	spec.Index = s.index
 	spec.Deadline = deadline
 	if spec.GroupLock == "" {
@@ -107,11 +113,11 @@ func (s *slot) start(ctx context.Context, deadline time.Time) (*Process, error) 
 		env = os.Environ()
 	}
 	var extra []string
-	if p.cfg.EnvFor != nil {
-		extra = p.cfg.EnvFor(s.index)
+	if cfg.EnvFor != nil {
+		extra = cfg.EnvFor(s.index)
 	}
 	env = slices.Concat(env, extra, []string{"REGENT_WORKER=" + strconv.Itoa(s.index)})
-	if p.cfg.Liveness.HeartbeatTimeout > 0 {
+	if cfg.Liveness.HeartbeatTimeout > 0 {
 		hb := p.heartbeatPath(s.index)
 		if err := os.WriteFile(hb, nil, 0o644); err != nil {
 			return nil, err
@@ -136,7 +142,7 @@ func (s *slot) start(ctx context.Context, deadline time.Time) (*Process, error) 
 		}
 		return nil, err
 	}
-	now := p.cfg.Clock.Now()
+	now := cfg.Clock.Now()
 	p.update(s.index, func(st *slotStatus) {
 		st.State = StateRunning
 		st.PID = proc.PID()
@@ -150,20 +156,24 @@ func (s *slot) start(ctx context.Context, deadline time.Time) (*Process, error) 
 	return proc, nil
 }
 
-// supervise watches a running worker until it ends, the slot stops it for
-// its RSS or a silent heartbeat, or ctx ends.
-func (s *slot) supervise(ctx context.Context, proc *Process) outcome {
-	cfg := s.pool.cfg
+// supervise watches a running worker, started with cfg, until it ends,
+// the slot stops it for its RSS, a silent heartbeat or Pool.Restart, or
+// ctx ends.
+func (s *slot) supervise(ctx context.Context, cfg *PoolConfig, proc *Process) outcome {
+	p := s.pool
 	started := time.Now()
 	tick := time.NewTicker(cfg.CheckInterval)
 	defer tick.Stop()
-	w := watch{}
+	w := watch{cfg: cfg}
 	for {
 		select {
 		case <-proc.Done():
 			return outcomeExited
 		case <-ctx.Done():
 			return outcomeCancelled
+		case <-p.restartC[s.index]:
+			p.update(s.index, func(st *slotStatus) { st.restartAcks++; st.ackStarts = st.Starts })
+			return s.stopFor(ctx, proc, outcomeRestart)
 		case <-tick.C:
 		}
 		if cfg.MaxRSSMB > 0 {
@@ -194,7 +204,7 @@ func (s *slot) stopFor(ctx context.Context, proc *Process, out outcome) outcome 
 // dead.
 func (s *slot) stop(ctx context.Context, proc *Process) {
 	s.pool.update(s.index, func(st *slotStatus) { st.State = StateStopping })
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.pool.cfg.Spec.StopTimeout+30*time.Second)
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.pool.conf().Spec.StopTimeout+30*time.Second)
 	defer cancel()
 	if err := proc.Stop(cctx); err != nil {
 		s.log.Error("worker did not stop in time, waiting for its guard", "pid", proc.PID(), "error", err)
@@ -221,7 +231,7 @@ func (s *slot) startFailed(err error) time.Duration {
 // countCrashLocked counts one crash; p.mu must be held. It returns the
 // backoff delay and whether the worker just became degraded.
 func (s *slot) countCrashLocked(st *slotStatus) (time.Duration, bool) {
-	cfg := s.pool.cfg
+	cfg := s.pool.conf()
 	st.Crashes++
 	st.ConsecutiveCrashes++
 	degraded := false
@@ -241,7 +251,7 @@ func (s *slot) reportDegraded(n int) {
 // the next start. stopping says whether the pool is being stopped.
 func (s *slot) finish(proc *Process, out outcome, started time.Time, stopping bool) time.Duration {
 	p := s.pool
-	cfg := p.cfg
+	cfg := p.conf()
 	<-proc.Done()
 	p.unregister(s.index, proc)
 	es := proc.ExitStatus()
@@ -311,6 +321,8 @@ func exitCause(out outcome, es ExitStatus, crash, stopping, fenced bool) string 
 		return ExitRSSWatchdog
 	case out == outcomeWedge:
 		return ExitWedged
+	case out == outcomeRestart && !fenced && es.Cause != CauseDeadline:
+		return ExitRestart
 	case fenced || es.Cause == CauseDeadline || es.Cause == CauseOrphaned || es.Cause == CauseBackstop:
 		return ExitFenced
 	case stopping || out == outcomeCancelled:

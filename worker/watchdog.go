@@ -8,6 +8,9 @@ import (
 
 // watch is the per-run state of a slot's watchdogs.
 type watch struct {
+	// cfg is the pool's config as the run started (Reconfigure changes
+	// the next runs).
+	cfg           *PoolConfig
 	rssWarned     bool
 	wedgeReported bool
 }
@@ -16,7 +19,7 @@ type watch struct {
 // over the limit, stop the worker (SIGTERM, StopTimeout, SIGKILL).
 func (s *slot) checkRSS(ctx context.Context, proc *Process, w *watch) (outcome, bool) {
 	p := s.pool
-	cfg := p.cfg
+	cfg := w.cfg
 	b, err := cfg.RSSSampler(proc.GuardPID())
 	if err != nil {
 		s.log.Debug("rss sample failed", "pid", proc.PID(), "error", err)
@@ -41,7 +44,7 @@ func (s *slot) checkRSS(ctx context.Context, proc *Process, w *watch) (outcome, 
 // lasts, then only reported.
 func (s *slot) checkHeartbeat(ctx context.Context, proc *Process, started time.Time, w *watch) (outcome, bool) {
 	p := s.pool
-	cfg := p.cfg
+	cfg := w.cfg
 	if time.Since(started) < cfg.Liveness.StartupGrace {
 		return 0, false
 	}
