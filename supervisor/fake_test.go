@@ -219,6 +219,8 @@ type fakePool struct {
 	fOnce    sync.Once
 	stopped  time.Time
 	fencedAt time.Time
+	// concurrency is the queue's at the pool's build.
+	concurrency int
 }
 
 func (p *fakePool) Run(ctx context.Context) error {
@@ -251,6 +253,22 @@ func (p *fakePool) Fence() {
 }
 
 func (p *fakePool) Workers() []diagnosis.WorkerInfo { return nil }
+
+// Restart records the restart and its mode.
+func (p *fakePool) Restart(ctx context.Context, rolling bool) error {
+	if rolling {
+		p.backend.record("pool_restart rolling")
+	} else {
+		p.backend.record("pool_restart")
+	}
+	return nil
+}
+
+// Reconfigure takes a spec of the same concurrency.
+func (p *fakePool) Reconfigure(spec PoolSpec) bool {
+	p.backend.record("pool_reconfigure")
+	return spec.Queue.Concurrency == p.concurrency
+}
 
 func (f *fakeBackend) History(ctx context.Context, queue string, limit int) ([]election.HistoryEntry, error) {
 	return nil, nil

@@ -3,6 +3,7 @@ package supervisor
 import (
 	"context"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -22,11 +23,38 @@ type leaderRun struct {
 	// deadline is ValidUntil - FenceMargin, on the suspend-counting clock
 	// (Config.Now): the workers' and this loop's.
 	deadline time.Time
-	pool     Pool
 	fence    *time.Timer
+	// began is when the leadership was won, on the wall clock (compared
+	// with a restart request's time).
+	began time.Time
+
+	// The term's pool: nil while none runs (paused, before the operator
+	// records are known, or between two pools). A leadership may run
+	// several pools one after the other (pause and resume, a reload that
+	// changes the concurrency); they never overlap.
+	pool     Pool
+	poolConf *queueSettings // the settings pool was built or reconfigured with
 	poolDone chan error
 	poolEnd  bool
 	stopPool context.CancelFunc
+	// poolStopping: the loop asked the pool to stop (pause, replace).
+	poolStopping bool
+
+	// paused: this leader obeys a pause of the queue.
+	paused bool
+	// restart is the restart under way off the loop (nil: none), its
+	// outcome arriving on restartDone; doneID is the last restart request
+	// carried out.
+	restart       *restartJob
+	restartDone   chan error
+	cancelRestart context.CancelFunc
+	doneID        string
+	// published: the settings whose payload the leader record carries.
+	published *queueSettings
+	// publishing serializes the republishing of the leader payload after
+	// a reload (off the loop); end waits for it.
+	publishing sync.WaitGroup
+	publishMu  sync.Mutex
 
 	// handover is the outcome of a step-down request under way (a
 	// yield to a named node), made off the loop so that renewals, a loss
@@ -35,11 +63,19 @@ type leaderRun struct {
 	cancelHandover context.CancelFunc
 }
 
+// restartJob is one restart of the term's workers in place: an operator's
+// request (id) or a reload (id "").
+type restartJob struct {
+	id      string
+	rolling bool
+	reason  string // "request" or "config_reload"
+}
+
 // lead carries out the leader's duties for one leadership and returns why
 // it ended. When it returns, every worker of the term is dead and the
 // leadership is resigned.
 func (q *queueRunner) lead(ctx context.Context, b election.Backend, l election.Leadership) string {
-	r := &leaderRun{q: q, b: b, l: l, name: q.queue.Name}
+	r := &leaderRun{q: q, b: b, l: l, name: q.queue.Name, published: q.campaigned}
 	r.log = q.log.With("term", l.Term())
 	r.deadline = l.ValidUntil().Add(-q.cfg.FenceMargin)
 	if !q.now().Before(r.deadline) {
@@ -54,21 +90,21 @@ func (q *queueRunner) lead(ctx context.Context, b election.Backend, l election.L
 	return reason
 }
 
-// start builds the term's pool, records the leadership and runs the pool.
-func (r *leaderRun) start(ctx context.Context) {
-	q, cfg, term := r.q, r.q.cfg, r.l.Term()
+// poolSpec is the spec of a pool of the term with settings s.
+func (r *leaderRun) poolSpec(s *queueSettings) PoolSpec {
+	q, cfg := r.q, r.q.cfg
 	env := []string{
 		"REGENT_CLUSTER=" + cfg.Identity.Cluster,
 		"REGENT_QUEUE=" + r.name,
 		"REGENT_NODE=" + cfg.Identity.Node,
-		"REGENT_TERM=" + strconv.FormatInt(term, 10),
-		"REGENT_FENCE_KEY=" + q.queue.EffectiveFenceKey(),
+		"REGENT_TERM=" + strconv.FormatInt(r.l.Term(), 10),
+		"REGENT_FENCE_KEY=" + s.queue.EffectiveFenceKey(),
 	}
 	if q.fenceOwner != nil {
 		env = append(env, "REGENT_FENCE_OWNER="+q.fenceOwner())
 	}
-	r.pool = cfg.NewPool(PoolSpec{
-		Queue: q.queue, Term: term, Deadline: r.deadline, Env: env,
+	return PoolSpec{
+		Queue: s.queue, Term: r.l.Term(), Deadline: r.deadline, Env: env,
 		Logger: r.log,
 		Events: func(reason string) {
 			if cfg.Metrics != nil {
@@ -77,7 +113,15 @@ func (r *leaderRun) start(ctx context.Context) {
 			q.members.wake()
 		},
 		Changed: q.members.wake,
-	})
+	}
+}
+
+// start records the leadership and starts the term's pool, unless the
+// queue is paused or its operator records are not known yet (apply).
+func (r *leaderRun) start(ctx context.Context) {
+	q, cfg, term := r.q, r.q.cfg, r.l.Term()
+	r.began = q.clock.Now()
+	r.poolEnd = true // no pool yet
 	// A yield or step-down asked of an earlier leadership is stale.
 	select {
 	case <-q.yield:
@@ -88,23 +132,19 @@ func (r *leaderRun) start(ctx context.Context) {
 	default:
 	}
 	now := q.now()
-	q.status.Store(&queueStatus{role: election.RoleLeader, term: term, since: now, deadline: r.deadline, pool: r.pool})
+	q.status.Store(&queueStatus{role: election.RoleLeader, term: term, since: now, deadline: r.deadline})
 	if m := cfg.Metrics; m != nil {
 		m.setLeader(r.name, true, term)
 		m.LeaderChanges.WithLabelValues(r.name).Inc()
 		m.ConfigConflicts.WithLabelValues(r.name).Set(0)
-		m.Workers.WithLabelValues(r.name).Set(float64(q.queue.Concurrency))
 	}
 	r.log.Info("leadership_acquired", "deadline_in", r.deadline.Sub(now).Round(time.Millisecond).String())
 	q.members.wake()
-
-	var poolCtx context.Context
-	poolCtx, r.stopPool = context.WithCancel(context.WithoutCancel(ctx))
-	r.poolDone = make(chan error, 1)
-	go func() { r.poolDone <- r.pool.Run(poolCtx) }() // awaited by end
 	r.fence = time.NewTimer(r.deadline.Sub(now))
 	r.handover = make(chan bool, 1)
+	r.restartDone = make(chan error, 1)
 	q.setLeaseGauge(r.deadline)
+	r.apply(ctx)
 }
 
 // renewed moves the deadline after a renewal.
@@ -114,7 +154,9 @@ func (r *leaderRun) renewed() {
 		return
 	}
 	r.deadline = d
-	r.pool.SetDeadline(d)
+	if r.pool != nil {
+		r.pool.SetDeadline(d)
+	}
 	r.fence.Reset(d.Sub(r.q.now()))
 	update(&r.q.status, func(s queueStatus) queueStatus { s.deadline = d; return s })
 	r.q.setLeaseGauge(d)
@@ -169,8 +211,18 @@ func (r *leaderRun) loop(ctx context.Context) string {
 			yield = r.q.yield
 		case err := <-r.poolDone:
 			r.poolEnd = true
+			if r.poolStopping {
+				r.poolStopped()
+				r.apply(ctx)
+				continue
+			}
 			r.log.Error("worker pool ended on its own", "error", err)
 			return reasonPool
+		case <-r.q.wake:
+			r.apply(ctx)
+		case err := <-r.restartDone:
+			r.restartFinished(err)
+			r.apply(ctx)
 		case <-gauge.C:
 			// The fence timer counts CLOCK_MONOTONIC, which stops while
 			// the host is suspended: after a resume it would fire late by
@@ -216,19 +268,26 @@ func (r *leaderRun) requestHandover(ctx context.Context, y yieldReq) {
 // stopWorkers stops the pool. On a loss the deadline can only shrink:
 // another replica may lead once the backend's own deadline has passed.
 func (r *leaderRun) stopWorkers(reason string) {
+	if r.cancelRestart != nil {
+		r.cancelRestart()
+	}
 	switch reason {
 	case reasonLost:
 		// The backend says another replica may lead soon (at once, for an
 		// etcd key deleted by someone else): kill now, not at the deadline.
-		r.pool.Fence()
+		r.fencePool()
 		r.log.Warn("leadership_lost", "reason", reason, "detail", "backend reports the leadership lost; workers fenced")
 	case reasonDeadline:
-		r.pool.Fence()
+		r.fencePool()
 		r.log.Warn("leadership_lost", "reason", reason, "detail", "no renewal confirmed before the local deadline; workers fenced")
 	default:
-		r.log.Info("stopping workers", "reason", reason)
+		if r.pool != nil {
+			r.log.Info("stopping workers", "reason", reason)
+		}
 	}
-	r.stopPool()
+	if r.pool != nil {
+		r.stopPool()
+	}
 	graceful := isGraceful(reason)
 	for !r.poolEnd {
 		select {
@@ -240,9 +299,20 @@ func (r *leaderRun) stopWorkers(reason string) {
 			}
 		case <-r.fence.C:
 			if r.expired() {
-				r.pool.Fence()
+				r.fencePool()
 			}
 		}
+	}
+	if r.restart != nil {
+		<-r.restartDone
+		r.restart = nil
+	}
+}
+
+// fencePool kills the pool's workers now, if a pool runs.
+func (r *leaderRun) fencePool() {
+	if r.pool != nil {
+		r.pool.Fence()
 	}
 }
 
@@ -261,6 +331,7 @@ func (r *leaderRun) end(ctx context.Context, reason string) {
 		r.cancelHandover()
 		<-r.handover
 	}
+	r.publishing.Wait()
 	q.status.Store(&queueStatus{role: election.RoleFollower})
 	if m := q.cfg.Metrics; m != nil {
 		m.setLeader(r.name, false, 0)

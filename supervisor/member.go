@@ -81,12 +81,13 @@ func (p *memberPublisher) payload() ([]byte, string) {
 	role := election.RoleFollower
 	for _, r := range p.runners {
 		st := r.current()
-		mq := diagnosis.MemberQueue{Role: st.role, Config: r.published, Conflicts: st.conflicts}
+		mq := diagnosis.MemberQueue{Role: st.role, Config: r.config().published, Conflicts: st.conflicts}
 		if st.role == election.RoleLeader {
 			role = election.RoleLeader
 			mq.Term = st.term
 			mq.Since = st.since
 			mq.WorkerTerms = []int64{st.term}
+			mq.Paused, mq.RestartID = st.paused, st.restartID
 			if st.pool != nil {
 				mq.Workers = st.pool.Workers()
 				for _, w := range mq.Workers {

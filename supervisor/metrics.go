@@ -18,6 +18,9 @@ type Metrics struct {
 	SplitBrain      *prometheus.GaugeVec
 	StaleWorkers    *prometheus.GaugeVec
 	Degraded        *prometheus.GaugeVec
+	// Paused is regent_paused{queue}: 1 while the queue is paused, on
+	// every replica that has the queue.
+	Paused *prometheus.GaugeVec
 }
 
 // NewMetrics creates the metrics and registers them on reg.
@@ -46,6 +49,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Degraded: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "regent_degraded", Help: "1 if the queue's leader reports its workers crash-looping."}, []string{"queue"}),
 	}
+	m.Paused = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "regent_paused", Help: "1 while the queue is paused (regent pause): its leader runs no worker."}, []string{"queue"})
+	reg.MustRegister(m.Paused)
 	reg.MustRegister(m.IsLeader, m.Term, m.LeaderChanges, m.Workers, m.WorkerRestarts,
 		m.ConfigConflicts, m.LeaseRemaining, m.BackendErrors, m.SplitBrain, m.StaleWorkers, m.Degraded)
 	return m
@@ -83,4 +89,5 @@ func (m *Metrics) initQueue(queue string) {
 	m.SplitBrain.WithLabelValues(queue).Set(0)
 	m.StaleWorkers.WithLabelValues(queue).Set(0)
 	m.Degraded.WithLabelValues(queue).Set(0)
+	m.Paused.WithLabelValues(queue).Set(0)
 }

@@ -183,6 +183,7 @@ func (o *observer) observeOnce(ctx context.Context, b election.Backend) error {
 			memberChanged = true
 		}
 		o.reportAnomalies(name, rep)
+		o.relayControl(r, rs.control)
 		if req, asked := rs.stepDowns[name]; asked {
 			o.relayStepDown(r, st, req)
 		}
@@ -213,7 +214,7 @@ func (o *observer) noteLeader(r *queueRunner, rec election.LeaderRecord, led boo
 // member record.
 func (o *observer) reportConflicts(r *queueRunner, rep *diagnosis.Report) bool {
 	name := r.queue.Name
-	conflicts := rep.Conflicts(o.cfg.Identity.Node, r.published)
+	conflicts := rep.Conflicts(o.cfg.Identity.Node, r.config().published)
 	changed, n := r.noteConflicts(conflicts)
 	if m := o.cfg.Metrics; m != nil {
 		m.ConfigConflicts.WithLabelValues(name).Set(float64(n))

@@ -10,6 +10,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/regentd/regent/config"
+	"github.com/regentd/regent/control"
 	"github.com/regentd/regent/election"
 )
 
@@ -28,13 +29,14 @@ const (
 // it is now, published as an immutable value), the hold-back mailbox
 // (holds), and the step-down and yield requests (channels of size 1).
 type queueRunner struct {
-	cfg       *Config // read only
-	queue     config.QueueConfig
-	published config.Published
-	payload   []byte
-	log       hclog.Logger
-	clock     clock
-	members   *memberPublisher
+	cfg *Config // read only
+	// queue is the config the runner was built with; only its Name is
+	// read: the current config is settings (a reload replaces it).
+	queue    config.QueueConfig
+	settings atomic.Pointer[queueSettings]
+	log      hclog.Logger
+	clock    clock
+	members  *memberPublisher
 	// fenceOwner is REGENT_FENCE_OWNER of the workers (Supervisor.FenceOwner);
 	// nil in tests that build a runner alone.
 	fenceOwner func() string
@@ -45,6 +47,28 @@ type queueRunner struct {
 	stepDown chan struct{}
 	// yield asks the lead loop to hand the queue over (rebalancing).
 	yield chan yieldReq
+	// control is the queue's operator records as the observer last read
+	// them (nil until its first read); wake tells the lead loop that
+	// control or settings changed (size 1, non-blocking sends).
+	control atomic.Pointer[queueControl]
+	wake    chan struct{}
+	// campaigned: the settings whose payload the last Campaign published
+	// (the queue's goroutine's own).
+	campaigned *queueSettings
+}
+
+// queueSettings is the queue's effective config, as published: replaced
+// whole by a reload, never changed.
+type queueSettings struct {
+	queue     config.QueueConfig
+	published config.Published
+	payload   []byte // the leader record's payload
+}
+
+// queueControl is what the operator records say of one queue.
+type queueControl struct {
+	pause   *control.Pause   // nil: not paused
+	restart *control.Restart // the last restart request, nil: none
 }
 
 // queueStatus is what a runner is at one moment. A value is never
@@ -59,16 +83,65 @@ type queueStatus struct {
 	// conflicts: this follower's config conflicts with the leader (none
 	// while it leads).
 	conflicts []config.Conflict
+	// paused: this leader obeys a pause of the queue (it runs no worker).
+	paused bool
+	// restartID: the last restart request this leader carried out, or
+	// found done at its term's start.
+	restartID string
 }
 
 func newQueueRunner(cfg *Config, q config.QueueConfig, published config.Published, payload []byte, c clock, members *memberPublisher) *queueRunner {
 	r := &queueRunner{
-		cfg: cfg, queue: q, published: published, payload: payload,
+		cfg: cfg, queue: q,
 		log: cfg.Logger.With("queue", q.Name), clock: c, members: members,
 		holds: newHolds(), stepDown: make(chan struct{}, 1), yield: make(chan yieldReq, 1),
+		wake: make(chan struct{}, 1),
 	}
+	r.settings.Store(&queueSettings{queue: q, published: published, payload: payload})
 	r.status.Store(&queueStatus{role: election.RoleFollower})
 	return r
+}
+
+// current settings of the queue (its effective config).
+func (q *queueRunner) config() *queueSettings { return q.settings.Load() }
+
+// setControl hands the runner what the operator records say of its
+// queue; the lead loop is woken when it changed. It never blocks.
+func (q *queueRunner) setControl(st control.State) {
+	c := &queueControl{}
+	if p, ok := st.Pauses[q.queue.Name]; ok {
+		c.pause = &p
+	}
+	if r, ok := st.Restarts[q.queue.Name]; ok {
+		c.restart = &r
+	}
+	old := q.control.Swap(c)
+	if old == nil || (old.pause == nil) != (c.pause == nil) || restartID(old) != restartID(c) {
+		q.wakeLead()
+	}
+}
+
+// restartID is the id of c's restart request, "" when none.
+func restartID(c *queueControl) string {
+	if c == nil || c.restart == nil {
+		return ""
+	}
+	return c.restart.ID
+}
+
+// setConfig replaces the queue's settings (a reload) and wakes the lead
+// loop to restart the workers with them.
+func (q *queueRunner) setConfig(s *queueSettings) {
+	q.settings.Store(s)
+	q.wakeLead()
+}
+
+// wakeLead wakes the lead loop to look at control and settings again.
+func (q *queueRunner) wakeLead() {
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
 }
 
 // now reads the clock of the leader's deadlines (Config.Now).
@@ -165,7 +238,8 @@ func (q *queueRunner) campaign(ctx context.Context, b election.Backend) (electio
 			}
 		}
 	}()
-	l, err := b.Campaign(cctx, q.queue.Name, q.payload)
+	q.campaigned = q.config()
+	l, err := b.Campaign(cctx, q.queue.Name, q.campaigned.payload)
 	if err != nil && ctx.Err() == nil && cctx.Err() != nil {
 		return nil, errHoldBack
 	}

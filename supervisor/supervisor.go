@@ -31,6 +31,17 @@ type Pool interface {
 	Fence()
 	// Workers describes the current workers.
 	Workers() []diagnosis.WorkerInfo
+	// Restart replaces the running workers in place, one at a time with
+	// rolling (waiting for each new one to run, and to heartbeat with
+	// wedge detection on), else all at once; see worker.Pool.Restart. It
+	// returns once done, or an error when ctx ends or the pool stops
+	// first. Call it while Run runs.
+	Restart(ctx context.Context, rolling bool) error
+	// Reconfigure makes the workers started from now on run with
+	// spec.Queue (a reload); Restart then replaces the running ones. It
+	// reports false when the pool cannot (another concurrency): the
+	// caller replaces the pool.
+	Reconfigure(spec PoolSpec) bool
 }
 
 // PoolSpec is what a PoolFactory needs to build a queue's pool.

@@ -65,7 +65,7 @@ func startHarnessWith(t *testing.T, exclusive bool, change func(*Config)) *harne
 		Exclusive: exclusive,
 		Dial:      func(ctx context.Context) (election.Backend, error) { return h.fb, nil },
 		NewPool: func(spec PoolSpec) Pool {
-			p := &fakePool{backend: h.fb, deadline: spec.Deadline, fenced: make(chan struct{})}
+			p := &fakePool{backend: h.fb, deadline: spec.Deadline, fenced: make(chan struct{}), concurrency: spec.Queue.Concurrency}
 			h.pools <- p
 			return p
 		},

@@ -42,49 +42,54 @@ type WorkerPools struct {
 // error from Run.
 func NewWorkerPools(o WorkerPools) PoolFactory {
 	return func(spec PoolSpec) Pool {
-		q := spec.Queue
-		if q.Concurrency == 0 {
+		if spec.Queue.Concurrency == 0 {
 			return leadershipOnlyPool{}
 		}
-		env := append(append(os.Environ(), spec.Env...), o.GuardEnv...)
-		p, err := worker.NewPool(worker.PoolConfig{
-			Spec: worker.Spec{
-				Command:       q.Command,
-				Env:           env,
-				StopTimeout:   q.StopTimeout,
-				GuardExe:      o.GuardExe,
-				GuardFile:     o.GuardFile,
-				GuardArgs:     o.GuardArgs,
-				HelperFile:    o.HelperFile,
-				Containment:   o.Containment,
-				BackstopGrace: o.BackstopGrace,
-				GuardMeta: map[string]string{
-					"cluster": o.Cluster, "queue": q.Name, "node": o.Node,
-					"term": strconv.FormatInt(spec.Term, 10),
-				},
-				Logger: spec.Logger,
-				Reaper: o.Reaper,
-			},
-			Concurrency: q.Concurrency,
-			MaxRSSMB:    q.MaxRSSMB,
-			Restart: worker.RestartPolicy{
-				InitialBackoff: q.Restart.InitialBackoff,
-				MaxBackoff:     q.Restart.MaxBackoff,
-				ResetAfter:     q.Restart.ResetAfter,
-				MaxCrashes:     q.Restart.MaxCrashes,
-			},
-			Liveness: worker.Liveness{
-				HeartbeatTimeout: q.Liveness.HeartbeatTimeout,
-				StartupGrace:     q.Liveness.StartupGrace,
-			},
-			Deadline: spec.Deadline,
-			Logger:   spec.Logger,
-			Events:   poolEventHook(spec),
-		})
+		p, err := worker.NewPool(o.poolConfig(spec))
 		if err != nil {
-			return failedPool{err: fmt.Errorf("queue %s: %w", q.Name, err)}
+			return failedPool{err: fmt.Errorf("queue %s: %w", spec.Queue.Name, err)}
 		}
-		return workerPool{p}
+		return workerPool{p: p, o: o}
+	}
+}
+
+// poolConfig is the worker.PoolConfig of spec.
+func (o WorkerPools) poolConfig(spec PoolSpec) worker.PoolConfig {
+	q := spec.Queue
+	env := append(append(os.Environ(), spec.Env...), o.GuardEnv...)
+	return worker.PoolConfig{
+		Spec: worker.Spec{
+			Command:       q.Command,
+			Env:           env,
+			StopTimeout:   q.StopTimeout,
+			GuardExe:      o.GuardExe,
+			GuardFile:     o.GuardFile,
+			GuardArgs:     o.GuardArgs,
+			HelperFile:    o.HelperFile,
+			Containment:   o.Containment,
+			BackstopGrace: o.BackstopGrace,
+			GuardMeta: map[string]string{
+				"cluster": o.Cluster, "queue": q.Name, "node": o.Node,
+				"term": strconv.FormatInt(spec.Term, 10),
+			},
+			Logger: spec.Logger,
+			Reaper: o.Reaper,
+		},
+		Concurrency: q.Concurrency,
+		MaxRSSMB:    q.MaxRSSMB,
+		Restart: worker.RestartPolicy{
+			InitialBackoff: q.Restart.InitialBackoff,
+			MaxBackoff:     q.Restart.MaxBackoff,
+			ResetAfter:     q.Restart.ResetAfter,
+			MaxCrashes:     q.Restart.MaxCrashes,
+		},
+		Liveness: worker.Liveness{
+			HeartbeatTimeout: q.Liveness.HeartbeatTimeout,
+			StartupGrace:     q.Liveness.StartupGrace,
+		},
+		Deadline: spec.Deadline,
+		Logger:   spec.Logger,
+		Events:   poolEventHook(spec),
 	}
 }
 
@@ -117,7 +122,23 @@ func poolEventHook(spec PoolSpec) func(worker.Event) {
 }
 
 // workerPool is a worker.Pool as the supervisor's Pool.
-type workerPool struct{ p *worker.Pool }
+type workerPool struct {
+	p *worker.Pool
+	o WorkerPools
+}
+
+func (w workerPool) Restart(ctx context.Context, rolling bool) error {
+	return w.p.Restart(ctx, rolling)
+}
+
+// Reconfigure hands the pool the config of spec; a new concurrency needs
+// a new pool.
+func (w workerPool) Reconfigure(spec PoolSpec) bool {
+	if spec.Queue.Concurrency == 0 {
+		return false
+	}
+	return w.p.Reconfigure(w.o.poolConfig(spec)) == nil
+}
 
 func (w workerPool) Run(ctx context.Context) error { return w.p.Run(ctx) }
 func (w workerPool) SetDeadline(t time.Time)       { _ = w.p.ExtendDeadline(t) }
@@ -147,10 +168,12 @@ func (w workerPool) Workers() []diagnosis.WorkerInfo {
 // failedPool reports a pool that could not be built.
 type failedPool struct{ err error }
 
-func (f failedPool) Run(ctx context.Context) error   { return f.err }
-func (f failedPool) SetDeadline(time.Time)           {}
-func (f failedPool) Fence()                          {}
-func (f failedPool) Workers() []diagnosis.WorkerInfo { return nil }
+func (f failedPool) Run(ctx context.Context) error       { return f.err }
+func (f failedPool) SetDeadline(time.Time)               {}
+func (f failedPool) Fence()                              {}
+func (f failedPool) Workers() []diagnosis.WorkerInfo     { return nil }
+func (f failedPool) Restart(context.Context, bool) error { return f.err }
+func (f failedPool) Reconfigure(PoolSpec) bool           { return false }
 
 // leadershipOnlyPool is the pool of a queue with concurrency 0: leadership
 // is taken, renewed and published, but no guard or worker is spawned, so
@@ -161,6 +184,10 @@ func (leadershipOnlyPool) Run(ctx context.Context) error {
 	<-ctx.Done()
 	return nil
 }
-func (leadershipOnlyPool) SetDeadline(time.Time)           {}
-func (leadershipOnlyPool) Fence()                          {}
-func (leadershipOnlyPool) Workers() []diagnosis.WorkerInfo { return []diagnosis.WorkerInfo{} }
+func (leadershipOnlyPool) SetDeadline(time.Time)               {}
+func (leadershipOnlyPool) Fence()                              {}
+func (leadershipOnlyPool) Workers() []diagnosis.WorkerInfo     { return []diagnosis.WorkerInfo{} }
+func (leadershipOnlyPool) Restart(context.Context, bool) error { return nil }
+
+// Reconfigure keeps a leadership-only pool while the concurrency stays 0.
+func (leadershipOnlyPool) Reconfigure(spec PoolSpec) bool { return spec.Queue.Concurrency == 0 }
