@@ -21,6 +21,7 @@ type fakeBackend struct {
 	done      chan struct{}
 	stepDowns map[string]election.StepDownRequest
 	events    []string
+	controls  map[[2]string][]byte // operator records by kind and name
 }
 
 func newFakeBackend() *fakeBackend {
@@ -130,12 +131,33 @@ func (f *fakeBackend) StepDownRequest(ctx context.Context, queue string) (electi
 func (f *fakeBackend) ReleaseTerm(ctx context.Context, queue string, term int64) error { return nil }
 
 func (f *fakeBackend) PutControl(ctx context.Context, kind, name string, value []byte) error {
+	f.mu.Lock()
+	if f.controls == nil {
+		f.controls = map[[2]string][]byte{}
+	}
+	f.controls[[2]string{kind, name}] = value
+	f.mu.Unlock()
+	f.wake()
 	return nil
 }
 
-func (f *fakeBackend) DeleteControl(ctx context.Context, kind, name string) error { return nil }
+func (f *fakeBackend) DeleteControl(ctx context.Context, kind, name string) error {
+	f.mu.Lock()
+	delete(f.controls, [2]string{kind, name})
+	f.mu.Unlock()
+	f.wake()
+	return nil
+}
 
-func (f *fakeBackend) Controls(ctx context.Context) ([]election.Control, error) { return nil, nil }
+func (f *fakeBackend) Controls(ctx context.Context) ([]election.Control, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []election.Control
+	for k, v := range f.controls {
+		out = append(out, election.Control{Kind: k[0], Name: k[1], Value: v})
+	}
+	return out, nil
+}
 
 func (f *fakeBackend) RecordAction(ctx context.Context, a election.Action) error { return nil }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -348,4 +349,48 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	case <-t.C:
 		return nil
 	}
+}
+
+// ErrReloadQueues is returned by Reload for a queue set that differs from
+// the running one: adding or removing queues needs a restart.
+var ErrReloadQueues = errors.New("supervisor: queues added or removed")
+
+// Reload hands every runner its queue's config from queues (a config
+// reload). For each queue whose effective config changed, its leader
+// reconfigures its pool and restarts its workers in place (rolling; a new
+// concurrency replaces the pool), and republishes its leader payload; a
+// follower republishes its member record, so that conflicts clear as a
+// rollout proceeds. It logs config_reloaded with the queues changed.
+// queues must name the running queues (ErrReloadQueues otherwise; nothing
+// is changed then). It never blocks on the runners.
+func (s *Supervisor) Reload(ctx context.Context, queues []config.QueueConfig) error {
+	if len(queues) != len(s.runners) {
+		return fmt.Errorf("%w: %d queue(s), %d running", ErrReloadQueues, len(queues), len(s.runners))
+	}
+	next := make(map[string]*queueSettings, len(queues))
+	for _, q := range queues {
+		r, ok := s.byName[q.Name]
+		if !ok {
+			return fmt.Errorf("%w: queue %s is not running", ErrReloadQueues, q.Name)
+		}
+		if reflect.DeepEqual(q, r.config().queue) {
+			continue
+		}
+		pub := q.Publish(s.cfg.LeaseTTL)
+		payload, err := json.Marshal(diagnosis.LeaderPayload{Version: s.cfg.Version, Config: pub})
+		if err != nil {
+			return fmt.Errorf("supervisor: encode payload: %w", err)
+		}
+		next[q.Name] = &queueSettings{queue: q, published: pub, payload: payload}
+	}
+	changed := make([]string, 0, len(next))
+	for _, r := range s.runners {
+		if st, ok := next[r.queue.Name]; ok {
+			r.setConfig(st)
+			changed = append(changed, r.queue.Name)
+		}
+	}
+	s.members.wake()
+	s.log.Info("config_reloaded", "changed", changed, "added", []string{}, "removed", []string{})
+	return nil
 }
