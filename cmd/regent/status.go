@@ -194,6 +194,13 @@ func writeHuman(w io.Writer, doc *statusDoc) {
 		} else {
 			fmt.Fprintf(tw, "  leader\tnone\n")
 		}
+		if p := q.Paused; p != nil {
+			why := ""
+			if p.Reason != "" {
+				why = ": " + p.Reason
+			}
+			fmt.Fprintf(tw, "  paused\tsince %s by %s%s (no worker runs; 'regent resume' to undo)\n", p.Since.Local().Format("2006-01-02 15:04:05"), p.By, why)
+		}
 		if f := q.Fence; f != nil {
 			fmt.Fprintf(tw, "  fence\tkey %s, term %d (since %s), owner %s\n", f.Key, f.Term, f.At.Local().Format("2006-01-02 15:04:05"), f.Owner)
 		}

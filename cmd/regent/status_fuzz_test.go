@@ -12,12 +12,18 @@ import (
 	"github.com/regentd/regent/election"
 )
 
-// recordsBackend serves fixed leader and member records to buildStatus,
-// which reads nothing else; any other method panics (nil interface).
+// recordsBackend serves fixed leader, member and operator records to
+// buildStatus, which reads nothing else; any other method panics (nil
+// interface).
 type recordsBackend struct {
 	election.Backend
-	leaders []election.LeaderRecord
-	members []election.MemberRecord
+	leaders  []election.LeaderRecord
+	members  []election.MemberRecord
+	controls []election.Control
+}
+
+func (b recordsBackend) Controls(context.Context) ([]election.Control, error) {
+	return b.controls, nil
 }
 
 func (b recordsBackend) Leaders(context.Context) ([]election.LeaderRecord, error) {
@@ -34,6 +40,7 @@ var statusCodes = map[string]string{
 	"no_leader": sevCritical, "split_brain": sevCritical, "stale_worker": sevCritical,
 	"corrupt_record":  "", // critical for a record, warning for a payload
 	"config_conflict": sevWarning, "crash_loop": sevWarning, "rss_loop": sevWarning, "wedged": sevWarning,
+	"paused": sevWarning,
 }
 
 // FuzzStatusDoc builds the status document from records whose payloads

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/regentd/regent/control"
 	"github.com/regentd/regent/election"
 	"github.com/regentd/regent/supervisor/diagnosis"
 )
@@ -48,7 +49,13 @@ func buildStatus(ctx context.Context, b election.Backend, cluster, onlyQueue str
 	if onlyQueue != "" {
 		only = []string{onlyQueue}
 	}
-	for _, r := range diagnosis.Diagnose(diagnosis.NewSnapshot(leaders, members), time.Now(), only) {
+	cs, err := b.Controls(ctx)
+	if err != nil {
+		return nil, err
+	}
+	reports := diagnosis.Diagnose(diagnosis.NewSnapshot(leaders, members), time.Now(), only)
+	diagnosis.AddControl(reports, control.Parse(cs))
+	for _, r := range reports {
 		doc.Queues = append(doc.Queues, queueStatus{Report: r})
 	}
 	return doc, nil

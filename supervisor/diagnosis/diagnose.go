@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/regentd/regent/config"
+	"github.com/regentd/regent/control"
 	"github.com/regentd/regent/election"
 )
 
@@ -64,6 +65,9 @@ type Report struct {
 	// fence key (AddFence); nil when no fence is configured or no claim
 	// was made yet.
 	Fence *Fence `json:"fence,omitempty"`
+	// Paused is the queue's pause record (regent pause); nil when not
+	// paused (AddControl).
+	Paused *control.Pause `json:"paused,omitempty"`
 	// Claimants are the members that make a split brain; nil when none.
 	Claimants []Claim `json:"-"`
 	// Stale lists the live workers of an older term than the leader's,
