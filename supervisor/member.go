@@ -7,6 +7,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/regentd/regent/control"
 	"github.com/regentd/regent/election"
 	"github.com/regentd/regent/supervisor/diagnosis"
 )
@@ -99,6 +100,8 @@ func (p *memberPublisher) payload() ([]byte, string) {
 		}
 		queues[r.queue.Name] = mq
 	}
-	b, _ := json.Marshal(diagnosis.NewMemberPayload(p.cfg.Version, queues))
+	pl := diagnosis.NewMemberPayload(p.cfg.Version, queues)
+	pl.Features = control.Features
+	b, _ := json.Marshal(pl)
 	return b, role
 }

@@ -82,7 +82,7 @@ local (no pid file, HOME or path) decides who runs.`,
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return fmt.Errorf("%s (see 'regent %s --help')", err, c.Name())
 	})
-	root.AddCommand(newRunCmd(), newStatusCmd(), newStepDownCmd(), newFenceCmd(), newConfigCmd(), newDevCmd(), newGuardCmd(), newReleaseTermCmd(), newDemoCmd(), newDemoWorkerCmd())
+	root.AddCommand(newRunCmd(), newStatusCmd(), newStepDownCmd(), newPauseCmd(), newResumeCmd(), newRestartCmd(), newFenceCmd(), newConfigCmd(), newDevCmd(), newGuardCmd(), newReleaseTermCmd(), newDemoCmd(), newDemoWorkerCmd())
 	return root
 }
 
