@@ -41,3 +41,16 @@ func ValidName(s string) bool {
 	}
 	return true
 }
+
+// IsDefaultNodeID reports whether id has the form DefaultNodeID gives on
+// this host: a node id nobody configured (a reload compares node ids only
+// when one was).
+func IsDefaultNodeID(id string) bool {
+	def := DefaultNodeID()
+	prefix := def[:len(def)-6]
+	if !strings.HasPrefix(id, prefix) || len(id) != len(def) {
+		return false
+	}
+	_, err := hex.DecodeString(id[len(prefix):])
+	return err == nil
+}

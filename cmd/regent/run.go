@@ -153,7 +153,12 @@ func runRun(cmd *cobra.Command, args []string) error {
 	log.Info("started", "version", regentVersion(), "cluster", cfg.Cluster, "backend", cfg.Backend,
 		"pid", os.Getpid(), "guard", guard.name(), "lease_ttl", cfg.LeaseTTL.String(), "http_addr", cfg.HTTPAddr, "queues", queues)
 
+	// SIGHUP (systemctl reload) re-reads the config file.
+	reloadCtx, stopReload := context.WithCancel(ctx)
+	waitReload := startReloader(reloadCtx, &reloader{cmd: cmd, command: command, running: cfg, sup: sup, log: log})
 	err = sup.Run(ctx)
+	stopReload()
+	waitReload()
 	var led *supervisor.AlreadyLedError
 	switch {
 	case errors.As(err, &led):
