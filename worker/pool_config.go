@@ -76,6 +76,11 @@ type PoolConfig struct {
 	// Events, if set, is called synchronously for each event; it must not
 	// block.
 	Events func(Event)
+	// RestartSettle is how long a worker started by Restart must stay up
+	// before it counts as running, when Liveness is off (with Liveness,
+	// its first heartbeat counts): a rolling restart moves to the next
+	// worker only then (supervisord's startsecs). Default 1s.
+	RestartSettle time.Duration
 	// Dir holds heartbeat files and the guards' group lock. Default a
 	// fresh temporary directory, removed when Run returns.
 	Dir string
@@ -122,6 +127,9 @@ func (c PoolConfig) withDefaults() (PoolConfig, error) {
 		if hb := c.Liveness.HeartbeatTimeout; hb > 0 && hb/4 < c.CheckInterval {
 			c.CheckInterval = hb / 4
 		}
+	}
+	if c.RestartSettle <= 0 {
+		c.RestartSettle = time.Second
 	}
 	if c.RSSSampler == nil {
 		c.RSSSampler = DescendantsRSS

@@ -37,8 +37,9 @@ func (p *Pool) Reconfigure(cfg PoolConfig) error {
 // worker waiting out a backoff is started at once.
 //
 // Rolling replaces one worker at a time, in index order, and moves to the
-// next only once the new one runs and, with Liveness, has touched its
-// heartbeat file (or has already ended: a crash loop is not waited out).
+// next only once the new one runs: with Liveness, once it has touched its
+// heartbeat file, else once it has stayed up for RestartSettle (or once it
+// has already ended: a crash loop is not waited out).
 // Otherwise every worker is stopped at once and Restart waits for them
 // all in the same way.
 //
@@ -123,8 +124,9 @@ func (p *Pool) replaced(st *slotStatus, ack0 int) bool {
 	default:
 		return false
 	}
-	if p.conf().Liveness.HeartbeatTimeout <= 0 {
-		return true
+	cfg := p.conf()
+	if cfg.Liveness.HeartbeatTimeout <= 0 {
+		return cfg.Clock.Now().Sub(st.StartedAt) >= cfg.RestartSettle
 	}
 	fi, err := os.Stat(heartbeatFile(p.tempDir, st.Index))
 	return err == nil && fi.ModTime().After(st.StartedAt)
