@@ -173,6 +173,9 @@ type replicaOpts struct {
 	// config, when set, is written to a YAML file passed with --config,
 	// and queues are not passed as flags (the file lists them).
 	config string
+	// clusterInFile: the cluster is set by the config file
+	// ("cluster: <name>" is prepended to config), not by --cluster.
+	clusterInFile bool
 }
 
 // home is node's HOME and working directory (its workers' too).
@@ -195,11 +198,16 @@ func (c *cluster) start(o replicaOpts) *replica {
 	if o.ttl != 0 {
 		ttl, renew, margin = o.ttl, o.ttl/5, max(o.ttl/10, 200*time.Millisecond)
 	}
-	args := []string{"run", "--cluster", c.name, "--node-id", o.node,
+	args := []string{"run", "--node-id", o.node,
 		"--lease-ttl", ttl.String(), "--renew-interval", renew.String(),
 		"--fence-margin", margin.String(), "--retry-interval", testRetry.String(),
 		"--stop-timeout", "1s", "--pid-file", filepath.Join(home, "regent.pid"),
 		"--http-addr", httpAddr, "--log-level", "debug"}
+	if o.clusterInFile {
+		o.config = "cluster: " + c.name + "\n" + o.config
+	} else {
+		args = append(args, "--cluster", c.name)
+	}
 	if o.backend != nil {
 		args = append(args, o.backend...)
 	} else {

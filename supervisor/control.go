@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/regentd/regent/config"
 	"github.com/regentd/regent/control"
 	"github.com/regentd/regent/election"
 )
@@ -201,4 +202,21 @@ func (o *observer) relayControl(r *queueRunner, st control.State) {
 	if m := o.cfg.Metrics; m != nil {
 		m.Paused.WithLabelValues(r.queue.Name).Set(gauge(st.Paused(r.queue.Name)))
 	}
+}
+
+// refreshRunners takes up the current runners and their configs (a
+// reload adds, removes or changes queues), for the observation and the
+// balancer, and keeps the operator records st for the runners a reload
+// adds before the next observation.
+func (o *observer) refreshRunners(st control.State) {
+	o.lastControl.Store(&st)
+	if o.set == nil {
+		return
+	}
+	o.runners = o.set()
+	qs := make([]config.QueueConfig, len(o.runners))
+	for i, r := range o.runners {
+		qs[i] = r.config().queue
+	}
+	o.balancer.queues = qs
 }

@@ -159,3 +159,41 @@ func TestReloadRestartsTheLeadersWorkers(t *testing.T) {
 		t.Errorf("a reload ended the leadership: %v", ev)
 	}
 }
+
+// A reload that adds a queue campaigns for it; one that removes a led
+// queue stops its workers gracefully and resigns it.
+func TestReloadAddsAndRemovesQueues(t *testing.T) {
+	h := startHarness(t, false)
+	lq := newFakeLeadership("q", 6, time.Now().Add(time.Second))
+	renewForever(t, lq)
+	h.fb.grant <- lq
+	pq := h.pool(t)
+	if err := h.sup.Reload(context.Background(), []config.QueueConfig{queueCfg("q", 4096), queueCfg("r", 4096)}); err != nil {
+		t.Fatal(err)
+	}
+	lr := newFakeLeadership("r", 1, time.Now().Add(time.Second))
+	renewForever(t, lr)
+	select {
+	case h.fb.grant <- lr: // taken by r's new runner: q's leads
+	case <-time.After(5 * time.Second):
+		t.Fatal("nobody campaigns for the added queue")
+	}
+	h.pool(t)
+	waitFor(t, "r led", func() bool { return h.sup.Leads("r") })
+
+	if err := h.sup.Reload(context.Background(), []config.QueueConfig{queueCfg("r", 4096)}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "q resigned", func() bool { return slices.Contains(h.fb.Events(), "resign") })
+	select {
+	case <-pq.fenced:
+		t.Error("the removed queue's workers were fenced, not stopped")
+	default:
+	}
+	if h.sup.Leads("q") || !h.sup.Leads("r") {
+		t.Errorf("after removing q: leads q=%v r=%v", h.sup.Leads("q"), h.sup.Leads("r"))
+	}
+	if !strings.Contains(h.logBuf.String(), "config_reloaded") {
+		t.Error("no config_reloaded event")
+	}
+}

@@ -20,7 +20,9 @@ type memberPublisher struct {
 	cfg     *Config // read only
 	log     hclog.Logger
 	runners []*queueRunner
-	wakeC   chan struct{}
+	// set returns the current runners (a reload adds or removes some).
+	set   func() []*queueRunner
+	wakeC chan struct{}
 }
 
 func newMemberPublisher(cfg *Config) *memberPublisher {
@@ -78,6 +80,9 @@ func (p *memberPublisher) run(ctx context.Context, b election.Backend) {
 // payload encodes the member record from the runners' statuses, and
 // returns it with this replica's role (leader if it leads any queue).
 func (p *memberPublisher) payload() ([]byte, string) {
+	if p.set != nil {
+		p.runners = p.set()
+	}
 	queues := make(map[string]diagnosis.MemberQueue, len(p.runners))
 	role := election.RoleFollower
 	for _, r := range p.runners {

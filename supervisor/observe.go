@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -27,6 +28,12 @@ type observer struct {
 	runners  []*queueRunner
 	members  *memberPublisher
 	balancer *balancer
+	// set returns the current runners (a reload adds or removes some);
+	// refreshRunners reads it at each observation.
+	set func() []*queueRunner
+	// lastControl is the operator records of the last observation, for
+	// the runners a reload adds (nil before the first).
+	lastControl atomic.Pointer[control.State]
 	// reported: problem key -> last message, to log once per change
 	// (within a session).
 	reported map[string]string
@@ -155,6 +162,7 @@ func (o *observer) observeOnce(ctx context.Context, b election.Backend) error {
 	if err != nil {
 		return err
 	}
+	o.refreshRunners(rs.control)
 	order := make([]string, len(o.runners))
 	for i, r := range o.runners {
 		order[i] = r.queue.Name

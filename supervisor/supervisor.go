@@ -127,10 +127,12 @@ type Supervisor struct {
 	cfg Config
 	log hclog.Logger
 
-	runners []*queueRunner // in the configured order
-	byName  map[string]*queueRunner
-	members *memberPublisher
-	obs     *observer
+	// set is the current runners, replaced whole by a reload that adds or
+	// removes queues; setChanged tells runSession (size 1).
+	set        atomic.Pointer[runnerSet]
+	setChanged chan struct{}
+	members    *memberPublisher
+	obs        *observer
 
 	// mu guards backend, read by the HTTP handlers.
 	mu      sync.Mutex
@@ -165,23 +167,55 @@ func New(cfg Config) (*Supervisor, error) {
 	if cfg.clock == nil {
 		cfg.clock = wallClock{}
 	}
-	s := &Supervisor{cfg: cfg, log: cfg.Logger, byName: map[string]*queueRunner{}}
+	s := &Supervisor{cfg: cfg, log: cfg.Logger, setChanged: make(chan struct{}, 1)}
 	s.members = newMemberPublisher(&s.cfg)
+	set := &runnerSet{byName: map[string]*queueRunner{}}
 	for _, q := range s.cfg.Queues {
-		pub := q.Publish(cfg.LeaseTTL)
-		payload, err := json.Marshal(diagnosis.LeaderPayload{Version: cfg.Version, Config: pub})
+		st, err := s.settings(q)
 		if err != nil {
-			return nil, fmt.Errorf("supervisor: encode payload: %w", err)
+			return nil, err
 		}
-		r := newQueueRunner(&s.cfg, q, pub, payload, cfg.clock, s.members)
-		r.fenceOwner = s.FenceOwner
-		s.runners = append(s.runners, r)
-		s.byName[q.Name] = r
-		cfg.Metrics.initQueue(q.Name)
+		set.add(s.newRunner(st))
 	}
-	s.members.runners = s.runners
-	s.obs = newObserver(&s.cfg, cfg.clock, s.runners, s.members)
+	s.set.Store(set)
+	s.members.runners = set.list
+	s.members.set = func() []*queueRunner { return s.runners().list }
+	s.obs = newObserver(&s.cfg, cfg.clock, set.list, s.members)
+	s.obs.set = func() []*queueRunner { return s.runners().list }
 	return s, nil
+}
+
+// runnerSet is the runners of the configured queues, in order: never
+// changed once stored (a reload stores a new one).
+type runnerSet struct {
+	list   []*queueRunner
+	byName map[string]*queueRunner
+}
+
+func (rs *runnerSet) add(r *queueRunner) {
+	rs.list = append(rs.list, r)
+	rs.byName[r.queue.Name] = r
+}
+
+// runners returns the current runners.
+func (s *Supervisor) runners() *runnerSet { return s.set.Load() }
+
+// settings are the published settings of queue q.
+func (s *Supervisor) settings(q config.QueueConfig) (*queueSettings, error) {
+	pub := q.Publish(s.cfg.LeaseTTL)
+	payload, err := json.Marshal(diagnosis.LeaderPayload{Version: s.cfg.Version, Config: pub})
+	if err != nil {
+		return nil, fmt.Errorf("supervisor: encode payload: %w", err)
+	}
+	return &queueSettings{queue: q, published: pub, payload: payload}, nil
+}
+
+// newRunner builds the runner of a queue.
+func (s *Supervisor) newRunner(st *queueSettings) *queueRunner {
+	r := newQueueRunner(&s.cfg, st.queue, st.published, st.payload, s.cfg.clock, s.members)
+	r.fenceOwner = s.FenceOwner
+	s.cfg.Metrics.initQueue(st.queue.Name)
+	return r
 }
 
 // Run campaigns and supervises until ctx is cancelled, then stops every
@@ -278,29 +312,55 @@ func (s *Supervisor) runSession(ctx context.Context, b election.Backend) error {
 	s.setBackend(b)
 	s.members.wake()
 
-	errc := make(chan error, len(s.runners)+2)
+	errc := make(chan error, 1) // the first error ends the session
 	var wg sync.WaitGroup
 	spawn := func(f func() error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			if err := f(); err != nil {
-				errc <- err
+				select {
+				case errc <- err:
+				default:
+				}
 			}
 		}()
 	}
 	spawn(func() error { return s.obs.run(ctx, b) })
 	spawn(func() error { s.members.run(ctx, b); return nil })
-	for _, r := range s.runners {
-		spawn(func() error { return r.run(ctx, b) })
+	// Each runner runs under its own context: a reload that removes its
+	// queue cancels it, and it stops its workers and resigns.
+	running := map[*queueRunner]context.CancelFunc{}
+	follow := func() {
+		set := s.runners()
+		for _, r := range set.list {
+			if _, ok := running[r]; !ok {
+				rctx, stop := context.WithCancel(ctx)
+				running[r] = stop
+				spawn(func() error { return r.run(rctx, b) })
+			}
+		}
+		for r, stop := range running {
+			if set.byName[r.queue.Name] != r {
+				stop()
+				delete(running, r)
+			}
+		}
 	}
+	follow()
 
 	var err error
-	select {
-	case <-ctx.Done():
-	case <-b.Done():
-		err = election.ErrSessionLost
-	case err = <-errc:
+	for done := false; !done; {
+		select {
+		case <-ctx.Done():
+			done = true
+		case <-b.Done():
+			err, done = election.ErrSessionLost, true
+		case err = <-errc:
+			done = true
+		case <-s.setChanged:
+			follow()
+		}
 	}
 	cancel()
 	wg.Wait()
@@ -310,7 +370,7 @@ func (s *Supervisor) runSession(ctx context.Context, b election.Backend) error {
 // Leads reports whether this replica leads queue right now, within its
 // local deadline.
 func (s *Supervisor) Leads(queue string) bool {
-	r, ok := s.byName[queue]
+	r, ok := s.runners().byName[queue]
 	if !ok {
 		return false
 	}
@@ -351,46 +411,65 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// ErrReloadQueues is returned by Reload for a queue set that differs from
-// the running one: adding or removing queues needs a restart.
-var ErrReloadQueues = errors.New("supervisor: queues added or removed")
-
-// Reload hands every runner its queue's config from queues (a config
-// reload). For each queue whose effective config changed, its leader
-// reconfigures its pool and restarts its workers in place (rolling; a new
-// concurrency replaces the pool), and republishes its leader payload; a
-// follower republishes its member record, so that conflicts clear as a
-// rollout proceeds. It logs config_reloaded with the queues changed.
-// queues must name the running queues (ErrReloadQueues otherwise; nothing
-// is changed then). It never blocks on the runners.
+// Reload hands the supervisor the queues of a reloaded config. For each
+// queue whose config changed, its leader reconfigures its pool and
+// restarts its workers in place (rolling; a new concurrency replaces the
+// pool) and republishes its leader payload; a follower republishes its
+// member record, so that conflicts clear as a rollout proceeds. Queues
+// added are campaigned for at once; queues removed are released
+// gracefully: their runner's context ends, and a leader stops its workers
+// and resigns (the member record stops listing the queue at once). It
+// logs config_reloaded with the queues changed, added and removed, and
+// never blocks on the runners. queues must not be empty.
 func (s *Supervisor) Reload(ctx context.Context, queues []config.QueueConfig) error {
-	if len(queues) != len(s.runners) {
-		return fmt.Errorf("%w: %d queue(s), %d running", ErrReloadQueues, len(queues), len(s.runners))
+	if len(queues) == 0 {
+		return errors.New("supervisor: reload without a queue")
 	}
-	next := make(map[string]*queueSettings, len(queues))
+	cur := s.runners()
+	next := &runnerSet{byName: map[string]*queueRunner{}}
+	type change struct {
+		r  *queueRunner
+		st *queueSettings
+	}
+	var changes []change
+	changed, added, removed := []string{}, []string{}, []string{}
 	for _, q := range queues {
-		r, ok := s.byName[q.Name]
-		if !ok {
-			return fmt.Errorf("%w: queue %s is not running", ErrReloadQueues, q.Name)
-		}
-		if reflect.DeepEqual(q, r.config().queue) {
+		r, ok := cur.byName[q.Name]
+		if ok && reflect.DeepEqual(q, r.config().queue) {
+			next.add(r)
 			continue
 		}
-		pub := q.Publish(s.cfg.LeaseTTL)
-		payload, err := json.Marshal(diagnosis.LeaderPayload{Version: s.cfg.Version, Config: pub})
+		st, err := s.settings(q)
 		if err != nil {
-			return fmt.Errorf("supervisor: encode payload: %w", err)
+			return err
 		}
-		next[q.Name] = &queueSettings{queue: q, published: pub, payload: payload}
+		if ok {
+			next.add(r)
+			changes = append(changes, change{r, st})
+			changed = append(changed, q.Name)
+			continue
+		}
+		r = s.newRunner(st)
+		if last := s.obs.lastControl.Load(); last != nil {
+			r.setControl(*last) // the next observation brings it up to date
+		}
+		next.add(r)
+		added = append(added, q.Name)
 	}
-	changed := make([]string, 0, len(next))
-	for _, r := range s.runners {
-		if st, ok := next[r.queue.Name]; ok {
-			r.setConfig(st)
-			changed = append(changed, r.queue.Name)
+	for _, r := range cur.list {
+		if _, ok := next.byName[r.queue.Name]; !ok {
+			removed = append(removed, r.queue.Name)
 		}
+	}
+	for _, c := range changes {
+		c.r.setConfig(c.st)
+	}
+	s.set.Store(next)
+	select {
+	case s.setChanged <- struct{}{}:
+	default:
 	}
 	s.members.wake()
-	s.log.Info("config_reloaded", "changed", changed, "added", []string{}, "removed", []string{})
+	s.log.Info("config_reloaded", "changed", changed, "added", added, "removed", removed)
 	return nil
 }

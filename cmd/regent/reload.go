@@ -64,7 +64,7 @@ func (rl *reloader) reload(ctx context.Context) {
 		return
 	}
 	if err := rl.sup.Reload(ctx, next.Queues); err != nil {
-		rl.log.Error("config_reload_failed", "error", err.Error(), "detail", "the running config stays; restart the replica to add or remove queues")
+		rl.log.Error("config_reload_failed", "error", err.Error(), "detail", "the running config stays")
 		return
 	}
 	rl.running = next
