@@ -2,9 +2,13 @@ package integration
 
 import (
 	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -238,4 +242,147 @@ func TestRestartRolling(t *testing.T) {
 		}
 		c.check()
 	})
+}
+
+// writeConfig replaces node's config file (the harness's regent.yaml).
+func (c *cluster) writeConfig(node, cfg string) {
+	c.t.Helper()
+	if err := os.WriteFile(filepath.Join(c.home(node), "regent.yaml"), []byte(cfg), 0o644); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// leaderMaxRSS is the max_rss_mb queue's leader publishes, -1 if none.
+func (c *cluster) leaderMaxRSS(queue string) int {
+	out, _, _ := c.regentCmd("status", "--json", "--queue", queue)
+	var doc statusDocT
+	if json.Unmarshal([]byte(out), &doc) != nil || len(doc.Queues) != 1 || doc.Queues[0].Leader == nil {
+		return -1
+	}
+	return doc.Queues[0].Leader.Config.MaxRSSMB
+}
+
+// SIGHUP reloads the config: a changed max_rss_mb in every replica's file
+// restarts the leader's workers in place with it (same leader and term,
+// every pid new), the conflict of the rollout's middle clears; a broken
+// file and a changed cluster are refused with one line each and the
+// running config stays; a queue added is campaigned for and one removed
+// is released.
+func TestReloadConfig(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, be backend) {
+		c := newCluster(t, be)
+		// conf is the queues part of a file; the harness adds the
+		// cluster to the first, writeConfig to the next.
+		conf := func(rss int, queues ...string) string {
+			var b strings.Builder
+			b.WriteString("queues:\n")
+			for _, q := range queues {
+				fmt.Fprintf(&b, "  %s: {concurrency: 2, max_rss_mb: %d}\n", q, rss)
+			}
+			return b.String()
+		}
+		write := func(node, cluster, rest string) { c.writeConfig(node, "cluster: "+cluster+"\n"+rest) }
+		a := c.start(replicaOpts{node: "a", config: conf(1000, "q"), clusterInFile: true})
+		leader, term := c.waitLeaderRunning("q", hangTimeout)
+		b := c.start(replicaOpts{node: "b", config: conf(1000, "q"), clusterInFile: true})
+		c.waitFollower("q", "b")
+		byNode := map[string]*replica{"a": a, "b": b}
+		lead, follow := byNode[leader], a
+		if leader == "a" {
+			follow = b
+		}
+		var before []int
+		eventually(t, hangTimeout, "2 workers running", func() bool {
+			_, _, before = c.leaderOf("q")
+			return len(before) == 2
+		})
+
+		// The rollout: the leader first (its followers then conflict with
+		// it), then the follower.
+		write(lead.node, c.name, conf(2000, "q"))
+		lead.signal(syscall.SIGHUP)
+		eventually(t, hangTimeout, "the leader publishes max_rss_mb 2000", func() bool { return c.leaderMaxRSS("q") == 2000 })
+		human, _, _ := c.regentCmd("status")
+		t.Logf("regent status in the middle of a rolling reload:\n%s", human)
+		eventually(t, hangTimeout, "the follower's conflict", func() bool {
+			out, _, code := c.regentCmd("status", "--check")
+			return code == 1 && strings.Contains(out, "max_rss_mb leader=2000 follower=1000")
+		})
+		write(follow.node, c.name, conf(2000, "q"))
+		follow.signal(syscall.SIGHUP)
+		eventually(t, hangTimeout, "no conflict left", func() bool {
+			out, _, code := c.regentCmd("status", "--check")
+			return code == 0 && strings.HasPrefix(out, "REGENT OK")
+		})
+		var after []int
+		eventually(t, hangTimeout, "every worker replaced", func() bool {
+			var n string
+			var tm int64
+			n, tm, after = c.leaderOf("q")
+			if n != leader || tm != term {
+				t.Fatalf("the reload changed the leader: %s term %d, was %s term %d", n, tm, leader, term)
+			}
+			if len(after) != 2 {
+				return false
+			}
+			for _, p := range after {
+				if slices.Contains(before, p) {
+					return false
+				}
+			}
+			return true
+		})
+		eventually(t, hangTimeout, "workers_restarted (config_reload) on the leader", func() bool {
+			return lead.log.contains("workers_restarted", "rolling=true", "reason=config_reload")
+		})
+		if !lead.log.contains("config_reloaded", `changed=["q"]`) {
+			t.Error("the leader logged no config_reloaded")
+		}
+		if !follow.log.contains("config_reloaded") {
+			t.Error("the follower logged no config_reloaded")
+		}
+
+		// Refused: a broken file, a changed cluster. One line each; the
+		// running config stays.
+		write(lead.node, c.name, "queues: [\n")
+		lead.signal(syscall.SIGHUP)
+		eventually(t, hangTimeout, "config_reload_failed", func() bool { return lead.log.contains("config_reload_failed") })
+		write(lead.node, "elsewhere", conf(3000, "q"))
+		lead.signal(syscall.SIGHUP)
+		eventually(t, hangTimeout, "config_reload_failed naming cluster", func() bool {
+			return lead.log.contains("config_reload_failed", "cluster cannot change on reload")
+		})
+		if n := strings.Count(lead.log.String(), "config_reload_failed"); n != 2 {
+			t.Errorf("%d config_reload_failed lines for two refused reloads, want 2", n)
+		}
+		if got := c.leaderMaxRSS("q"); got != 2000 {
+			t.Errorf("max_rss_mb %d after refused reloads, want 2000 kept", got)
+		}
+		if n, tm, pids := c.leaderOf("q"); n != leader || tm != term || !slices.Equal(pids, after) {
+			t.Errorf("refused reloads touched the queue: %s term %d pids %v", n, tm, pids)
+		}
+
+		// A queue added, one removed (on every replica).
+		for _, r := range []*replica{a, b} {
+			write(r.node, c.name, conf(2000, "r"))
+			r.signal(syscall.SIGHUP)
+		}
+		c.waitLeaderRunning("r", hangTimeout)
+		eventually(t, hangTimeout, "q released", func() bool {
+			n, _, _ := c.leaderOf("q")
+			return n == "" && len(c.liveWorkersOf("q")) == 0
+		})
+		c.check()
+	})
+}
+
+// liveWorkersOf lists the live worker processes of queue.
+func (c *cluster) liveWorkersOf(queue string) []liveWorker {
+	var out []liveWorker
+	for _, w := range c.liveWorkers() {
+		if w.queue == queue {
+			out = append(out, w)
+		}
+	}
+	return out
 }
