@@ -102,4 +102,26 @@
 // every other replica holds back its candidacy, and the replica that
 // stepped down holds back too, so the queue goes where it was sent
 // instead of back to its old leader.
+//
+// # Pause, restart in place, reload
+//
+// The operator records (package control) are read by the observer with
+// every observation and handed to each runner as an immutable value
+// swapped atomically, with a wake-up of its lead loop (setControl; size
+// 1, non-blocking). A reload hands a runner new settings the same way
+// (setConfig). The lead loop (control.go apply) compares what is wanted
+// with what runs and takes one step at a time, never blocking: the term's
+// pool runs only while the queue is not paused, so a leadership may run
+// no pool, or several one after the other (pause and resume, a new
+// concurrency), never two at once; a restart runs off the loop
+// (Pool.Restart, rolling or all at once) and its end comes back to the
+// loop. All along the leader renews and fences as always: a paused or
+// restarting leader keeps its leadership, its deadline and its fence.
+// Until its observer has read the records once, a new leader starts no
+// pool, so a leader elected while the queue is paused never starts a
+// worker. A restart request (an id) is carried out once per leadership,
+// and counts as done when it predates the term or no pool runs; the id is
+// published in the member record. A reload that adds or removes queues
+// replaces the set of runners: runSession starts the new ones and cancels
+// the removed ones, which stop their workers and resign.
 package supervisor
