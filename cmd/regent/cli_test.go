@@ -86,6 +86,10 @@ func TestUserErrors(t *testing.T) {
 		{"etcd unreachable", nil, []string{"run", "--etcd-endpoints", "127.0.0.1:1", "--etcd-dial-timeout", "1s", "--http-addr", "", "--", "w"}, 1, []string{"127.0.0.1:1", "unreachable"}},
 		{"postgres unreachable", nil, []string{"run", "--backend", "postgres", "--postgres-url", "postgres://u:hunter2@127.0.0.1:1/db", "--postgres-dial-timeout", "1s", "--http-addr", "", "--", "w"}, 1, []string{"127.0.0.1:1", "--postgres-url"}},
 		{"step-down without queue", nil, []string{"step-down"}, 1, []string{"--queue is required"}},
+		{"pause without queue", nil, []string{"pause"}, 1, []string{"give either --queue Q or --all"}},
+		{"resume with queue and all", nil, []string{"resume", "--queue", "q", "--all"}, 1, []string{"give either --queue Q or --all"}},
+		{"restart without queue", nil, []string{"restart", "--rolling"}, 1, []string{"--queue is required"}},
+		{"pause negative wait", nil, []string{"pause", "--queue", "q", "--wait", "-1s"}, 1, []string{"--wait -1s is negative"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -206,6 +210,26 @@ func TestDemo(t *testing.T) {
 		c := string(bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '}))
 		if strings.HasPrefix(c, regentBin) && (strings.Contains(c, "--cluster demo") || strings.Contains(c, "demo-worker")) {
 			t.Errorf("demo left process %s behind: %s", e.Name(), c)
+		}
+	}
+}
+
+// The operator commands' --help documents their exit codes and shows
+// examples.
+func TestOperatorHelp(t *testing.T) {
+	for _, c := range []struct{ cmd, example string }{
+		{"pause", "regent pause --queue billing --reason"},
+		{"resume", "regent resume --queue billing"},
+		{"restart", "regent restart --queue billing --rolling"},
+	} {
+		out, _, code := runRegent(t, nil, c.cmd, "--help")
+		if code != 0 {
+			t.Fatalf("%s --help: exit %d", c.cmd, code)
+		}
+		for _, want := range []string{"Exit codes: 0", "1 an", "--wait", "--reason", c.example} {
+			if !strings.Contains(out, want) {
+				t.Errorf("%s --help lacks %q", c.cmd, want)
+			}
 		}
 	}
 }

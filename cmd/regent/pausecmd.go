@@ -70,6 +70,9 @@ func newPauseCmd() *cobra.Command {
   regent status --queue billing        # shows: paused since ... by ...`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkQueueFlags(queue, all); err != nil {
+				return err
+			}
 			op, ctx, closeOp, err := openOp(cmd, wait, reason)
 			if err != nil {
 				return err
@@ -131,6 +134,9 @@ func newResumeCmd() *cobra.Command {
   regent resume --all --wait 0`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkQueueFlags(queue, all); err != nil {
+				return err
+			}
 			op, ctx, closeOp, err := openOp(cmd, wait, reason)
 			if err != nil {
 				return err
@@ -239,12 +245,20 @@ func addQueueFlags(cmd *cobra.Command, queue *string, all *bool) {
 	cmd.Flags().BoolVar(all, "all", false, "every queue with a leader record, instead of --queue")
 }
 
+// checkQueueFlags refuses --queue with --all, and neither.
+func checkQueueFlags(queue string, all bool) error {
+	if (queue == "") == !all {
+		return fmt.Errorf("give either --queue Q or --all")
+	}
+	return nil
+}
+
 // targetQueues is the queue named by --queue, or with --all every queue
 // with a leader record. A queue is unknown when it has no leader record
 // and no member lists it.
 func (op *opCommand) targetQueues(ctx context.Context, queue string, all bool) ([]string, error) {
-	if (queue == "") == !all {
-		return nil, fmt.Errorf("give either --queue or --all")
+	if err := checkQueueFlags(queue, all); err != nil {
+		return nil, err
 	}
 	leaders, err := op.b.Leaders(ctx)
 	if err != nil {
