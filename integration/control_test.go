@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -12,7 +13,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/regentd/regent/election"
+	"github.com/regentd/regent/election/etcdbackend"
+	"github.com/regentd/regent/election/pgbackend"
 	"github.com/regentd/regent/integration/observer"
+	"github.com/regentd/regent/internal/testenv"
 )
 
 // statusQueue returns queue's entry of `status --json`, nil when absent.
@@ -385,4 +390,58 @@ func (c *cluster) liveWorkersOf(queue string) []liveWorker {
 		}
 	}
 	return out
+}
+
+// oldMember opens a session on the cluster's backend as node and
+// publishes a member record of an older regent: one that announces no
+// feature (it would ignore a pause). The session ends with the test.
+func (c *cluster) oldMember(node string) {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	host, _ := os.Hostname()
+	opts := election.Options{
+		Identity: election.Identity{Cluster: c.name, Node: node, Host: host, PID: os.Getpid()},
+		Timing:   election.Timing{LeaseTTL: testTTL, RenewInterval: testRenew, RetryInterval: testRetry},
+	}
+	log := testenv.Logger(c.t, node)
+	var b election.Backend
+	var err error
+	if u := flagValue(c.be.args, "--postgres-url"); u != "" {
+		b, err = pgbackend.New(ctx, pgbackend.Config{URL: u}, opts, log)
+	} else {
+		b, err = etcdbackend.New(ctx, etcdbackend.Config{Endpoints: strings.Split(flagValue(c.be.args, "--etcd-endpoints"), ",")}, opts, log)
+	}
+	if err != nil {
+		c.t.Fatalf("old member's session: %v", err)
+	}
+	c.t.Cleanup(func() {
+		cctx, ccancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer ccancel()
+		_ = b.Close(cctx)
+	})
+	payload := `{"version":"v0.9.0","queues":{"q":{"role":"follower","config":{"command":["w"],"concurrency":1}}}}`
+	if err := b.SetMember(ctx, election.RoleFollower, []byte(payload)); err != nil {
+		c.t.Fatalf("old member's record: %v", err)
+	}
+}
+
+// While a live member does not announce the pause feature (an older
+// regent during a rolling upgrade), pause refuses with one line naming
+// it, and records nothing.
+func TestPauseRefusedByOldMember(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, be backend) {
+		c := newCluster(t, be)
+		c.start(replicaOpts{node: "a"})
+		c.waitLeaderRunning("q", hangTimeout)
+		c.oldMember("old")
+		_, errOut, code := c.regentCmd("pause", "--queue", "q", "--wait", "5s")
+		if code != 1 || !strings.Contains(errOut, "old (v0.9.0)") || strings.Count(strings.TrimSpace(errOut), "\n") != 0 {
+			t.Fatalf("pause with an old member: exit %d: %q", code, errOut)
+		}
+		if p := c.statusQueue("q")["paused"]; p != nil {
+			t.Errorf("a refused pause was recorded: %v", p)
+		}
+		c.waitLeaderRunning("q", hangTimeout)
+	})
 }
