@@ -188,6 +188,14 @@ func TestPauseResume(t *testing.T) {
 			return !strings.Contains(out, "paused")
 		})
 
+		// The operator log: status --history lists the actions.
+		hist, _, _ := c.regentCmd("status", "--history")
+		for _, want := range []string{"operator actions", "pause", "resume", "migration 42"} {
+			if !strings.Contains(hist, want) {
+				t.Errorf("status --history lacks %q:\n%s", want, hist)
+			}
+		}
+
 		// An unknown queue is one line, exit 1.
 		_, errOut, code = c.regentCmd("pause", "--queue", "nope")
 		if code != 1 || !strings.Contains(errOut, "unknown queue nope") || strings.Count(strings.TrimSpace(errOut), "\n") != 0 {

@@ -131,6 +131,8 @@ type Supervisor struct {
 	// removes queues; setChanged tells runSession (size 1).
 	set        atomic.Pointer[runnerSet]
 	setChanged chan struct{}
+	// reloading serializes Reload calls.
+	reloading sync.Mutex
 	members    *memberPublisher
 	obs        *observer
 
@@ -425,6 +427,8 @@ func (s *Supervisor) Reload(ctx context.Context, queues []config.QueueConfig) er
 	if len(queues) == 0 {
 		return errors.New("supervisor: reload without a queue")
 	}
+	s.reloading.Lock()
+	defer s.reloading.Unlock()
 	cur := s.runners()
 	next := &runnerSet{byName: map[string]*queueRunner{}}
 	type change struct {

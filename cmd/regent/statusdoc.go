@@ -13,6 +13,9 @@ import (
 type statusDoc struct {
 	Cluster string        `json:"cluster"`
 	Queues  []queueStatus `json:"queues"`
+	// Actions is filled by status --history: the cluster's last operator
+	// actions (pause, resume, restart, ...), newest first.
+	Actions []election.Action `json:"actions,omitempty"`
 }
 
 // queueStatus is one queue of the document: its diagnosis (queue, leader,
@@ -80,8 +83,17 @@ func recordsCluster(leaders []election.LeaderRecord, members []election.MemberRe
 // historyLimit is how many terms status --history shows per queue.
 const historyLimit = 10
 
-// addHistory attaches the last terms of every queue in doc.
+// actionsLimit is how many operator actions status --history shows.
+const actionsLimit = 20
+
+// addHistory attaches the last terms of every queue in doc, and the last
+// operator actions of the cluster.
 func addHistory(ctx context.Context, b election.Backend, doc *statusDoc) error {
+	acts, err := b.Actions(ctx, actionsLimit)
+	if err != nil {
+		return err
+	}
+	doc.Actions = acts
 	for i := range doc.Queues {
 		h, err := b.History(ctx, doc.Queues[i].Queue, historyLimit)
 		if err != nil {
