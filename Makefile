@@ -1,6 +1,6 @@
 # regent — build, test, benchmark.
 GO        ?= go
-PKGS_RACE := ./config/... ./fence/... ./election/... ./supervisor/... ./worker/... ./integration/observer/... ./internal/... ./deploy/...
+PKGS_RACE := ./config/... ./control/... ./fence/... ./election/... ./supervisor/... ./worker/... ./integration/observer/... ./internal/... ./deploy/...
 
 .PHONY: all build test unit fuzz integration vet fmt-check matrix bench bench-failover bench-cost bench-scale bench-full bench-balance soak demo dev clean
 
