@@ -67,7 +67,7 @@ type completion struct {
 // the same flight. fence.Token.Claim records through a new connection
 // after reading the error, which a dead worker cannot do.
 func (w *worker) complete(ctx context.Context, jobID int64) (completion, error) {
-	c, err := w.pool.Acquire(ctx)
+	c, err := w.jobs.Acquire(ctx)
 	if err != nil {
 		return completion{}, err
 	}

@@ -102,6 +102,10 @@ func run(args []string) int {
 		var o workOptions
 		w, o, err = newWorker(pool, log, *queue)
 		if err == nil {
+			w.jobs, err = jobsPool(ctx, *dbURL, *maxWorkers)
+		}
+		if err == nil {
+			defer w.jobs.Close()
 			o.maxWorkers, o.pollInterval, o.rescueAfter = *maxWorkers, *pollInterval, *rescueAfter
 			err = w.run(ctx, o)
 		}
@@ -137,6 +141,19 @@ func newWorker(pool *pgxpool.Pool, log *slog.Logger, queue string) (*worker, wor
 	}
 	w := &worker{pool: pool, log: log.With("queue", queue), queue: queue, tok: tok, fenceOn: o.fenceOn, exit: os.Exit}
 	return w, o, nil
+}
+
+// jobsPool is the pool of the jobs' own transactions (worker.jobs): one
+// connection per job worked at once, one kept open, no ping on acquire.
+func jobsPool(ctx context.Context, url string, maxWorkers int) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, err
+	}
+	cfg.MaxConns = int32(max(maxWorkers, 1))
+	cfg.MinConns = 1
+	cfg.ShouldPing = func(context.Context, pgxpool.ShouldPingParams) bool { return false }
+	return pgxpool.NewWithConfig(ctx, cfg)
 }
 
 // insert inserts count jobs into queue and prints their ids, one a line.

@@ -37,7 +37,14 @@ func (Args) Kind() string { return "regent_example" }
 // worker is one `riverworker work` process: a River client working one
 // queue under one fencing token.
 type worker struct {
-	pool    *pgxpool.Pool
+	// pool is River's (fetching, its own bookkeeping).
+	pool *pgxpool.Pool
+	// jobs is the pool of the job's own transactions (start, complete):
+	// apart from River's, so that River's background queries, which a
+	// slow or cut network leaves hanging, cannot take every connection
+	// from a completion; and without a liveness ping before each use
+	// (a broken connection fails the completion, River retries the job).
+	jobs    *pgxpool.Pool
 	log     *slog.Logger
 	queue   string
 	tok     fence.Token
@@ -105,7 +112,7 @@ WHERE queue = $1 AND state = 'running'
 // to this term at once, so that an older term's write still in flight is
 // refused from now on, not only once this term writes.
 func (w *worker) start(ctx context.Context) (int64, error) {
-	tx, err := w.pool.Begin(ctx)
+	tx, err := w.jobs.Begin(ctx)
 	if err != nil {
 		return 0, err
 	}
