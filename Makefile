@@ -24,8 +24,14 @@ fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
+# The River example (examples/riverworker) is a module of its own: its
+# dependencies stay out of regent's go.mod. It is vetted here and built by
+# the integration tests (TestFence*), which need its modules downloaded.
+EXAMPLES := examples/riverworker
+
 vet:
 	$(GO) vet ./...
+	@for m in $(EXAMPLES); do $(GO) -C $$m vet ./...; done
 
 unit:
 	$(GO) test -race -count=1 -timeout 15m $(PKGS_RACE)
@@ -53,6 +59,7 @@ fuzz:
 	done
 
 integration:
+	@for m in $(EXAMPLES); do $(GO) -C $$m mod download; done
 	$(GO) test -count=1 -timeout 30m ./integration/...
 
 ## matrix: only the fault matrix and the seeded random-fault run (3
