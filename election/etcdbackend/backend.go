@@ -79,6 +79,7 @@ type Backend struct {
 	validUntil time.Time     // monotonic: last renewal send time + ttl
 	renewedCh  chan struct{} // closed and replaced when validUntil moves
 	renewals   uint64        // successful renewals
+	renewedAt  time.Time     // monotonic: send time of the last successful renewal (or grant)
 	queues     map[string]*queueState
 	pending    map[string]int64 // queue -> own term to release (0: unknown)
 	memberSet  bool             // a member record was written
@@ -171,6 +172,7 @@ func (b *Backend) start(ctx context.Context) error {
 		b.log.Warn("etcd granted a different lease ttl", "lease_ttl", b.opts.LeaseTTL, "granted_ttl", time.Duration(resp.TTL)*time.Second)
 	}
 	b.validUntil = sent.Add(b.ttl)
+	b.renewedAt = sent
 	b.wg.Add(1)
 	go b.runSession()
 	b.log.Debug("connected to etcd", "endpoints", b.endpoints, "lease", fmt.Sprintf("%x", int64(b.lease)), "lease_ttl", b.ttl)
