@@ -140,14 +140,26 @@ func New(ctx context.Context, cfg Config, opts election.Options, log hclog.Logge
 	b.cli, err = clientv3.New(ccfg)
 	if err != nil {
 		b.cancel()
-		return nil, b.translate(cctx, "connect", err)
+		return nil, connectErr(ctx, ccfg, b.translate(cctx, "connect", err))
 	}
 	if err := b.start(cctx); err != nil {
 		b.cancel()
 		_ = b.cli.Close()
-		return nil, err
+		return nil, connectErr(ctx, ccfg, err)
 	}
 	return b, nil
+}
+
+// connectErr returns err, New's failure, or, when etcd was unreachable
+// over TLS because of the TLS handshake, the handshake's problem.
+func connectErr(ctx context.Context, ccfg clientv3.Config, err error) error {
+	if ccfg.TLS == nil || !errors.Is(err, election.ErrUnavailable) {
+		return err
+	}
+	if terr := diagnoseTLS(context.WithoutCancel(ctx), ccfg.Endpoints, ccfg.TLS); terr != nil {
+		return fmt.Errorf("%w: %w", election.ErrUnavailable, terr)
+	}
+	return err
 }
 
 // start checks that etcd answers and grants the lease.

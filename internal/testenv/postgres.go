@@ -377,3 +377,6 @@ func randomHex(n int) string {
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
 }
+
+// RandomHex returns 2n random hex digits (test passwords, names).
+func RandomHex(n int) string { return randomHex(n) }
