@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"net/url"
 	"os"
 	"os/exec"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/regentd/regent/internal/testenv"
@@ -278,4 +280,137 @@ func replaceArgs(args []string, repl map[string]string) []string {
 		out[i] = a
 	}
 	return out
+}
+
+// pgExecFile runs a SQL file (several statements, no parameters) on u.
+func pgExecFile(t *testing.T, u, path string) {
+	t.Helper()
+	sql, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, u)
+	if err != nil {
+		t.Fatalf("%s: connect: %v", path, err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(ctx, string(sql)); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+}
+
+// regent over a PostgreSQL that requires SSL and SCRAM (pg_hba hostssl
+// scram-sha-256 only), with the roles of deploy/postgres/roles.sql and
+// grants.sql: the owner creates the schema; two replicas as regent, over
+// sslmode=verify-full, elect a leader and fail over after a SIGKILL; the
+// monitor's status --check works and its step-down is refused; the
+// operator's step-down works; a wrong password gives one error line and
+// exit 1; no password shows in any output.
+func TestTLSPostgres(t *testing.T) {
+	certs := testenv.NewCerts(t)
+	p := testenv.NewPostgresWith(t, testenv.PostgresOptions{SSL: certs})
+	pgExecFile(t, p.URL(), "../deploy/postgres/roles.sql")
+	pw := newSecrets("regent_owner", "regent", "regent_operator", "regent_monitor")
+	for role, secret := range pw {
+		pgExecFile(t, p.URL(), writeTemp(t, "ALTER ROLE "+pgx.Identifier{role}.Sanitize()+" PASSWORD '"+secret+"'"))
+	}
+	su, err := url.Parse(p.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	roleURL := func(role string) string {
+		u := *su
+		u.User = url.User(role)
+		u.RawQuery = url.Values{"sslmode": {"verify-full"}, "sslrootcert": {certs.CAFile}}.Encode()
+		return u.String()
+	}
+	as := func(role string) ([]string, []string) {
+		return []string{"--backend", "postgres", "--postgres-url", roleURL(role)}, []string{"PGPASSWORD=" + pw[role]}
+	}
+	c := newCluster(t, backend{name: "postgres-tls"})
+	runAs := func(role string, args ...string) oneShot {
+		flags, env := as(role)
+		return c.runWith(env, append(append(args, "--cluster", c.name), flags...)...)
+	}
+	var outputs []string
+	// The schema owner migrates once (status migrates, then reads).
+	st := runAs("regent_owner", "status")
+	outputs = append(outputs, st.stdout, st.stderr)
+	if st.code != 0 {
+		t.Fatalf("status as regent_owner (migration): exit %d\n%s%s", st.code, st.stdout, st.stderr)
+	}
+	withPW := func(role string) string {
+		u, _ := url.Parse(roleURL(role))
+		u.User = url.UserPassword(role, pw[role])
+		return u.String()
+	}
+	pgExecFile(t, withPW("regent_owner"), "../deploy/postgres/grants.sql")
+
+	runnerFlags, runnerEnv := as("regent")
+	replicas := map[string]*replica{}
+	for _, n := range []string{"a", "b"} {
+		replicas[n] = c.start(replicaOpts{node: n, backend: runnerFlags, env: runnerEnv})
+	}
+	leader, term := c.waitLeaderRunning("q", hangTimeout)
+	t.Logf("%s leads q, term %d", leader, term)
+
+	st = runAs("regent_monitor", "status", "--check")
+	outputs = append(outputs, st.stdout, st.stderr)
+	if st.code != 0 || !strings.HasPrefix(st.stdout, "REGENT OK") {
+		t.Errorf("status --check as regent_monitor: exit %d\n%s%s", st.code, st.stdout, st.stderr)
+	}
+	st = runAs("regent_monitor", "step-down", "--queue", "q")
+	outputs = append(outputs, st.stdout, st.stderr)
+	assertOneLineError(t, "step-down as regent_monitor", st, "permission denied")
+
+	st = runAs("regent_operator", "step-down", "--queue", "q")
+	outputs = append(outputs, st.stdout, st.stderr)
+	if st.code != 0 {
+		t.Fatalf("step-down as regent_operator: exit %d\n%s%s", st.code, st.stdout, st.stderr)
+	}
+	eventually(t, hangTimeout, "q handed over", func() bool {
+		n, _ := c.runningOnly("q")
+		return n != "" && n != leader
+	})
+	leader, _ = c.runningOnly("q")
+	t.Logf("step-down as regent_operator: %s leads q", leader)
+
+	replicas[leader].signal(syscall.SIGKILL)
+	killed := time.Now()
+	eventually(t, hangTimeout, "failover after SIGKILL", func() bool {
+		n, _ := c.runningOnly("q")
+		return n != "" && n != leader
+	})
+	t.Logf("failover after SIGKILL of %s: %s", leader, time.Since(killed).Round(time.Millisecond))
+
+	flags, _ := as("regent_monitor")
+	wrong := c.runWith([]string{"PGPASSWORD=x" + pw["regent_monitor"]}, append([]string{"status", "--cluster", c.name}, flags...)...)
+	outputs = append(outputs, wrong.stdout, wrong.stderr)
+	assertOneLineError(t, "wrong password", wrong, "password authentication failed")
+	other := replaceArgs(flags, map[string]string{roleURL("regent_monitor"): strings.Replace(roleURL("regent_monitor"),
+		url.QueryEscape(certs.CAFile), url.QueryEscape(certs.OtherCAFile), 1)})
+	bad := c.runWith([]string{"PGPASSWORD=" + pw["regent_monitor"]}, append([]string{"status", "--cluster", c.name}, other...)...)
+	outputs = append(outputs, bad.stdout, bad.stderr)
+	assertOneLineError(t, "server certificate of an unknown CA", bad, "certificate")
+
+	for n, rep := range replicas {
+		pw.assertNoSecret(t, "replica "+n+" log", rep.log.String())
+	}
+	pw.assertNoSecret(t, "the commands' output", strings.Join(outputs, "\n"))
+}
+
+// writeTemp writes content to a file of the test's temp dir.
+func writeTemp(t *testing.T, content string) string {
+	t.Helper()
+	f, err := os.CreateTemp(t.TempDir(), "*.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString(content); err != nil {
+		t.Fatal(err)
+	}
+	return f.Name()
 }
