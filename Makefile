@@ -7,9 +7,13 @@ PKGS_RACE := ./config/... ./fence/... ./election/... ./supervisor/... ./worker/.
 all: build
 
 ## build: bin/regent and bin/regent-guard, the lean worker guard that
-## regent runs from beside its own executable (ship both).
+## regent runs from beside its own executable (ship both). The version,
+## revision and dirty flag come from git through deploy/version.sh (-X:
+## Go's own VCS stamp is missing in worktrees, from go run, and wherever
+## -buildvcs is off); REGENT_VERSION=v1.2.3 overrides the version.
+VERSION_LDFLAGS = $(shell deploy/version.sh ldflags)
 build:
-	$(GO) build -o bin/ ./cmd/regent ./cmd/regent-guard
+	$(GO) build -ldflags '$(VERSION_LDFLAGS)' -o bin/ ./cmd/regent ./cmd/regent-guard
 
 ## test: everything CI runs: format, vet, race-checked unit and contract tests,
 ## every fuzz target briefly, then the multi-process integration tests
