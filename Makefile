@@ -2,7 +2,7 @@
 GO        ?= go
 PKGS_RACE := ./config/... ./fence/... ./election/... ./supervisor/... ./worker/... ./integration/observer/... ./internal/... ./deploy/...
 
-.PHONY: all build test unit fuzz integration vet fmt-check matrix bench bench-failover bench-cost bench-scale bench-full bench-balance soak demo dev clean
+.PHONY: all build test unit fuzz integration vet fmt-check rules-test matrix bench bench-failover bench-cost bench-scale bench-full bench-balance soak demo dev clean
 
 all: build
 
@@ -18,7 +18,7 @@ build:
 ## test: everything CI runs: format, vet, race-checked unit and contract tests,
 ## every fuzz target briefly, then the multi-process integration tests
 ## against real etcd and PostgreSQL.
-test: fmt-check vet unit fuzz integration
+test: fmt-check vet rules-test unit fuzz integration
 
 # In make test, each fuzz target runs 3s (18 targets: about a minute and a
 # half with the builds); `make test FUZZTIME=10s` overrides it.
@@ -30,6 +30,15 @@ fmt-check:
 
 vet:
 	$(GO) vet ./...
+
+## rules-test: the Prometheus rules of deploy/prometheus: promtool checks
+## them, then runs each rule file's unit tests (*.test.yml). promtool comes
+## from Debian's prometheus package (.ci/run installs it).
+PROMTOOL ?= promtool
+rules-test:
+	@command -v $(PROMTOOL) >/dev/null || { echo "promtool not found: apt-get install prometheus (or PROMTOOL=path)"; exit 1; }
+	$(PROMTOOL) check rules deploy/prometheus/*.rules.yml
+	cd deploy/prometheus && $(PROMTOOL) test rules *.test.yml
 
 unit:
 	$(GO) test -race -count=1 -timeout 15m $(PKGS_RACE)
