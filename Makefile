@@ -2,7 +2,7 @@
 GO        ?= go
 PKGS_RACE := ./config/... ./fence/... ./election/... ./supervisor/... ./worker/... ./integration/observer/... ./internal/... ./deploy/...
 
-.PHONY: all build test unit fuzz integration vet fmt-check rules-test matrix bench bench-failover bench-cost bench-scale bench-full bench-balance soak demo dev clean
+.PHONY: all build deb deb-test test unit fuzz integration vet fmt-check rules-test matrix bench bench-failover bench-cost bench-scale bench-full bench-balance soak demo dev clean
 
 all: build
 
@@ -14,6 +14,18 @@ all: build
 VERSION_LDFLAGS = $(shell deploy/version.sh ldflags)
 build:
 	$(GO) build -ldflags '$(VERSION_LDFLAGS)' -o bin/ ./cmd/regent ./cmd/regent-guard
+
+## deb: dist/regent_<version>_<arch>.deb, built with dpkg-deb alone
+## (deploy/deb/build.sh): /usr/bin/regent and regent-guard, the systemd
+## unit, /etc/regent/regent.yaml (a conffile), the regent system user.
+deb:
+	GO=$(GO) bash deploy/deb/build.sh dist
+
+## deb-test: the package's tests alone (also part of make unit): contents
+## and control fields, the extracted binaries, config and unit, and a dpkg
+## install, reinstall, remove and purge in a throwaway root.
+deb-test:
+	$(GO) test -count=1 ./deploy/deb/
 
 ## test: everything CI runs: format, vet, race-checked unit and contract tests,
 ## every fuzz target briefly, then the multi-process integration tests
@@ -131,7 +143,7 @@ dev:
 	$(GO) run ./cmd/regent dev
 
 clean:
-	rm -rf bin
+	rm -rf bin dist
 
 ## demo: embedded etcd, three replicas, a leader killed and the failover timed.
 demo:
