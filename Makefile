@@ -2,7 +2,7 @@
 GO        ?= go
 PKGS_RACE := ./config/... ./control/... ./fence/... ./election/... ./supervisor/... ./worker/... ./integration/observer/... ./internal/... ./deploy/...
 
-.PHONY: all build deb deb-test test unit fuzz integration vet fmt-check rules-test matrix bench bench-failover bench-cost bench-scale bench-full bench-balance soak demo dev clean
+.PHONY: all build deb deb-test test unit fuzz integration vet fmt-check rules-test matrix bench bench-failover bench-cost bench-scale bench-full bench-balance soak demo dev clean deb-host-test
 
 all: build
 
@@ -26,6 +26,12 @@ deb:
 ## install, reinstall, remove and purge in a throwaway root.
 deb-test:
 	$(GO) test -count=1 ./deploy/deb/
+
+## deb-host-test: lintian, then install (twice), check, remove and purge the
+## package on this machine itself (CI runs it from .ci/run; it installs a
+## package, so make test does not).
+deb-host-test:
+	GO=$(GO) bash deploy/deb/host-test.sh
 
 ## test: everything CI runs: format, vet, race-checked unit and contract tests,
 ## every fuzz target briefly, then the multi-process integration tests

@@ -34,9 +34,10 @@ fi
 version=${REGENT_VERSION:-}
 if [ -z "$version" ]; then
   if [ -n "$revision" ]; then
-    version=$(git describe --tags --always --dirty 2>/dev/null || echo "${revision:0:7}")
-    # Without a tag, describe prints the abbreviated hash alone.
-    case $version in v[0-9]* | [0-9]*) ;; *) version="dev-$version" ;; esac
+    if ! version=$(git describe --tags --dirty 2>/dev/null); then
+      # No tag yet: the abbreviated hash (which may begin with a digit).
+      version="dev-$(git describe --always --dirty 2>/dev/null || echo "${revision:0:7}")"
+    fi
   else
     version=dev
   fi

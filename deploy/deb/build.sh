@@ -55,6 +55,31 @@ if grep -q /usr/local "$root/lib/systemd/system/regent.service"; then
   exit 1
 fi
 
+# Debian policy: the copyright file, a changelog (native package), and
+# lintian overrides, each with its reason.
+doc=$root/usr/share/doc/regent
+install -d "$doc" "$root/usr/share/lintian/overrides"
+cat >"$doc/copyright" <<COPYRIGHT
+Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
+Upstream-Name: regent
+Source: https://github.com/regentd/regent
+
+Files: *
+Copyright: 2026 The regent maintainers
+License: Apache-2.0
+ On Debian systems, the full text of the Apache License 2.0 is in
+ /usr/share/common-licenses/Apache-2.0.
+COPYRIGHT
+{
+  echo "regent ($version) unstable; urgency=medium"
+  echo
+  echo "  * Built from revision $(git rev-parse HEAD 2>/dev/null || echo unknown)."
+  echo
+  echo " -- regent maintainers <regent@regentd.invalid>  $(date -R -d "@${SOURCE_DATE_EPOCH:-$(date +%s)}")"
+} | gzip -9n >"$doc/changelog.gz"
+cp deploy/deb/lintian-overrides "$root/usr/share/lintian/overrides/regent"
+chmod 0644 "$doc/copyright" "$doc/changelog.gz" "$root/usr/share/lintian/overrides/regent"
+
 install -d -m 0755 "$root/DEBIAN"
 for f in postinst prerm postrm; do install -m 0755 "deploy/deb/$f" "$root/DEBIAN/$f"; done
 echo /etc/regent/regent.yaml >"$root/DEBIAN/conffiles"

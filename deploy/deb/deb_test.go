@@ -107,10 +107,13 @@ func TestPackage(t *testing.T) {
 
 	// dpkg-deb -c: "-rwxr-xr-x root/root 33063074 2026-12-06 05:27 ./usr/bin/regent".
 	want := map[string]string{
-		"./usr/bin/regent":                    "-rwxr-xr-x",
-		"./usr/bin/regent-guard":              "-rwxr-xr-x",
-		"./lib/systemd/system/regent.service": "-rw-r--r--",
-		"./etc/regent/regent.yaml":            "-rw-r--r--",
+		"./usr/bin/regent":                     "-rwxr-xr-x",
+		"./usr/bin/regent-guard":               "-rwxr-xr-x",
+		"./lib/systemd/system/regent.service":  "-rw-r--r--",
+		"./etc/regent/regent.yaml":             "-rw-r--r--",
+		"./usr/share/doc/regent/copyright":     "-rw-r--r--",
+		"./usr/share/doc/regent/changelog.gz":  "-rw-r--r--",
+		"./usr/share/lintian/overrides/regent": "-rw-r--r--",
 	}
 	got := map[string]string{}
 	for _, line := range strings.Split(strings.TrimSpace(run(t, "dpkg-deb", "-c", deb)), "\n") {
