@@ -241,6 +241,17 @@ func TestTLSEtcd(t *testing.T) {
 	bad = c.runWith([]string{"REGENT_ETCD_PASSWORD=" + pw[userMonitor]}, append([]string{"status", "--cluster", c.name}, other...)...)
 	outputs = append(outputs, bad.stdout, bad.stderr)
 	assertOneLineError(t, "server certificate of an unknown CA", bad, "does not accept", "--etcd-ca-file")
+	other = replaceArgs(flags, map[string]string{certs.ClientCert: certs.ExpiredClientCert, certs.ClientKey: certs.ExpiredClientKey})
+	bad = c.runWith([]string{"REGENT_ETCD_PASSWORD=" + pw[userMonitor]}, append([]string{"status", "--cluster", c.name}, other...)...)
+	outputs = append(outputs, bad.stdout, bad.stderr)
+	assertOneLineError(t, "expired client certificate", bad, "refused this client's TLS certificate", "--etcd-cert-file")
+	// The certificate is for 127.0.0.1 and ::1; "localhost" reaches the
+	// same server, whose certificate is then for another host.
+	byName := strings.ReplaceAll(strings.Join(e.Endpoints(), ","), "127.0.0.1", "localhost")
+	other = replaceArgs(flags, map[string]string{strings.Join(e.Endpoints(), ","): byName})
+	bad = c.runWith([]string{"REGENT_ETCD_PASSWORD=" + pw[userMonitor]}, append([]string{"status", "--cluster", c.name}, other...)...)
+	outputs = append(outputs, bad.stdout, bad.stderr)
+	assertOneLineError(t, "server certificate for another host", bad, "does not accept", "localhost")
 	r := c.start(replicaOpts{node: "w", backend: flags, env: []string{"REGENT_ETCD_PASSWORD=wrong-" + pw[userRunner]}})
 	if code := r.wait(hangTimeout); code != 1 {
 		t.Errorf("run with a wrong password: exit %d, want 1", code)
@@ -363,7 +374,7 @@ func TestTLSPostgres(t *testing.T) {
 	}
 	st = runAs("regent_monitor", "step-down", "--queue", "q")
 	outputs = append(outputs, st.stdout, st.stderr)
-	assertOneLineError(t, "step-down as regent_monitor", st, "permission denied")
+	assertOneLineError(t, "step-down as regent_monitor", st, "permission denied", "grants.sql")
 
 	st = runAs("regent_operator", "step-down", "--queue", "q")
 	outputs = append(outputs, st.stdout, st.stderr)
@@ -388,12 +399,16 @@ func TestTLSPostgres(t *testing.T) {
 	flags, _ := as("regent_monitor")
 	wrong := c.runWith([]string{"PGPASSWORD=x" + pw["regent_monitor"]}, append([]string{"status", "--cluster", c.name}, flags...)...)
 	outputs = append(outputs, wrong.stdout, wrong.stderr)
-	assertOneLineError(t, "wrong password", wrong, "password authentication failed")
+	assertOneLineError(t, "wrong password", wrong, "password authentication failed", "PGPASSWORD")
 	other := replaceArgs(flags, map[string]string{roleURL("regent_monitor"): strings.Replace(roleURL("regent_monitor"),
 		url.QueryEscape(certs.CAFile), url.QueryEscape(certs.OtherCAFile), 1)})
 	bad := c.runWith([]string{"PGPASSWORD=" + pw["regent_monitor"]}, append([]string{"status", "--cluster", c.name}, other...)...)
 	outputs = append(outputs, bad.stdout, bad.stderr)
-	assertOneLineError(t, "server certificate of an unknown CA", bad, "certificate")
+	assertOneLineError(t, "server certificate of an unknown CA", bad, "unknown authority", "sslrootcert")
+	other = replaceArgs(flags, map[string]string{roleURL("regent_monitor"): strings.Replace(roleURL("regent_monitor"), "127.0.0.1", "localhost", 1)})
+	bad = c.runWith([]string{"PGPASSWORD=" + pw["regent_monitor"]}, append([]string{"status", "--cluster", c.name}, other...)...)
+	outputs = append(outputs, bad.stdout, bad.stderr)
+	assertOneLineError(t, "server certificate for another host", bad, "localhost", "certificate is for another host")
 
 	for n, rep := range replicas {
 		pw.assertNoSecret(t, "replica "+n+" log", rep.log.String())

@@ -18,10 +18,12 @@ import (
 )
 
 // Certs is a throwaway PKI for a test, written as PEM files into one
-// directory: a CA, a server certificate for the loopback address (IP SAN
-// 127.0.0.1 and ::1, DNS SAN localhost) and a client certificate, both
-// signed by the CA, and a second CA with a client certificate of its own,
-// which a server trusting CAFile refuses. Keys are ECDSA P-256, files 0600.
+// directory: a CA, a server certificate for the loopback address (IP SANs
+// 127.0.0.1 and ::1 only: a client that dials "localhost" finds a
+// certificate for another host) and a client certificate, both signed by
+// the CA, an expired client certificate of the same CA, and a second CA
+// with a client certificate of its own, which a server trusting CAFile
+// refuses. Keys are ECDSA P-256, files 0600.
 type Certs struct {
 	Dir string
 	// CAFile is the certificate of the CA that signed ServerCert and
@@ -37,6 +39,9 @@ type Certs struct {
 	// never issued).
 	OtherCAFile                     string
 	OtherClientCert, OtherClientKey string
+	// ExpiredClientCert and ExpiredClientKey: signed by the CA, expired
+	// an hour ago.
+	ExpiredClientCert, ExpiredClientKey string
 }
 
 // ClientCN is the common name of Certs.ClientCert. It names no etcd user,
@@ -66,8 +71,7 @@ func writeCerts(dir string) (*Certs, error) {
 		return nil, err
 	}
 	server := &x509.Certificate{
-		Subject:     pkix.Name{CommonName: "localhost"},
-		DNSNames:    []string{"localhost"},
+		Subject:     pkix.Name{CommonName: "regent-test-server"},
 		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}
@@ -87,6 +91,10 @@ func writeCerts(dir string) (*Certs, error) {
 		{&x509.Certificate{Subject: pkix.Name{CommonName: ClientCN},
 			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}},
 			other, otherKey, &c.OtherClientCert, &c.OtherClientKey, "other-client.crt", "other-client.key"},
+		{&x509.Certificate{Subject: pkix.Name{CommonName: ClientCN},
+			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+			NotAfter:    time.Now().Add(-time.Hour)},
+			ca, caKey, &c.ExpiredClientCert, &c.ExpiredClientKey, "expired-client.crt", "expired-client.key"},
 	}
 	c.CAFile = filepath.Join(dir, "ca.crt")
 	c.OtherCAFile = filepath.Join(dir, "other-ca.crt")
@@ -149,7 +157,8 @@ func newCA(name string) (*x509.Certificate, *ecdsa.PrivateKey, error) {
 }
 
 // signCert creates a key and a certificate of tmpl signed by parent (self
-// signed when parent is nil), valid from an hour ago for a day.
+// signed when parent is nil), valid from an hour ago for a day, or, when
+// tmpl has a NotAfter, from two hours before it until then.
 func signCert(tmpl, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) ([]byte, *ecdsa.PrivateKey, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -160,8 +169,12 @@ func signCert(tmpl, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) ([]by
 		return nil, nil, err
 	}
 	tmpl.SerialNumber = serial
-	tmpl.NotBefore = time.Now().Add(-time.Hour)
-	tmpl.NotAfter = time.Now().Add(24 * time.Hour)
+	if tmpl.NotAfter.IsZero() {
+		tmpl.NotBefore = time.Now().Add(-time.Hour)
+		tmpl.NotAfter = time.Now().Add(24 * time.Hour)
+	} else {
+		tmpl.NotBefore = tmpl.NotAfter.Add(-2 * time.Hour)
+	}
 	if !tmpl.IsCA {
 		tmpl.KeyUsage = x509.KeyUsageDigitalSignature
 	}
