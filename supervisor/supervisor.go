@@ -68,6 +68,9 @@ type Config struct {
 	// Exclusive makes Run fail with an *AlreadyLedError when another
 	// replica leads one of the queues, instead of standing by.
 	Exclusive bool
+	// HTTPAddr is the address this replica's HTTP server actually listens
+	// on, published in its member record (empty: none).
+	HTTPAddr string
 	// Dial opens a new backend session.
 	Dial    func(ctx context.Context) (election.Backend, error)
 	NewPool PoolFactory
@@ -166,6 +169,7 @@ func New(cfg Config) (*Supervisor, error) {
 		s.runners = append(s.runners, r)
 		s.byName[q.Name] = r
 		cfg.Metrics.initQueue(q.Name)
+		cfg.Metrics.SetConfigGeneration(q.Name, pub.Generation())
 	}
 	s.members.runners = s.runners
 	s.obs = newObserver(&s.cfg, cfg.clock, s.runners, s.members)
