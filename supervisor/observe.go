@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -44,8 +45,13 @@ func newObserver(cfg *Config, c clock, runners []*queueRunner, members *memberPu
 
 // run watches the cluster's records and reports, from their diagnosis,
 // conflicts, split brain and stale workers; it also relays step-down
-// requests. It returns an *AlreadyLedError with Exclusive.
-func (o *observer) run(ctx context.Context, b election.Backend) error {
+// requests. It returns an *AlreadyLedError with Exclusive. It closes
+// observed once the first observation is done (or failed), or when it
+// returns.
+func (o *observer) run(ctx context.Context, b election.Backend, observed chan<- struct{}) error {
+	var once sync.Once
+	first := func() { once.Do(func() { close(observed) }) }
+	defer first()
 	changes := b.Changes(ctx)
 	// A slow safety net in case a wake-up is missed; the backend's
 	// notifications are the fast path.
@@ -65,6 +71,7 @@ func (o *observer) run(ctx context.Context, b election.Backend) error {
 			o.cfg.Metrics.backendError()
 			o.log.Debug("observe failed", "error", err)
 		}
+		first()
 		// Rest as long as the observation took (at most a second) before
 		// the next: with thousands of queues an observation reads
 		// megabytes, and a cluster busy settling changes all the time. A

@@ -281,8 +281,16 @@ func (s *Supervisor) runSession(ctx context.Context, b election.Backend) error {
 			}
 		}()
 	}
-	spawn(func() error { return s.obs.run(ctx, b) })
+	// The runners campaign once the observer has looked at the records
+	// once (or failed to): a drained node restarted must not win a free
+	// queue before it has read its drain.
+	observed := make(chan struct{})
+	spawn(func() error { return s.obs.run(ctx, b, observed) })
 	spawn(func() error { s.members.run(ctx, b); return nil })
+	select {
+	case <-observed:
+	case <-ctx.Done():
+	}
 	for _, r := range s.runners {
 		spawn(func() error { return r.run(ctx, b) })
 	}
