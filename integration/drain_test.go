@@ -210,6 +210,10 @@ func TestDrain(t *testing.T) {
 		q, gap := watch.max()
 		t.Logf("%s: drain of r3 (30 queues) took %s (regent drain returned); then %v, %d led; longest leaderless (leader records, 50 ms polls): %s (%s)",
 			be.name, drainTook.Round(time.Millisecond), counts, led, gap.Round(time.Millisecond), q)
+		if gap > time.Second {
+			out, _, _ := c.regentCmd("status", "--history", "--queue", q)
+			t.Logf("%s: history of %s:\n%s", be.name, q, out)
+		}
 		if bound := 2 * ttl; gap > bound {
 			t.Errorf("%s: queue %s without a leader record for %s, beyond %s", be.name, q, gap, bound)
 		}

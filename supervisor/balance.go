@@ -186,6 +186,14 @@ type balanceTracker struct {
 	// then: its safety-net tick is a whole lease, and waiting for it made
 	// each batch of a settling cluster take 5-10 s instead of under one.
 	recheck time.Time
+	// draining: since when a drained node has led some of this replica's
+	// queues (zero: none does). The drained node hands them to the least
+	// loaded replicas; this replica starts no batch of its own meanwhile
+	// (for at most handoverBound), as the counts it sees while the
+	// drain's handovers land are transient (seen: two receivers handing
+	// a queue back and forth, one of them holding back for its own
+	// step-down hold, 3.5 s without a leader).
+	draining time.Time
 }
 
 // eligible reports whether node can receive queues now: its member
@@ -420,6 +428,10 @@ func (bl *balancer) candidacy(d *balanceDecision, v balanceView, leaders map[str
 // has taken too long: a receiver died?), and no failover may be under way.
 func (bl *balancer) handovers(d *balanceDecision, in balanceInput, v balanceView, leaders map[string]election.LeaderRecord, ready map[string]map[string]bool, pinned map[string]bool) {
 	now, t := in.now, &bl.t
+	if bl.drainUnderWay(in, v) {
+		t.recheck = now.Add(bl.batchPace())
+		return
+	}
 	pending := 0
 	for q, term := range t.moving {
 		if l := leaders[q]; l.Node == "" || (l.Node == bl.me && l.Term == term) {
@@ -527,6 +539,28 @@ type yieldReq struct {
 	why string
 	// to is the node that should take over; the others hold back.
 	to string
+}
+
+// drainUnderWay reports whether a drained node leads some of this
+// replica's queues (and has for less than handoverBound): the drained
+// node is handing them over, and this replica waits for that before it
+// plans batches of its own (balanceTracker.draining).
+func (bl *balancer) drainUnderWay(in balanceInput, v balanceView) bool {
+	t := &bl.t
+	leads := false
+	for n, c := range v.counts {
+		if c > 0 && in.drained[n] {
+			leads = true
+		}
+	}
+	if !leads {
+		t.draining = time.Time{}
+		return false
+	}
+	if t.draining.IsZero() {
+		t.draining = in.now
+	}
+	return in.now.Before(t.draining.Add(bl.handoverBound()))
 }
 
 // drain is decide for a drained replica (see "Drain" above): it holds

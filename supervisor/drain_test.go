@@ -313,3 +313,41 @@ func TestDrainedReplicaHandsOver(t *testing.T) {
 	}
 	waitFor(t, "the member record says drained", func() bool { return self().Drained })
 }
+
+// While a drained node still leads some of its queues, a live replica
+// starts no rebalancing batch of its own (the counts it sees while the
+// drain's handovers land are transient), for at most handoverBound.
+func TestNoBatchWhileDraining(t *testing.T) {
+	qs, names := numberedQueues(90)
+	c := drainCluster{now: time.Unix(1000, 0), qs: qs, leader: map[string]string{},
+		members: []string{"self", "a", "b"}, drained: []string{"self"}}
+	// a 40, b 20, self (drained) 30.
+	for i, n := range names {
+		switch {
+		case i < 40:
+			c.leader[n] = "a"
+		case i < 60:
+			c.leader[n] = "b"
+		default:
+			c.leader[n] = "self"
+		}
+	}
+	bl := newTestBalancer("a", qs, true)
+	if y := sortActions(bl.decide(c.input("a"))).yields; len(y) != 0 {
+		t.Fatalf("a hands over %v while self drains", y)
+	}
+	c.now = c.now.Add(bl.handoverBound())
+	if y := sortActions(bl.decide(c.input("a"))).yields; len(y) == 0 {
+		t.Fatal("a still waits for a drain that has not moved for handoverBound")
+	}
+	// Drain done (self leads nothing): a balances at once.
+	bl = newTestBalancer("a", qs, true)
+	for i, n := range names {
+		if i >= 60 {
+			c.leader[n] = "b"
+		}
+	}
+	if y := sortActions(bl.decide(c.input("a"))).yields; len(y) != 0 {
+		t.Fatalf("a 40, b 50: a hands over %v", y)
+	}
+}
