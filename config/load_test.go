@@ -178,6 +178,18 @@ func TestValidateRun(t *testing.T) {
 		{"cert without key", func(c *Config) { c.Etcd.CertFile = "c.pem" }, "--etcd-key-file"},
 		{"log format", func(c *Config) { c.Log.Format = "xml" }, "--log-format"},
 		{"http addr", func(c *Config) { c.HTTPAddr = "9464" }, "--http-addr"},
+		{"fence key", func(c *Config) { c.Queues[0].FenceKey = "a b" }, "fence_key"},
+		{"one fence key, two queues", func(c *Config) {
+			other := c.Queues[0]
+			other.Name, other.FenceKey = "other", c.Queues[0].Name
+			c.Queues = append(c.Queues, other)
+		}, "same fence key"},
+		{"two queues, two fence keys", func(c *Config) {
+			other := c.Queues[0]
+			other.Name = "other"
+			c.Queues = append(c.Queues, other)
+		}, ""},
+		{"fence url", func(c *Config) { c.Fence.PostgresURL = "db" }, "--fence-postgres-url"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -218,9 +230,10 @@ func TestRedaction(t *testing.T) {
 	if !strings.Contains(joined, "--keep") {
 		t.Errorf("non-secret arg lost: %q", joined)
 	}
-	c := Config{Etcd: EtcdConfig{Password: "pw", KeyFile: "/k.pem"}, Postgres: PostgresConfig{URL: "postgres://u:pw@h/d"}}
+	c := Config{Etcd: EtcdConfig{Password: "pw", KeyFile: "/k.pem"}, Postgres: PostgresConfig{URL: "postgres://u:pw@h/d"},
+		Fence: FenceConfig{PostgresURL: "postgres://w:pw@h/app"}}
 	r := c.Redacted()
-	if r.Etcd.Password != Redacted || strings.Contains(r.Postgres.URL, "pw") || r.Etcd.KeyFile != "/k.pem" {
+	if r.Etcd.Password != Redacted || strings.Contains(r.Postgres.URL, "pw") || strings.Contains(r.Fence.PostgresURL, "pw") || r.Etcd.KeyFile != "/k.pem" {
 		t.Errorf("Redacted: %+v", r)
 	}
 	if c.Etcd.Password != "pw" {

@@ -318,19 +318,27 @@ func (s *Supervisor) Leads(queue string) bool {
 	return st.role == election.RoleLeader && s.now().Before(st.deadline)
 }
 
-// Healthy reports whether the backend session is open.
+// Healthy reports whether the backend session is open and, on a backend
+// that can tell (election.SessionConfirmer: etcd), confirmed by the server
+// within the last two renew intervals (Timing.ConfirmWindow), so that a
+// replica cut off from etcd stops reporting healthy within two renew
+// intervals of the cut instead of when it hears etcd again.
 func (s *Supervisor) Healthy() bool {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.backend == nil {
+	b := s.backend
+	s.mu.Unlock()
+	if b == nil {
 		return false
 	}
 	select {
-	case <-s.backend.Done():
+	case <-b.Done():
 		return false
 	default:
-		return true
 	}
+	if c, ok := b.(election.SessionConfirmer); ok {
+		return c.SessionConfirmed()
+	}
+	return true
 }
 
 // Backend returns the current backend session, or nil between sessions.

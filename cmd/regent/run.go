@@ -102,6 +102,7 @@ func runRun(cmd *cobra.Command, args []string) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := supervisor.NewMetrics(reg)
+	registerBuildInfo(reg)
 
 	// Guards run the lean guard beside this binary, or this binary, as
 	// opened now, even after a package upgrade replaced the files: they

@@ -111,6 +111,7 @@ func newStatusCmd() *cobra.Command {
 					return doc, enc.Encode(doc)
 				default:
 					writeHuman(w, doc)
+					writeActions(w, doc.Actions)
 				}
 				return doc, nil
 			}
@@ -294,6 +295,20 @@ func writeMembers(w io.Writer, doc *statusDoc) {
 	for _, p := range doc.Problems {
 		fmt.Fprintf(w, "%s %s: %s\n", strings.ToUpper(p.Severity), p.Code, p.Message)
 	}
+}
+
+// writeActions prints the operator log of status --history.
+func writeActions(w io.Writer, actions []election.Action) {
+	if len(actions) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\noperator actions")
+	tw := tabwriter.NewWriter(w, 0, 2, 2, ' ', 0)
+	fmt.Fprintln(tw, "  AT\tACTION\tTARGET\tBY\tREASON")
+	for _, a := range actions {
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", a.At.Local().Format("01-02 15:04:05"), a.Action, a.Target, a.By, a.Reason)
+	}
+	tw.Flush()
 }
 
 func humanBytes(b uint64) string {

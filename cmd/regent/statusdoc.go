@@ -17,6 +17,10 @@ type statusDoc struct {
 	// (diagnosis.DiagnoseCluster): the live members, and the problems of
 	// no single queue (a drained node).
 	diagnosis.ClusterReport
+	// Actions is filled by status --history: the last operator actions
+	// of the cluster (pause, resume, restart, drain, undrain, ...),
+	// newest first.
+	Actions []election.Action `json:"actions,omitempty"`
 }
 
 // queueStatus is one queue of the document: its diagnosis (queue, leader,
@@ -84,8 +88,17 @@ func recordsCluster(leaders []election.LeaderRecord, members []election.MemberRe
 // historyLimit is how many terms status --history shows per queue.
 const historyLimit = 10
 
-// addHistory attaches the last terms of every queue in doc.
+// actionsLimit is how many operator actions status --history shows.
+const actionsLimit = 20
+
+// addHistory attaches the last terms of every queue in doc, and the last
+// operator actions of the cluster.
 func addHistory(ctx context.Context, b election.Backend, doc *statusDoc) error {
+	actions, err := b.Actions(ctx, actionsLimit)
+	if err != nil {
+		return err
+	}
+	doc.Actions = actions
 	for i := range doc.Queues {
 		h, err := b.History(ctx, doc.Queues[i].Queue, historyLimit)
 		if err != nil {
