@@ -280,3 +280,41 @@ queues:
 		}
 	}
 }
+
+// http_addr is explicit when a flag, the environment or the file sets it
+// (even to the default's value); only the default may be replaced by a
+// free port at run.
+func TestHTTPAddrExplicit(t *testing.T) {
+	cases := []struct {
+		name string
+		args []string
+		env  string
+		file string
+		want bool
+		addr string
+	}{
+		{"default", nil, "", "", false, "127.0.0.1:9464"},
+		{"flag", []string{"--http-addr", "127.0.0.1:9464"}, "", "", true, "127.0.0.1:9464"},
+		{"env", nil, "127.0.0.1:9500", "", true, "127.0.0.1:9500"},
+		{"file", nil, "", "http_addr: 127.0.0.1:9501\n", true, "127.0.0.1:9501"},
+		{"file without it", nil, "", "cluster: x\n", false, "127.0.0.1:9464"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			args := tc.args
+			if tc.file != "" {
+				args = append(args, "--config", writeFile(t, tc.file))
+			}
+			if tc.env != "" {
+				t.Setenv("REGENT_HTTP_ADDR", tc.env)
+			}
+			cfg, err := Load(newFlags(t, args...), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.HTTPAddrExplicit != tc.want || cfg.HTTPAddr != tc.addr {
+				t.Fatalf("http_addr %q explicit %v, want %q %v", cfg.HTTPAddr, cfg.HTTPAddrExplicit, tc.addr, tc.want)
+			}
+		})
+	}
+}

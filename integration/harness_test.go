@@ -173,6 +173,10 @@ type replicaOpts struct {
 	// config, when set, is written to a YAML file passed with --config,
 	// and queues are not passed as flags (the file lists them).
 	config string
+	// defaultHTTP: no --http-addr (the default, or a free port when it is
+	// taken); the replica's httpAddr is then unknown until read from its
+	// member record (replica.httpAddr is empty).
+	defaultHTTP bool
 }
 
 // home is node's HOME and working directory (its workers' too).
@@ -199,7 +203,12 @@ func (c *cluster) start(o replicaOpts) *replica {
 		"--lease-ttl", ttl.String(), "--renew-interval", renew.String(),
 		"--fence-margin", margin.String(), "--retry-interval", testRetry.String(),
 		"--stop-timeout", "1s", "--pid-file", filepath.Join(home, "regent.pid"),
-		"--http-addr", httpAddr, "--log-level", "debug"}
+		"--log-level", "debug"}
+	if o.defaultHTTP {
+		httpAddr = ""
+	} else {
+		args = append(args, "--http-addr", httpAddr)
+	}
 	if o.backend != nil {
 		args = append(args, o.backend...)
 	} else {

@@ -21,6 +21,7 @@ type fakeBackend struct {
 	done      chan struct{}
 	stepDowns map[string]election.StepDownRequest
 	events    []string
+	controls  []election.Control // the operator records Controls returns
 }
 
 func newFakeBackend() *fakeBackend {
@@ -135,7 +136,11 @@ func (f *fakeBackend) PutControl(ctx context.Context, kind, name string, value [
 
 func (f *fakeBackend) DeleteControl(ctx context.Context, kind, name string) error { return nil }
 
-func (f *fakeBackend) Controls(ctx context.Context) ([]election.Control, error) { return nil, nil }
+func (f *fakeBackend) Controls(ctx context.Context) ([]election.Control, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]election.Control(nil), f.controls...), nil
+}
 
 func (f *fakeBackend) RecordAction(ctx context.Context, a election.Action) error { return nil }
 

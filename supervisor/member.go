@@ -3,10 +3,12 @@ package supervisor
 import (
 	"context"
 	"encoding/json"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/regentd/regent/control"
 	"github.com/regentd/regent/election"
 	"github.com/regentd/regent/supervisor/diagnosis"
 )
@@ -20,6 +22,9 @@ type memberPublisher struct {
 	log     hclog.Logger
 	runners []*queueRunner
 	wakeC   chan struct{}
+	// drained: this replica obeys a drain of its node (set by the
+	// observer).
+	drained atomic.Bool
 }
 
 func newMemberPublisher(cfg *Config) *memberPublisher {
@@ -31,6 +36,13 @@ func (p *memberPublisher) wake() {
 	select {
 	case p.wakeC <- struct{}{}:
 	default:
+	}
+}
+
+// setDrained sets the record's drained flag, and republishes on a change.
+func (p *memberPublisher) setDrained(drained bool) {
+	if p.drained.Swap(drained) != drained {
+		p.wake()
 	}
 }
 
@@ -98,6 +110,10 @@ func (p *memberPublisher) payload() ([]byte, string) {
 		}
 		queues[r.queue.Name] = mq
 	}
-	b, _ := json.Marshal(diagnosis.NewMemberPayload(p.cfg.Version, queues))
+	mp := diagnosis.NewMemberPayload(p.cfg.Version, queues)
+	mp.HTTPAddr = p.cfg.HTTPAddr
+	mp.Features = control.Features
+	mp.Drained = p.drained.Load()
+	b, _ := json.Marshal(mp)
 	return b, role
 }

@@ -68,6 +68,9 @@ type Config struct {
 	// Exclusive makes Run fail with an *AlreadyLedError when another
 	// replica leads one of the queues, instead of standing by.
 	Exclusive bool
+	// HTTPAddr is the address this replica's HTTP server actually listens
+	// on, published in its member record (empty: none).
+	HTTPAddr string
 	// Dial opens a new backend session.
 	Dial    func(ctx context.Context) (election.Backend, error)
 	NewPool PoolFactory
@@ -166,6 +169,7 @@ func New(cfg Config) (*Supervisor, error) {
 		s.runners = append(s.runners, r)
 		s.byName[q.Name] = r
 		cfg.Metrics.initQueue(q.Name)
+		cfg.Metrics.SetConfigGeneration(q.Name, pub.Generation())
 	}
 	s.members.runners = s.runners
 	s.obs = newObserver(&s.cfg, cfg.clock, s.runners, s.members)
@@ -277,8 +281,16 @@ func (s *Supervisor) runSession(ctx context.Context, b election.Backend) error {
 			}
 		}()
 	}
-	spawn(func() error { return s.obs.run(ctx, b) })
+	// The runners campaign once the observer has looked at the records
+	// once (or failed to): a drained node restarted must not win a free
+	// queue before it has read its drain.
+	observed := make(chan struct{})
+	spawn(func() error { return s.obs.run(ctx, b, observed) })
 	spawn(func() error { s.members.run(ctx, b); return nil })
+	select {
+	case <-observed:
+	case <-ctx.Done():
+	}
 	for _, r := range s.runners {
 		spawn(func() error { return r.run(ctx, b) })
 	}

@@ -62,6 +62,7 @@ local (no pid file, HOME or path) decides who runs.`,
 		return fmt.Errorf("%s (see 'regent %s --help')", err, c.Name())
 	})
 	root.AddCommand(newRunCmd(), newStatusCmd(), newStepDownCmd(), newFenceCmd(), newConfigCmd(), newDevCmd(), newGuardCmd(), newReleaseTermCmd(), newDemoCmd(), newDemoWorkerCmd())
+	root.AddCommand(newDrainCmd(), newUndrainCmd())
 	return root
 }
 

@@ -28,6 +28,10 @@ func (b recordsBackend) Members(context.Context) ([]election.MemberRecord, error
 	return b.members, nil
 }
 
+func (b recordsBackend) Controls(context.Context) ([]election.Control, error) {
+	return nil, nil
+}
+
 // statusCodes are the problem codes status documents (README) and their
 // severities.
 var statusCodes = map[string]string{

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/regentd/regent/control"
 	"github.com/regentd/regent/election"
 	"github.com/regentd/regent/supervisor/diagnosis"
 )
@@ -12,6 +13,10 @@ import (
 type statusDoc struct {
 	Cluster string        `json:"cluster"`
 	Queues  []queueStatus `json:"queues"`
+	// Members and Problems are the cluster-wide part of the diagnosis
+	// (diagnosis.DiagnoseCluster): the live members, and the problems of
+	// no single queue (a drained node).
+	diagnosis.ClusterReport
 	// Actions is filled by status --history: the last operator actions
 	// of the cluster (pause, resume, restart, drain, undrain, ...),
 	// newest first.
@@ -44,6 +49,10 @@ func buildStatus(ctx context.Context, b election.Backend, cluster, onlyQueue str
 	if err != nil {
 		return nil, err
 	}
+	ops, err := b.Controls(ctx)
+	if err != nil {
+		return nil, err
+	}
 	doc := &statusDoc{Cluster: cluster, Queues: []queueStatus{}}
 	if doc.Cluster == "" {
 		doc.Cluster = recordsCluster(leaders, members)
@@ -52,9 +61,11 @@ func buildStatus(ctx context.Context, b election.Backend, cluster, onlyQueue str
 	if onlyQueue != "" {
 		only = []string{onlyQueue}
 	}
-	for _, r := range diagnosis.Diagnose(diagnosis.NewSnapshot(leaders, members), time.Now(), only) {
+	snap := diagnosis.NewSnapshot(leaders, members)
+	for _, r := range diagnosis.Diagnose(snap, time.Now(), only) {
 		doc.Queues = append(doc.Queues, queueStatus{Report: r})
 	}
+	doc.ClusterReport = diagnosis.DiagnoseCluster(snap, control.Parse(ops))
 	return doc, nil
 }
 

@@ -21,8 +21,7 @@ import (
 // TestQueriedMetricsExist reports them while they are missing, and asks
 // for their removal from this list once regent registers them.
 var Coming = map[string]string{
-	"regent_paused":  "operator pause of a queue (cmd/regent pause/resume)",
-	"regent_drained": "operator drain of a node (cmd/regent drain)",
+	"regent_paused": "operator pause of a queue (cmd/regent pause/resume)",
 }
 
 // Conditional are metric names a replica exports only in some
