@@ -426,6 +426,10 @@ func TestMixedVersionDrain(t *testing.T) {
 			t.Fatalf("drain with an old member live: exit %d, want 1 and one line naming old (v0.9.0)\n%s%s", code, out, errOut)
 		}
 		t.Logf("%s: refused: %s", be.name, strings.TrimSpace(errOut))
+		out, _, _ = c.regentCmd("status", "--check")
+		if !strings.Contains(out, "REGENT INFO - cluster "+c.name+": mixed_versions") || !strings.Contains(out, "v0.9.0 (old)") {
+			t.Errorf("status --check with an old member live: no mixed_versions info:\n%s", out)
+		}
 		if _, dr, _ := c.membersDoc().member("a"); dr {
 			t.Fatal("a refused drain was recorded")
 		}

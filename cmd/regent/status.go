@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"sort"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -163,18 +164,34 @@ func checkCode(doc *statusDoc) int {
 }
 
 func writeCheck(w io.Writer, doc *statusDoc) {
-	code := checkCode(doc)
-	if code == checkOK {
-		fmt.Fprintf(w, "REGENT OK - cluster %s: %d queue(s), each with one leader and no conflict\n", checkText(doc.Cluster), len(doc.Queues))
-		return
+	type line struct {
+		rank int
+		text string
+	}
+	rank := map[string]int{sevCritical: 0, sevWarning: 1}
+	var lines []line
+	add := func(scope, name string, p diagnosis.Problem) {
+		r, ok := rank[p.Severity]
+		if !ok {
+			r = 2 // info
+		}
+		lines = append(lines, line{r, fmt.Sprintf("REGENT %s - %s %s: %s: %s", strings.ToUpper(p.Severity), scope, checkText(name), p.Code, checkText(p.Message))})
 	}
 	for _, p := range doc.Problems {
-		fmt.Fprintf(w, "REGENT %s - cluster %s: %s: %s\n", strings.ToUpper(p.Severity), checkText(doc.Cluster), p.Code, checkText(p.Message))
+		add("cluster", doc.Cluster, p)
 	}
 	for _, q := range doc.Queues {
 		for _, p := range q.Problems {
-			fmt.Fprintf(w, "REGENT %s - queue %s: %s: %s\n", strings.ToUpper(p.Severity), checkText(q.Queue), p.Code, checkText(p.Message))
+			add("queue", q.Queue, p)
 		}
+	}
+	// The most severe first: a check plugin's first line is its summary.
+	sort.SliceStable(lines, func(i, j int) bool { return lines[i].rank < lines[j].rank })
+	if checkCode(doc) == checkOK {
+		fmt.Fprintf(w, "REGENT OK - cluster %s: %d queue(s), each with one leader and no conflict\n", checkText(doc.Cluster), len(doc.Queues))
+	}
+	for _, l := range lines {
+		fmt.Fprintln(w, l.text)
 	}
 }
 

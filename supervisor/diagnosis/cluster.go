@@ -2,6 +2,7 @@ package diagnosis
 
 import (
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/regentd/regent/control"
@@ -11,6 +12,11 @@ import (
 // the node leads nothing while another replica can, by the operator's
 // request, and so is one replica short of the cluster's redundancy).
 const CodeDrained = "drained" // warning
+
+// CodeMixedVersions is the cluster-wide note that live members run
+// different versions of regent (an info: normal during a rolling
+// upgrade, worth knowing if it lasts).
+const CodeMixedVersions = "mixed_versions" // info
 
 // MemberInfo is one live member of the cluster, as the status document's
 // "members" list shows it.
@@ -76,8 +82,31 @@ func DiagnoseCluster(snap Snapshot, ops control.State) ClusterReport {
 		}
 		out.Problems = append(out.Problems, Problem{Severity: Warning, Code: CodeDrained, Message: msg})
 	}
+	if p, ok := mixedVersions(out.Members); ok {
+		out.Problems = append(out.Problems, p)
+	}
 	for _, err := range ops.Corrupt {
 		out.Problems = append(out.Problems, Problem{Severity: Warning, Code: CodeCorruptRecord, Message: "operator record cannot be decoded: " + err.Error()})
 	}
 	return out
+}
+
+// mixedVersions reports the members' versions when they are not all the
+// same (members whose version is unknown take no part).
+func mixedVersions(members []MemberInfo) (Problem, bool) {
+	byVersion := map[string][]string{}
+	for _, m := range members {
+		if m.Version != "" {
+			byVersion[m.Version] = append(byVersion[m.Version], m.Node)
+		}
+	}
+	if len(byVersion) < 2 {
+		return Problem{}, false
+	}
+	parts := make([]string, 0, len(byVersion))
+	for _, v := range sortedKeys(byVersion) {
+		parts = append(parts, v+" ("+strings.Join(byVersion[v], ", ")+")")
+	}
+	return Problem{Severity: Info, Code: CodeMixedVersions,
+		Message: "live members run " + strconv.Itoa(len(byVersion)) + " versions: " + strings.Join(parts, "; ") + "; normal during a rolling upgrade, finish it"}, true
 }

@@ -73,3 +73,17 @@ func TestDiagnoseCluster(t *testing.T) {
 		}
 	}
 }
+
+func TestMixedVersions(t *testing.T) {
+	members := []MemberInfo{{Node: "a", Version: "v1.2.0"}, {Node: "b", Version: "v1.3.0"}, {Node: "c", Version: "v1.2.0"}, {Node: "d"}}
+	p, ok := mixedVersions(members)
+	if !ok || p.Severity != Info || p.Code != CodeMixedVersions || !strings.Contains(p.Message, "v1.2.0 (a, c); v1.3.0 (b)") {
+		t.Fatalf("mixed: %+v, %v", p, ok)
+	}
+	if _, ok := mixedVersions(members[:1]); ok {
+		t.Error("one version reported as mixed")
+	}
+	if _, ok := mixedVersions([]MemberInfo{{Node: "a", Version: "v1"}, {Node: "b"}}); ok {
+		t.Error("an unknown version counted as another version")
+	}
+}
