@@ -39,6 +39,9 @@ func TestHealthzCutOff(t *testing.T) {
 		if ready() {
 			t.Errorf("%s: /readyz 200 while /healthz is 503", be.name)
 		}
+		if code, _ := r.get("/livez"); code != 200 {
+			t.Errorf("%s: /livez %d while cut off, want 200 (the process is alive)", be.name, code)
+		}
 		// /leader stays 200 until the leadership's local deadline (last
 		// renewal + TTL - margin): the lease is still trusted, by design.
 		eventually(t, testTTL, "/leader 503 after the deadline", func() bool { return !r.leads("q") })

@@ -49,6 +49,12 @@ func listenHTTP(addr string, explicit bool, log hclog.Logger) (net.Listener, err
 func startHTTP(ln net.Listener, reg *prometheus.Registry, sup *supervisor.Supervisor, log hclog.Logger) *httpServer {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	// /livez: the process serves; nothing about the backend. A liveness
+	// probe uses it: a replica cut off from its backend fences itself and
+	// reconnects on its own, and a restart would not help it.
+	mux.HandleFunc("/livez", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "alive")
+	})
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		if !sup.Healthy() {
 			http.Error(w, "backend session down\n", http.StatusServiceUnavailable)
