@@ -1,20 +1,42 @@
 # regent — build, test, benchmark.
 GO        ?= go
-PKGS_RACE := ./config/... ./fence/... ./election/... ./supervisor/... ./worker/... ./integration/observer/... ./internal/... ./deploy/...
+PKGS_RACE := ./config/... ./control/... ./fence/... ./election/... ./supervisor/... ./worker/... ./integration/observer/... ./internal/... ./deploy/...
 
-.PHONY: all build test unit fuzz integration vet fmt-check matrix bench bench-failover bench-cost bench-scale bench-full bench-balance soak demo dev clean
+.PHONY: all build deb deb-test test unit fuzz integration vet fmt-check rules-test matrix bench bench-failover bench-cost bench-scale bench-full bench-balance soak demo dev clean deb-host-test
 
 all: build
 
 ## build: bin/regent and bin/regent-guard, the lean worker guard that
-## regent runs from beside its own executable (ship both).
+## regent runs from beside its own executable (ship both). The version,
+## revision and dirty flag come from git through deploy/version.sh (-X:
+## Go's own VCS stamp is missing in worktrees, from go run, and wherever
+## -buildvcs is off); REGENT_VERSION=v1.2.3 overrides the version.
+VERSION_LDFLAGS = $(shell deploy/version.sh ldflags)
 build:
-	$(GO) build -o bin/ ./cmd/regent ./cmd/regent-guard
+	$(GO) build -ldflags '$(VERSION_LDFLAGS)' -o bin/ ./cmd/regent ./cmd/regent-guard
+
+## deb: dist/regent_<version>_<arch>.deb, built with dpkg-deb alone
+## (deploy/deb/build.sh): /usr/bin/regent and regent-guard, the systemd
+## unit, /etc/regent/regent.yaml (a conffile), the regent system user.
+deb:
+	GO=$(GO) bash deploy/deb/build.sh dist
+
+## deb-test: the package's tests alone (also part of make unit): contents
+## and control fields, the extracted binaries, config and unit, and a dpkg
+## install, reinstall, remove and purge in a throwaway root.
+deb-test:
+	$(GO) test -count=1 ./deploy/deb/
+
+## deb-host-test: lintian, then install (twice), check, remove and purge the
+## package on this machine itself (CI runs it from .ci/run; it installs a
+## package, so make test does not).
+deb-host-test:
+	GO=$(GO) bash deploy/deb/host-test.sh
 
 ## test: everything CI runs: format, vet, race-checked unit and contract tests,
 ## every fuzz target briefly, then the multi-process integration tests
 ## against real etcd and PostgreSQL.
-test: fmt-check vet unit fuzz integration
+test: fmt-check vet rules-test unit fuzz integration
 
 # In make test, each fuzz target runs 3s (18 targets: about a minute and a
 # half with the builds); `make test FUZZTIME=10s` overrides it.
@@ -24,8 +46,23 @@ fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
+# The River example (examples/riverworker) is a module of its own: its
+# dependencies stay out of regent's go.mod. It is vetted here and built by
+# the integration tests (TestFence*), which need its modules downloaded.
+EXAMPLES := examples/riverworker
+
 vet:
 	$(GO) vet ./...
+	@for m in $(EXAMPLES); do $(GO) -C $$m vet ./...; done
+
+## rules-test: the Prometheus rules of deploy/prometheus: promtool checks
+## them, then runs each rule file's unit tests (*.test.yml). promtool comes
+## from Debian's prometheus package (.ci/run installs it).
+PROMTOOL ?= promtool
+rules-test:
+	@command -v $(PROMTOOL) >/dev/null || { echo "promtool not found: apt-get install prometheus (or PROMTOOL=path)"; exit 1; }
+	$(PROMTOOL) check rules deploy/prometheus/*.rules.yml
+	cd deploy/prometheus && $(PROMTOOL) test rules *.test.yml
 
 unit:
 	$(GO) test -race -count=1 -timeout 15m $(PKGS_RACE)
@@ -53,6 +90,7 @@ fuzz:
 	done
 
 integration:
+	@for m in $(EXAMPLES); do $(GO) -C $$m mod download; done
 	$(GO) test -count=1 -timeout 30m ./integration/...
 
 ## matrix: only the fault matrix and the seeded random-fault run (3
@@ -118,7 +156,7 @@ dev:
 	$(GO) run ./cmd/regent dev
 
 clean:
-	rm -rf bin
+	rm -rf bin dist
 
 ## demo: embedded etcd, three replicas, a leader killed and the failover timed.
 demo:

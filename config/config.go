@@ -61,6 +61,10 @@ type Config struct {
 	// HTTPAddr serves /metrics, /healthz, /readyz, /status and /leader.
 	// Empty disables it. Default "127.0.0.1:9464".
 	HTTPAddr string `mapstructure:"http_addr" json:"http_addr"`
+	// HTTPAddrExplicit is true when http_addr was set by a flag, the
+	// environment or the config file; false when it is the default, which
+	// `run` may replace by a free port when the default port is taken.
+	HTTPAddrExplicit bool `mapstructure:"-" json:"-"`
 
 	Log LogConfig `mapstructure:"log" json:"log"`
 }

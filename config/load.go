@@ -122,6 +122,7 @@ func Load(fs *pflag.FlagSet, command []string) (*Config, error) {
 	}
 	cfg := raw.Config
 	cfg.Queues = nil
+	cfg.HTTPAddrExplicit = explicit["http_addr"] || v.InConfig("http_addr")
 	// A queue section with nothing in it ("name: {}" or "name:") has no
 	// leaf key, and viper leaves it out of the settings: take the names
 	// from the file itself, so that such a queue is not silently dropped.

@@ -178,6 +178,18 @@ func TestValidateRun(t *testing.T) {
 		{"cert without key", func(c *Config) { c.Etcd.CertFile = "c.pem" }, "--etcd-key-file"},
 		{"log format", func(c *Config) { c.Log.Format = "xml" }, "--log-format"},
 		{"http addr", func(c *Config) { c.HTTPAddr = "9464" }, "--http-addr"},
+		{"fence key", func(c *Config) { c.Queues[0].FenceKey = "a b" }, "fence_key"},
+		{"one fence key, two queues", func(c *Config) {
+			other := c.Queues[0]
+			other.Name, other.FenceKey = "other", c.Queues[0].Name
+			c.Queues = append(c.Queues, other)
+		}, "same fence key"},
+		{"two queues, two fence keys", func(c *Config) {
+			other := c.Queues[0]
+			other.Name = "other"
+			c.Queues = append(c.Queues, other)
+		}, ""},
+		{"fence url", func(c *Config) { c.Fence.PostgresURL = "db" }, "--fence-postgres-url"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -218,9 +230,10 @@ func TestRedaction(t *testing.T) {
 	if !strings.Contains(joined, "--keep") {
 		t.Errorf("non-secret arg lost: %q", joined)
 	}
-	c := Config{Etcd: EtcdConfig{Password: "pw", KeyFile: "/k.pem"}, Postgres: PostgresConfig{URL: "postgres://u:pw@h/d"}}
+	c := Config{Etcd: EtcdConfig{Password: "pw", KeyFile: "/k.pem"}, Postgres: PostgresConfig{URL: "postgres://u:pw@h/d"},
+		Fence: FenceConfig{PostgresURL: "postgres://w:pw@h/app"}}
 	r := c.Redacted()
-	if r.Etcd.Password != Redacted || strings.Contains(r.Postgres.URL, "pw") || r.Etcd.KeyFile != "/k.pem" {
+	if r.Etcd.Password != Redacted || strings.Contains(r.Postgres.URL, "pw") || strings.Contains(r.Fence.PostgresURL, "pw") || r.Etcd.KeyFile != "/k.pem" {
 		t.Errorf("Redacted: %+v", r)
 	}
 	if c.Etcd.Password != "pw" {
@@ -265,5 +278,43 @@ queues:
 		if !ok || q.Concurrency != want {
 			t.Errorf("queue %s: found %v, concurrency %d, want %d", name, ok, q.Concurrency, want)
 		}
+	}
+}
+
+// http_addr is explicit when a flag, the environment or the file sets it
+// (even to the default's value); only the default may be replaced by a
+// free port at run.
+func TestHTTPAddrExplicit(t *testing.T) {
+	cases := []struct {
+		name string
+		args []string
+		env  string
+		file string
+		want bool
+		addr string
+	}{
+		{"default", nil, "", "", false, "127.0.0.1:9464"},
+		{"flag", []string{"--http-addr", "127.0.0.1:9464"}, "", "", true, "127.0.0.1:9464"},
+		{"env", nil, "127.0.0.1:9500", "", true, "127.0.0.1:9500"},
+		{"file", nil, "", "http_addr: 127.0.0.1:9501\n", true, "127.0.0.1:9501"},
+		{"file without it", nil, "", "cluster: x\n", false, "127.0.0.1:9464"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			args := tc.args
+			if tc.file != "" {
+				args = append(args, "--config", writeFile(t, tc.file))
+			}
+			if tc.env != "" {
+				t.Setenv("REGENT_HTTP_ADDR", tc.env)
+			}
+			cfg, err := Load(newFlags(t, args...), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.HTTPAddrExplicit != tc.want || cfg.HTTPAddr != tc.addr {
+				t.Fatalf("http_addr %q explicit %v, want %q %v", cfg.HTTPAddr, cfg.HTTPAddrExplicit, tc.addr, tc.want)
+			}
+		})
 	}
 }

@@ -81,13 +81,15 @@ new_stage() {
   echo "$stage/$1"
 }
 
-# go_build DIR PKG...: static binaries of PKG into DIR.
+# go_build DIR PKG...: static binaries of PKG into DIR, with regent's
+# version, revision and dirty flag (deploy/version.sh).
 go_build() {
   local dir=$1
   shift
   log "go build (static) $*"
-  CGO_ENABLED=0 "$GO" build -trimpath -ldflags '-s -w' -o "$dir/" "$@"
+  CGO_ENABLED=0 "$GO" build -trimpath -ldflags "-s -w $version_ldflags" -o "$dir/" "$@"
 }
+version_ldflags=$(deploy/version.sh ldflags)
 
 # base_rootfs DIR USER UID HOME: /etc/passwd, /etc/group and /tmp.
 base_rootfs() {
@@ -105,7 +107,8 @@ build_regent() {
   local extra=()
   if [ -r "$CA_BUNDLE" ]; then extra+=("$CA_BUNDLE"); fi
   # shellcheck disable=SC2086
-  hash=$(content_hash $files go.mod go.sum Dockerfile "${extra[@]}")
+  # The version is part of the hash: a new commit or tag is a new image.
+  hash=$(content_hash $files go.mod go.sum Dockerfile "${extra[@]}" <(echo "$version_ldflags"))
   tag="regent:$hash"
   if have_image "$tag"; then
     log "$tag is cached"

@@ -176,6 +176,10 @@ type replicaOpts struct {
 	// clusterInFile: the cluster is set by the config file
 	// ("cluster: <name>" is prepended to config), not by --cluster.
 	clusterInFile bool
+	// defaultHTTP: no --http-addr (the default, or a free port when it is
+	// taken); the replica's httpAddr is then unknown until read from its
+	// member record (replica.httpAddr is empty).
+	defaultHTTP bool
 }
 
 // home is node's HOME and working directory (its workers' too).
@@ -202,11 +206,16 @@ func (c *cluster) start(o replicaOpts) *replica {
 		"--lease-ttl", ttl.String(), "--renew-interval", renew.String(),
 		"--fence-margin", margin.String(), "--retry-interval", testRetry.String(),
 		"--stop-timeout", "1s", "--pid-file", filepath.Join(home, "regent.pid"),
-		"--http-addr", httpAddr, "--log-level", "debug"}
+		"--log-level", "debug"}
 	if o.clusterInFile {
 		o.config = "cluster: " + c.name + "\n" + o.config
 	} else {
 		args = append(args, "--cluster", c.name)
+	}
+	if o.defaultHTTP {
+		httpAddr = ""
+	} else {
+		args = append(args, "--http-addr", httpAddr)
 	}
 	if o.backend != nil {
 		args = append(args, o.backend...)

@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"fmt"
+	"maps"
 	"sort"
 	"time"
 
@@ -42,6 +43,34 @@ import (
 // hands the queue to a live preferred node, a follower that is not
 // preferred holds back while a preferred node is live, and such queues are
 // never moved by the plan.
+//
+// # Drain
+//
+// A drained node (an operator's drain record under its node id,
+// control.State.Drains) takes no part in the plan: it is never live for
+// balancing, never a receiver, never a prefer target (a queue that
+// prefers it goes to its next live preferred node, else to anyone). The
+// other replicas balance among themselves as if it were gone. The drained
+// replica itself (balancer.drain) decides, on every observation:
+//
+//   - hand over: every queue it leads that another live, non-drained
+//     replica stands by for goes to that replica — its first live
+//     preferred node standing by, else the least loaded one standing by
+//     (counting what this observation already sends it), ties by name —
+//     by the same targeted handover as balancing, in batches of at most
+//     balanceBatch per receiver, paced like balancing's batches;
+//   - hold back: for every queue that another live, non-drained replica
+//     lists (leader or standing by), its candidacy is held back
+//     (holds.holdDrain: a campaign under way is interrupted), refreshed by
+//     every observation;
+//   - stand by: for a queue no other live, non-drained replica lists, it
+//     campaigns as usual, and keeps the queue if it leads it; as soon as
+//     another replica lists the queue (re-checked on every observation), it
+//     hands the queue over and holds back. A drain never leaves a queue
+//     without a leader that a replica could have led.
+//
+// "Live" is the balancer's eligibility: a member record seen within
+// readyAge, and no recent drop of its count to nothing.
 
 // balanceBatch bounds how many queues one replica hands over to one
 // receiver at a time: every handover costs the receiver a worker spawn (a
@@ -157,6 +186,14 @@ type balanceTracker struct {
 	// then: its safety-net tick is a whole lease, and waiting for it made
 	// each batch of a settling cluster take 5-10 s instead of under one.
 	recheck time.Time
+	// draining: since when a drained node has led some of this replica's
+	// queues (zero: none does). The drained node hands them to the least
+	// loaded replicas; this replica starts no batch of its own meanwhile
+	// (for at most handoverBound), as the counts it sees while the
+	// drain's handovers land are transient (seen: two receivers handing
+	// a queue back and forth, one of them holding back for its own
+	// step-down hold, 3.5 s without a leader).
+	draining time.Time
 }
 
 // eligible reports whether node can receive queues now: its member
@@ -218,6 +255,8 @@ type balanceInput struct {
 	decoded map[string]diagnosis.MemberPayload
 	// leading: the queues this replica's runners lead now.
 	leading map[string]bool
+	// drained: the drained nodes (the operator's drain records).
+	drained map[string]bool
 }
 
 // balanceAction is one decision about one queue.
@@ -238,6 +277,12 @@ const (
 	clearHold
 	// yieldQueue: hand the queue over (runner requestYield).
 	yieldQueue
+	// drainQueue: hold back the candidacy for the queue, interrupting a
+	// campaign under way (runner holds: holdDrain, until balanceHoldMax
+	// later unless refreshed): this node is drained.
+	drainQueue
+	// undrainQueue: end a drain hold of the queue.
+	undrainQueue
 )
 
 // balanceDecision is what one observation decides: the actions, in
@@ -247,17 +292,28 @@ type balanceDecision struct {
 	actions []balanceAction
 	batch   int // queues handed over in a new batch; 0: none
 	share   string
+	// draining: the batch is a drained replica's (logged as draining).
+	draining bool
 }
 
 // decide builds the balance view of one observation and returns this
 // replica's part of the plan.
 func (bl *balancer) decide(in balanceInput) balanceDecision {
-	v, leaders, ready := bl.view(in)
+	v, leaders, ready, listed := bl.view(in)
+	var d balanceDecision
+	if in.drained[bl.me] {
+		// A drain is obeyed with balancing on or off.
+		bl.t.recheck = time.Time{}
+		bl.drain(&d, in, v, leaders, ready, listed)
+		return d
+	}
+	for _, q := range bl.queues {
+		d.add(balanceAction{queue: q.Name, kind: undrainQueue})
+	}
 	if !bl.on {
-		return balanceDecision{}
+		return d
 	}
 	bl.t.recheck = time.Time{}
-	var d balanceDecision
 	pinned := bl.preferred(&d, v, leaders, ready, in.leading)
 	bl.candidacy(&d, v, leaders, pinned)
 	bl.handovers(&d, in, v, leaders, ready, pinned)
@@ -265,15 +321,16 @@ func (bl *balancer) decide(in balanceInput) balanceDecision {
 }
 
 // view returns the balance view of one observation: the counts, the
-// eligible nodes, the leader record of each of this replica's queues, and
-// the queues each eligible replica stands by for (ready).
-func (bl *balancer) view(in balanceInput) (balanceView, map[string]election.LeaderRecord, map[string]map[string]bool) {
-	v := balanceView{live: map[string]bool{}, counts: map[string]int{}, queues: len(bl.queues)}
+// eligible nodes (never a drained one), the leader record of each of
+// this replica's queues, the queues each eligible replica stands by for
+// (ready), and the queues another eligible replica lists (listed).
+func (bl *balancer) view(in balanceInput) (v balanceView, leaders map[string]election.LeaderRecord, ready map[string]map[string]bool, listed map[string]bool) {
+	v = balanceView{live: map[string]bool{}, counts: map[string]int{}, queues: len(bl.queues)}
 	mine := map[string]bool{}
 	for _, q := range bl.queues {
 		mine[q.Name] = true
 	}
-	leaders := map[string]election.LeaderRecord{}
+	leaders = map[string]election.LeaderRecord{}
 	for q, r := range in.leaders {
 		if mine[q] {
 			leaders[q] = r
@@ -288,9 +345,10 @@ func (bl *balancer) view(in balanceInput) (balanceView, map[string]election.Lead
 			seen[m.Node] = m.LastSeen
 		}
 	}
-	ready := map[string]map[string]bool{}
+	ready = map[string]map[string]bool{}
+	listed = map[string]bool{}
 	for node, p := range in.decoded {
-		if node == bl.me || !bl.t.eligible(node, seen[node], in.now, bl.readyAge()) {
+		if node == bl.me || in.drained[node] || !bl.t.eligible(node, seen[node], in.now, bl.readyAge()) {
 			continue
 		}
 		for q, mq := range p.Queues {
@@ -298,6 +356,7 @@ func (bl *balancer) view(in balanceInput) (balanceView, map[string]election.Lead
 				continue
 			}
 			v.live[node] = true
+			listed[q] = true
 			if mq.Role != election.RoleLeader {
 				if ready[node] == nil {
 					ready[node] = map[string]bool{}
@@ -306,8 +365,10 @@ func (bl *balancer) view(in balanceInput) (balanceView, map[string]election.Lead
 			}
 		}
 	}
-	v.live[bl.me] = true
-	return v, leaders, ready
+	if !in.drained[bl.me] {
+		v.live[bl.me] = true
+	}
+	return v, leaders, ready, listed
 }
 
 // readyAge is how old a member record may be for its replica to count as
@@ -367,6 +428,10 @@ func (bl *balancer) candidacy(d *balanceDecision, v balanceView, leaders map[str
 // has taken too long: a receiver died?), and no failover may be under way.
 func (bl *balancer) handovers(d *balanceDecision, in balanceInput, v balanceView, leaders map[string]election.LeaderRecord, ready map[string]map[string]bool, pinned map[string]bool) {
 	now, t := in.now, &bl.t
+	if bl.drainUnderWay(in, v) {
+		t.recheck = now.Add(bl.batchPace())
+		return
+	}
 	pending := 0
 	for q, term := range t.moving {
 		if l := leaders[q]; l.Node == "" || (l.Node == bl.me && l.Term == term) {
@@ -474,4 +539,102 @@ type yieldReq struct {
 	why string
 	// to is the node that should take over; the others hold back.
 	to string
+}
+
+// drainUnderWay reports whether a drained node leads some of this
+// replica's queues (and has for less than handoverBound): the drained
+// node is handing them over, and this replica waits for that before it
+// plans batches of its own (balanceTracker.draining).
+func (bl *balancer) drainUnderWay(in balanceInput, v balanceView) bool {
+	t := &bl.t
+	leads := false
+	for n, c := range v.counts {
+		if c > 0 && in.drained[n] {
+			leads = true
+		}
+	}
+	if !leads {
+		t.draining = time.Time{}
+		return false
+	}
+	if t.draining.IsZero() {
+		t.draining = in.now
+	}
+	return in.now.Before(t.draining.Add(bl.handoverBound()))
+}
+
+// drain is decide for a drained replica (see "Drain" above): it holds
+// back from every queue another live, non-drained replica lists, stands
+// by for the others, and hands over, in paced batches, every queue it
+// leads that another replica stands by for.
+func (bl *balancer) drain(d *balanceDecision, in balanceInput, v balanceView, leaders map[string]election.LeaderRecord, ready map[string]map[string]bool, listed map[string]bool) {
+	for _, q := range bl.queues {
+		// No balance hold: the drain alone decides the candidacy.
+		d.add(balanceAction{queue: q.Name, kind: clearHold})
+		if listed[q.Name] {
+			d.add(balanceAction{queue: q.Name, kind: drainQueue})
+		} else {
+			d.add(balanceAction{queue: q.Name, kind: undrainQueue})
+		}
+	}
+	now, t := in.now, &bl.t
+	pending := 0
+	for q, term := range t.moving {
+		if l := leaders[q]; l.Node == "" || (l.Node == bl.me && l.Term == term) {
+			pending++
+		}
+	}
+	if (pending > 0 && now.Before(t.next.Add(bl.handoverBound()))) || now.Before(t.next) {
+		t.recheck = maxTime(t.next, now.Add(bl.batchPace()))
+		return
+	}
+	t.moving = nil
+	load := maps.Clone(v.counts)
+	per := map[string]int{} // queues sent to each receiver in this batch
+	moving := map[string]int64{}
+	for _, q := range bl.queues {
+		if !in.leading[q.Name] || leaders[q.Name].Node != bl.me {
+			continue
+		}
+		to := drainTarget(q, v, ready, load, per)
+		if to == "" {
+			continue // no one else can take it (yet): keep leading it
+		}
+		d.add(balanceAction{queue: q.Name, kind: yieldQueue, yield: yieldReq{why: "drained", to: to}})
+		moving[q.Name] = leaders[q.Name].Term
+		load[to]++
+		per[to]++
+	}
+	if len(moving) > 0 {
+		t.moving = moving
+		t.next = now.Add(bl.batchPace())
+		t.recheck = t.next
+		d.batch, d.draining = len(moving), true
+	}
+}
+
+// drainTarget returns the node a drained replica hands queue q to: its
+// first live preferred node if that one stands by for q, else the least
+// loaded live node standing by for q (load: counts plus what this batch
+// already sends), ties by name; "" when none can take it in this batch
+// (per: at most balanceBatch per receiver).
+func drainTarget(q config.QueueConfig, v balanceView, ready map[string]map[string]bool, load, per map[string]int) string {
+	for _, n := range q.Prefer {
+		if v.live[n] && ready[n][q.Name] {
+			if per[n] >= balanceBatch {
+				return ""
+			}
+			return n
+		}
+	}
+	best := ""
+	for n := range v.live {
+		if !ready[n][q.Name] || per[n] >= balanceBatch {
+			continue
+		}
+		if best == "" || load[n] < load[best] || (load[n] == load[best] && n < best) {
+			best = n
+		}
+	}
+	return best
 }

@@ -103,6 +103,27 @@
 // stepped down holds back too, so the queue goes where it was sent
 // instead of back to its old leader.
 //
+// # Drain
+//
+// `regent drain` writes an operator record under a node id
+// (control.Drain); the observer reads the operator records on every
+// observation. A replica whose node is drained (balance.go, "Drain")
+// hands every queue it leads to the live, non-drained replicas standing
+// by for it, by the same targeted handover as balancing (yield channel,
+// step-down request naming the receiver, workers stopped, then resign),
+// and holds back its candidacy for every queue another live, non-drained
+// replica lists (holds.holdDrain: interrupting, refreshed by each
+// observation). It stands by for, and keeps, a queue no other such
+// replica lists. The other replicas count it out of balancing and
+// prefer, and start no batch of their own while it still leads some of
+// their queues. A drain is obeyed with balancing off too. The runners
+// first campaign only after the observer's first observation of a
+// session, so that a drained replica restarted never wins a free queue
+// before it has read its drain. The replica announces, in its member
+// record, that it obeys (drained), what it supports (features), and the
+// HTTP address it listens on; it logs drained and undrained once per
+// change and sets regent_drained.
+//
 // # Pause, restart in place, reload
 //
 // The operator records (package control) are read by the observer with

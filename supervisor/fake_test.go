@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -21,7 +22,7 @@ type fakeBackend struct {
 	done      chan struct{}
 	stepDowns map[string]election.StepDownRequest
 	events    []string
-	controls  map[[2]string][]byte // operator records by kind and name
+	controls  []election.Control // the operator records Controls returns
 }
 
 func newFakeBackend() *fakeBackend {
@@ -132,10 +133,8 @@ func (f *fakeBackend) ReleaseTerm(ctx context.Context, queue string, term int64)
 
 func (f *fakeBackend) PutControl(ctx context.Context, kind, name string, value []byte) error {
 	f.mu.Lock()
-	if f.controls == nil {
-		f.controls = map[[2]string][]byte{}
-	}
-	f.controls[[2]string{kind, name}] = value
+	f.controls = slices.DeleteFunc(f.controls, func(c election.Control) bool { return c.Kind == kind && c.Name == name })
+	f.controls = append(f.controls, election.Control{Kind: kind, Name: name, Value: value})
 	f.mu.Unlock()
 	f.wake()
 	return nil
@@ -143,7 +142,7 @@ func (f *fakeBackend) PutControl(ctx context.Context, kind, name string, value [
 
 func (f *fakeBackend) DeleteControl(ctx context.Context, kind, name string) error {
 	f.mu.Lock()
-	delete(f.controls, [2]string{kind, name})
+	f.controls = slices.DeleteFunc(f.controls, func(c election.Control) bool { return c.Kind == kind && c.Name == name })
 	f.mu.Unlock()
 	f.wake()
 	return nil
@@ -152,11 +151,7 @@ func (f *fakeBackend) DeleteControl(ctx context.Context, kind, name string) erro
 func (f *fakeBackend) Controls(ctx context.Context) ([]election.Control, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	var out []election.Control
-	for k, v := range f.controls {
-		out = append(out, election.Control{Kind: k[0], Name: k[1], Value: v})
-	}
-	return out, nil
+	return append([]election.Control(nil), f.controls...), nil
 }
 
 func (f *fakeBackend) RecordAction(ctx context.Context, a election.Action) error { return nil }

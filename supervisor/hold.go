@@ -26,6 +26,11 @@ type holdState struct {
 	// it delays a new campaign but does not interrupt one under way (see
 	// queueRunner.campaign).
 	balanceLed bool
+	// drain: no candidacy before, and a campaign under way is
+	// interrupted (this replica's node is drained and another live
+	// replica can take the queue; refreshed by every observation, see
+	// balancer.drain).
+	drain time.Time
 }
 
 func newHolds() *holds { return &holds{wake: make(chan struct{}, 1)} }
@@ -39,6 +44,9 @@ func (h *holds) left(now time.Time, withLed bool) time.Duration {
 		s = *p
 	}
 	until := s.until
+	if s.drain.After(until) {
+		until = s.drain
+	}
 	if (withLed || !s.balanceLed) && s.balance.After(until) {
 		until = s.balance
 	}
@@ -91,6 +99,33 @@ func (h *holds) clearBalance() {
 		return s
 	})
 	if !old.balance.IsZero() {
+		h.signal()
+	}
+}
+
+// holdDrain holds the queue back until until, interrupting a campaign
+// under way: this replica's node is drained and another live replica can
+// take the queue. The observation that set it refreshes it.
+func (h *holds) holdDrain(now, until time.Time) {
+	old, _ := update(&h.v, func(s holdState) holdState {
+		if until.After(s.drain) {
+			s.drain = until
+		}
+		return s
+	})
+	if !old.drain.After(now) {
+		h.signal()
+	}
+}
+
+// clearDrain ends a drain hold: the node is no longer drained, or no
+// other live replica can take the queue (this one stands by for it).
+func (h *holds) clearDrain() {
+	old, _ := update(&h.v, func(s holdState) holdState {
+		s.drain = time.Time{}
+		return s
+	})
+	if !old.drain.IsZero() {
 		h.signal()
 	}
 }

@@ -3,6 +3,7 @@ package supervisor
 import (
 	"context"
 	"encoding/json"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -23,6 +24,9 @@ type memberPublisher struct {
 	// set returns the current runners (a reload adds or removes some).
 	set   func() []*queueRunner
 	wakeC chan struct{}
+	// drained: this replica obeys a drain of its node (set by the
+	// observer).
+	drained atomic.Bool
 }
 
 func newMemberPublisher(cfg *Config) *memberPublisher {
@@ -34,6 +38,13 @@ func (p *memberPublisher) wake() {
 	select {
 	case p.wakeC <- struct{}{}:
 	default:
+	}
+}
+
+// setDrained sets the record's drained flag, and republishes on a change.
+func (p *memberPublisher) setDrained(drained bool) {
+	if p.drained.Swap(drained) != drained {
+		p.wake()
 	}
 }
 
@@ -105,8 +116,10 @@ func (p *memberPublisher) payload() ([]byte, string) {
 		}
 		queues[r.queue.Name] = mq
 	}
-	pl := diagnosis.NewMemberPayload(p.cfg.Version, queues)
-	pl.Features = control.Features
-	b, _ := json.Marshal(pl)
+	mp := diagnosis.NewMemberPayload(p.cfg.Version, queues)
+	mp.HTTPAddr = p.cfg.HTTPAddr
+	mp.Features = control.Features
+	mp.Drained = p.drained.Load()
+	b, _ := json.Marshal(mp)
 	return b, role
 }

@@ -18,6 +18,11 @@ type Metrics struct {
 	SplitBrain      *prometheus.GaugeVec
 	StaleWorkers    *prometheus.GaugeVec
 	Degraded        *prometheus.GaugeVec
+	// Drained is 1 while this replica obeys a drain of its node.
+	Drained prometheus.Gauge
+	// ConfigGeneration is 1 for this replica's current config generation
+	// of each queue (config.Published.Generation), as labels.
+	ConfigGeneration *prometheus.GaugeVec
 	// Paused is regent_paused{queue}: 1 while the queue is paused, on
 	// every replica that has the queue.
 	Paused *prometheus.GaugeVec
@@ -54,7 +59,23 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	reg.MustRegister(m.Paused)
 	reg.MustRegister(m.IsLeader, m.Term, m.LeaderChanges, m.Workers, m.WorkerRestarts,
 		m.ConfigConflicts, m.LeaseRemaining, m.BackendErrors, m.SplitBrain, m.StaleWorkers, m.Degraded)
+	m.Drained = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "regent_drained", Help: "1 while this replica obeys a drain of its node (regent drain)."})
+	m.ConfigGeneration = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "regent_config_generation_info", Help: "1 for this replica's config generation of the queue (status config_generation)."},
+		[]string{"queue", "generation"})
+	reg.MustRegister(m.Drained, m.ConfigGeneration)
 	return m
+}
+
+// SetConfigGeneration makes gen the queue's only config generation in
+// regent_config_generation_info.
+func (m *Metrics) SetConfigGeneration(queue, gen string) {
+	if m == nil {
+		return
+	}
+	m.ConfigGeneration.DeletePartialMatch(prometheus.Labels{"queue": queue})
+	m.ConfigGeneration.WithLabelValues(queue, gen).Set(1)
 }
 
 func (m *Metrics) backendError() {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -37,6 +38,9 @@ type observer struct {
 	// reported: problem key -> last message, to log once per change
 	// (within a session).
 	reported map[string]string
+	// drained: this replica obeys a drain of its node (drained and
+	// undrained are logged on a change).
+	drained bool
 }
 
 func newObserver(cfg *Config, c clock, runners []*queueRunner, members *memberPublisher) *observer {
@@ -48,8 +52,13 @@ func newObserver(cfg *Config, c clock, runners []*queueRunner, members *memberPu
 
 // run watches the cluster's records and reports, from their diagnosis,
 // conflicts, split brain and stale workers; it also relays step-down
-// requests. It returns an *AlreadyLedError with Exclusive.
-func (o *observer) run(ctx context.Context, b election.Backend) error {
+// requests. It returns an *AlreadyLedError with Exclusive. It closes
+// observed once the first observation is done (or failed), or when it
+// returns.
+func (o *observer) run(ctx context.Context, b election.Backend, observed chan<- struct{}) error {
+	var once sync.Once
+	first := func() { once.Do(func() { close(observed) }) }
+	defer first()
 	changes := b.Changes(ctx)
 	// A slow safety net in case a wake-up is missed; the backend's
 	// notifications are the fast path.
@@ -69,6 +78,7 @@ func (o *observer) run(ctx context.Context, b election.Backend) error {
 			o.cfg.Metrics.backendError()
 			o.log.Debug("observe failed", "error", err)
 		}
+		first()
 		// Rest as long as the observation took (at most a second) before
 		// the next: with thousands of queues an observation reads
 		// megabytes, and a cluster busy settling changes all the time. A
@@ -196,9 +206,10 @@ func (o *observer) observeOnce(ctx context.Context, b election.Backend) error {
 			o.relayStepDown(r, st, req)
 		}
 	}
-	if o.cfg.Balance {
-		o.balance(rs, snap.Payloads())
-	}
+	o.noteDrain(rs.control)
+	// The balancer runs with balancing off too: a drain is obeyed either
+	// way.
+	o.balance(rs, snap.Payloads())
 	if memberChanged {
 		o.members.wake()
 	}
@@ -316,8 +327,13 @@ func (o *observer) balance(rs records, decoded map[string]diagnosis.MemberPayloa
 			leading[r.queue.Name] = true
 		}
 	}
+	drained := map[string]bool{}
+	for n := range rs.control.Drains {
+		drained[n] = true
+	}
 	d := o.balancer.decide(balanceInput{
 		now: o.clock.Now(), leaders: rs.byQueue, members: rs.members, decoded: decoded, leading: leading,
+		drained: drained,
 	})
 	for _, a := range d.actions {
 		r := byName[a.queue]
@@ -328,10 +344,37 @@ func (o *observer) balance(rs records, decoded map[string]diagnosis.MemberPayloa
 			r.holds.clearBalance()
 		case yieldQueue:
 			r.requestYield(a.yield)
+		case drainQueue:
+			now := o.clock.Now()
+			r.holds.holdDrain(now, now.Add(o.balancer.balanceHoldMax()))
+		case undrainQueue:
+			r.holds.clearDrain()
 		}
 	}
-	if d.batch > 0 {
+	if d.draining {
+		o.log.Info("draining", "handing_over", d.batch)
+	} else if d.batch > 0 {
 		o.log.Info("rebalancing", "handing_over", d.batch, "share", d.share)
+	}
+}
+
+// noteDrain follows the drain of this replica's node: regent_drained,
+// the member record's drained flag, and the drained and undrained events,
+// logged once per change.
+func (o *observer) noteDrain(st control.State) {
+	dr, drained := st.Drains[o.cfg.Identity.Node]
+	if m := o.cfg.Metrics; m != nil {
+		m.Drained.Set(gauge(drained))
+	}
+	if drained == o.drained {
+		return
+	}
+	o.drained = drained
+	o.members.setDrained(drained)
+	if drained {
+		o.log.Info("drained", "by", dr.By, "since", dr.Since, "reason", dr.Reason)
+	} else {
+		o.log.Info("undrained")
 	}
 }
 

@@ -80,6 +80,9 @@ type Config struct {
 	// Exclusive makes Run fail with an *AlreadyLedError when another
 	// replica leads one of the queues, instead of standing by.
 	Exclusive bool
+	// HTTPAddr is the address this replica's HTTP server actually listens
+	// on, published in its member record (empty: none).
+	HTTPAddr string
 	// Dial opens a new backend session.
 	Dial    func(ctx context.Context) (election.Backend, error)
 	NewPool PoolFactory
@@ -133,8 +136,8 @@ type Supervisor struct {
 	setChanged chan struct{}
 	// reloading serializes Reload calls.
 	reloading sync.Mutex
-	members    *memberPublisher
-	obs        *observer
+	members   *memberPublisher
+	obs       *observer
 
 	// mu guards backend, read by the HTTP handlers.
 	mu      sync.Mutex
@@ -217,6 +220,7 @@ func (s *Supervisor) newRunner(st *queueSettings) *queueRunner {
 	r := newQueueRunner(&s.cfg, st.queue, st.published, st.payload, s.cfg.clock, s.members)
 	r.fenceOwner = s.FenceOwner
 	s.cfg.Metrics.initQueue(st.queue.Name)
+	s.cfg.Metrics.SetConfigGeneration(st.queue.Name, st.published.Generation())
 	return r
 }
 
@@ -328,7 +332,11 @@ func (s *Supervisor) runSession(ctx context.Context, b election.Backend) error {
 			}
 		}()
 	}
-	spawn(func() error { return s.obs.run(ctx, b) })
+	// The runners campaign once the observer has looked at the records
+	// once (or failed to): a drained node restarted must not win a free
+	// queue before it has read its drain.
+	observed := make(chan struct{})
+	spawn(func() error { return s.obs.run(ctx, b, observed) })
 	spawn(func() error { s.members.run(ctx, b); return nil })
 	// Each runner runs under its own context: a reload that removes its
 	// queue cancels it, and it stops its workers and resigns.
@@ -348,6 +356,10 @@ func (s *Supervisor) runSession(ctx context.Context, b election.Backend) error {
 				delete(running, r)
 			}
 		}
+	}
+	select {
+	case <-observed:
+	case <-ctx.Done():
 	}
 	follow()
 
@@ -380,19 +392,27 @@ func (s *Supervisor) Leads(queue string) bool {
 	return st.role == election.RoleLeader && s.now().Before(st.deadline)
 }
 
-// Healthy reports whether the backend session is open.
+// Healthy reports whether the backend session is open and, on a backend
+// that can tell (election.SessionConfirmer: etcd), confirmed by the server
+// within the last two renew intervals (Timing.ConfirmWindow), so that a
+// replica cut off from etcd stops reporting healthy within two renew
+// intervals of the cut instead of when it hears etcd again.
 func (s *Supervisor) Healthy() bool {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.backend == nil {
+	b := s.backend
+	s.mu.Unlock()
+	if b == nil {
 		return false
 	}
 	select {
-	case <-s.backend.Done():
+	case <-b.Done():
 		return false
 	default:
-		return true
 	}
+	if c, ok := b.(election.SessionConfirmer); ok {
+		return c.SessionConfirmed()
+	}
+	return true
 }
 
 // Backend returns the current backend session, or nil between sessions.
@@ -467,6 +487,7 @@ func (s *Supervisor) Reload(ctx context.Context, queues []config.QueueConfig) er
 	}
 	for _, c := range changes {
 		c.r.setConfig(c.st)
+		s.cfg.Metrics.SetConfigGeneration(c.r.queue.Name, c.st.published.Generation())
 	}
 	s.set.Store(next)
 	select {

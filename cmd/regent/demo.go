@@ -87,135 +87,182 @@ type demoReplica struct {
 }
 
 func runDemo(ctx context.Context, out io.Writer, keep bool) error {
-	start := time.Now()
-	say := func(format string, args ...any) {
-		fmt.Fprintf(out, "[%5.1fs] %s\n", time.Since(start).Seconds(), fmt.Sprintf(format, args...))
-	}
+	d := &demo{out: out, start: time.Now(), replicas: map[string]*demoReplica{}}
 	exe, err := os.Executable()
 	if err != nil {
 		return err
 	}
-	// Reap the guards of the replica we kill (they re-parent to us).
-	if becomeSubreaper() == nil {
-		reaper := worker.NewReaper()
-		rctx, stopReaper := context.WithCancel(context.WithoutCancel(ctx))
-		reaperDone := make(chan struct{})
-		go func() { defer close(reaperDone); _ = reaper.Run(rctx, 100*time.Millisecond) }()
-		defer func() { stopReaper(); <-reaperDone; reaper.ReapOnce() }()
-	}
+	defer demoReap(ctx)()
 	dir, err := os.MkdirTemp("", "regent-demo-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
-
-	port, err := freePort()
+	d.obsFile = filepath.Join(dir, "workers.log")
+	stopEtcd, err := d.startEtcd(ctx, dir)
 	if err != nil {
 		return err
 	}
-	say("starting an embedded etcd on 127.0.0.1:%d", port)
+	defer stopEtcd()
+	defer d.stopReplicas()
+	for i := 1; i <= 3; i++ {
+		if err := d.startReplica(exe, fmt.Sprintf("replica-%d", i)); err != nil {
+			return err
+		}
+	}
+	b, closeB, err := d.openBackend(ctx)
+	if err != nil {
+		return err
+	}
+	defer closeB()
+	if err := d.failover(ctx, b); err != nil {
+		return err
+	}
+	if keep {
+		d.say("cluster left up; try: regent status --watch --cluster demo --etcd-endpoints %s   (Ctrl-C here stops everything)", d.endpoint)
+		<-ctx.Done()
+	}
+	d.say("stopping replicas and etcd")
+	return nil
+}
+
+// demo is one run of `regent demo`: an embedded etcd, three replicas, and
+// what it tells the user.
+type demo struct {
+	out      io.Writer
+	start    time.Time
+	endpoint string
+	obsFile  string
+	replicas map[string]*demoReplica
+}
+
+// say prints a line stamped with the time since the demo began.
+func (d *demo) say(format string, args ...any) {
+	fmt.Fprintf(d.out, "[%5.1fs] %s\n", time.Since(d.start).Seconds(), fmt.Sprintf(format, args...))
+}
+
+// demoReap reaps the guards of the replica the demo kills (they
+// re-parent to us); the returned function stops it.
+func demoReap(ctx context.Context) (stop func()) {
+	if becomeSubreaper() != nil {
+		return func() {}
+	}
+	reaper := worker.NewReaper()
+	rctx, stopReaper := context.WithCancel(context.WithoutCancel(ctx))
+	reaperDone := make(chan struct{})
+	go func() { defer close(reaperDone); _ = reaper.Run(rctx, 100*time.Millisecond) }()
+	return func() { stopReaper(); <-reaperDone; reaper.ReapOnce() }
+}
+
+// startEtcd starts the embedded etcd in dir.
+func (d *demo) startEtcd(ctx context.Context, dir string) (stop func(), err error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	d.say("starting an embedded etcd on 127.0.0.1:%d", port)
 	srv, err := etcdserver.Start(ctx, etcdserver.Config{
 		Dir: filepath.Join(dir, "etcd"), Name: "demo",
 		ClientURL: fmt.Sprintf("http://127.0.0.1:%d", port), PeerURL: "http://127.0.0.1:0",
 		UnsafeNoFsync: true,
 	})
 	if err != nil {
-		return fmt.Errorf("embedded etcd: %w", err)
+		return nil, fmt.Errorf("embedded etcd: %w", err)
 	}
-	defer srv.Stop()
-	endpoint := srv.Endpoints()[0]
-	obsFile := filepath.Join(dir, "workers.log")
+	d.endpoint = srv.Endpoints()[0]
+	return srv.Stop, nil
+}
 
-	replicas := map[string]*demoReplica{}
-	defer func() {
-		for _, r := range replicas {
-			_ = r.cmd.Process.Signal(syscall.SIGTERM)
-		}
-		for _, r := range replicas {
-			select {
-			case <-r.done:
-			case <-time.After(10 * time.Second):
-				_ = r.cmd.Process.Kill()
-				<-r.done
-			}
-		}
-	}()
-	for i := 1; i <= 3; i++ {
-		node := fmt.Sprintf("replica-%d", i)
-		args := []string{"run", "--etcd-endpoints", endpoint, "--cluster", "demo", "--node-id", node,
-			"--lease-ttl", "2s", "--http-addr", "", "--log-level", "warn", "--stop-timeout", "1s", "--concurrency", "2"}
-		for _, q := range demoQueues {
-			args = append(args, "--queue", q)
-		}
-		args = append(args, "--", exe, "demo-worker")
-		c := exec.Command(exe, args...)
-		c.Env = append(os.Environ(), "REGENT_DEMO_OUT="+obsFile)
-		c.Stdout, c.Stderr = io.Discard, os.Stderr
-		if err := c.Start(); err != nil {
-			return err
-		}
-		r := &demoReplica{node: node, cmd: c, done: make(chan struct{})}
-		go func() { _ = c.Wait(); close(r.done) }()
-		replicas[node] = r
-		say("started %s (pid %d) campaigning for %s", node, c.Process.Pid, strings.Join(demoQueues, ", "))
+// startReplica starts `regent run` as node, with the demo worker.
+func (d *demo) startReplica(exe, node string) error {
+	args := []string{"run", "--etcd-endpoints", d.endpoint, "--cluster", "demo", "--node-id", node,
+		"--lease-ttl", "2s", "--http-addr", "", "--log-level", "warn", "--stop-timeout", "1s", "--concurrency", "2"}
+	for _, q := range demoQueues {
+		args = append(args, "--queue", q)
 	}
+	args = append(args, "--", exe, "demo-worker")
+	c := exec.Command(exe, args...)
+	c.Env = append(os.Environ(), "REGENT_DEMO_OUT="+d.obsFile)
+	c.Stdout, c.Stderr = io.Discard, os.Stderr
+	if err := c.Start(); err != nil {
+		return err
+	}
+	r := &demoReplica{node: node, cmd: c, done: make(chan struct{})}
+	go func() { _ = c.Wait(); close(r.done) }()
+	d.replicas[node] = r
+	d.say("started %s (pid %d) campaigning for %s", node, c.Process.Pid, strings.Join(demoQueues, ", "))
+	return nil
+}
 
+// stopReplicas stops the replicas still running: SIGTERM, then SIGKILL
+// after 10 s.
+func (d *demo) stopReplicas() {
+	for _, r := range d.replicas {
+		_ = r.cmd.Process.Signal(syscall.SIGTERM)
+	}
+	for _, r := range d.replicas {
+		select {
+		case <-r.done:
+		case <-time.After(10 * time.Second):
+			_ = r.cmd.Process.Kill()
+			<-r.done
+		}
+	}
+}
+
+// openBackend opens the read-only backend the demo watches through.
+func (d *demo) openBackend(ctx context.Context) (election.Backend, func(), error) {
 	cfg := &config.Config{Cluster: "demo", Backend: config.BackendEtcd, NodeID: "demo-status",
-		Etcd: config.EtcdConfig{Endpoints: []string{endpoint}, DialTimeout: 5 * time.Second}, LeaseTTL: 2 * time.Second}
+		Etcd: config.EtcdConfig{Endpoints: []string{d.endpoint}, DialTimeout: 5 * time.Second}, LeaseTTL: 2 * time.Second}
 	log := newLogger(config.LogConfig{Level: "error", Format: "text"}, os.Stderr)
 	b, err := openBackend(ctx, cfg, electionOptions(cfg, true), log)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	defer func() {
+	return b, func() {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		defer cancel()
 		_ = b.Close(cctx)
-	}()
+	}, nil
+}
 
+// failover waits for every queue's leader and workers, SIGKILLs the
+// leader of the first queue and shows the takeover.
+func (d *demo) failover(ctx context.Context, b election.Backend) error {
 	leaders, err := demoWaitLeaders(ctx, b, nil, 20*time.Second)
 	if err != nil {
 		return err
 	}
 	for _, q := range demoQueues {
-		say("%s is led by %s (term %d)", q, leaders[q].Node, leaders[q].Term)
+		d.say("%s is led by %s (term %d)", q, leaders[q].Node, leaders[q].Term)
 	}
 	if err := demoWaitWorkers(ctx, b, "", 20*time.Second); err != nil {
 		return err
 	}
-	if err := demoPrintStatus(ctx, b, out); err != nil {
+	if err := demoPrintStatus(ctx, b, d.out); err != nil {
 		return err
 	}
-
 	victim := leaders[demoQueues[0]]
-	say("SIGKILL %s, the leader of %s (term %d)", victim.Node, victim.Queue, victim.Term)
+	d.say("SIGKILL %s, the leader of %s (term %d)", victim.Node, victim.Queue, victim.Term)
 	killedAt := time.Now()
-	_ = replicas[victim.Node].cmd.Process.Kill()
-	<-replicas[victim.Node].done
-	delete(replicas, victim.Node)
-	say("%s is dead; its worker guards kill its workers on pipe EOF", victim.Node)
+	_ = d.replicas[victim.Node].cmd.Process.Kill()
+	<-d.replicas[victim.Node].done
+	delete(d.replicas, victim.Node)
+	d.say("%s is dead; its worker guards kill its workers on pipe EOF", victim.Node)
 
-	first, node, term, err := demoWaitNewTerm(ctx, obsFile, victim.Queue, victim.Term, 20*time.Second)
+	first, node, term, err := demoWaitNewTerm(ctx, d.obsFile, victim.Queue, victim.Term, 20*time.Second)
 	if err != nil {
 		return err
 	}
-	say("new leader %s (term %d): first worker line %s after the kill", node, term, first.Sub(killedAt).Round(time.Millisecond))
+	d.say("new leader %s (term %d): first worker line %s after the kill", node, term, first.Sub(killedAt).Round(time.Millisecond))
 	if _, err := demoWaitLeaders(ctx, b, map[string]int64{victim.Queue: victim.Term}, 20*time.Second); err != nil {
 		return err
 	}
-	say("waiting for %s's member record to expire with its lease", victim.Node)
+	d.say("waiting for %s's member record to expire with its lease", victim.Node)
 	if err := demoWaitWorkers(ctx, b, victim.Node, 20*time.Second); err != nil {
 		return err
 	}
-	if err := demoPrintStatus(ctx, b, out); err != nil {
-		return err
-	}
-	if keep {
-		say("cluster left up; try: regent status --watch --cluster demo --etcd-endpoints %s   (Ctrl-C here stops everything)", endpoint)
-		<-ctx.Done()
-	}
-	say("stopping replicas and etcd")
-	return nil
+	return demoPrintStatus(ctx, b, d.out)
 }
 
 // demoWaitLeaders waits until every demo queue has a leader whose term is

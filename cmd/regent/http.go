@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -22,13 +23,38 @@ type httpServer struct {
 	done chan struct{}
 }
 
-func startHTTP(addr string, reg *prometheus.Registry, sup *supervisor.Supervisor, log hclog.Logger) (*httpServer, error) {
+// listenHTTP listens on addr. When the address is the default (explicit
+// false: no flag, env or file set it) and its port is taken — a second
+// replica on one host — it warns once and listens on a free port of the
+// same host instead; the address actually listened on is published in
+// the member record (status members). An explicit address that cannot be
+// bound is an error.
+func listenHTTP(addr string, explicit bool, log hclog.Logger) (net.Listener, error) {
 	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("http_addr %s: %w (choose a free port with --http-addr, or --http-addr='' to disable)", addr, err)
+	if err == nil {
+		return ln, nil
 	}
+	if !explicit && errors.Is(err, syscall.EADDRINUSE) {
+		host, _, _ := net.SplitHostPort(addr)
+		if ln, ferr := net.Listen("tcp", net.JoinHostPort(host, "0")); ferr == nil {
+			log.Warn("http_addr in use; listening on a free port instead (set --http-addr to choose one)",
+				"http_addr", addr, "listening", ln.Addr().String())
+			return ln, nil
+		}
+	}
+	return nil, fmt.Errorf("http_addr %s: %w (choose a free port with --http-addr, or --http-addr='' to disable)", addr, err)
+}
+
+// startHTTP serves on ln.
+func startHTTP(ln net.Listener, reg *prometheus.Registry, sup *supervisor.Supervisor, log hclog.Logger) *httpServer {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	// /livez: the process serves; nothing about the backend. A liveness
+	// probe uses it: a replica cut off from its backend fences itself and
+	// reconnects on its own, and a restart would not help it.
+	mux.HandleFunc("/livez", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "alive")
+	})
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		if !sup.Healthy() {
 			http.Error(w, "backend session down\n", http.StatusServiceUnavailable)
@@ -84,7 +110,7 @@ func startHTTP(addr string, reg *prometheus.Registry, sup *supervisor.Supervisor
 		}
 	}()
 	log.Debug("http listening", "addr", ln.Addr().String())
-	return s, nil
+	return s
 }
 
 // Close stops the server and waits for it.

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime/debug"
 	"strings"
 
 	"github.com/hashicorp/go-hclog"
@@ -14,9 +13,6 @@ import (
 
 	"github.com/regentd/regent/config"
 )
-
-// version is set at build time with -ldflags "-X main.version=...".
-var version = ""
 
 // Exit codes shared by every command.
 const (
@@ -48,23 +44,6 @@ type errSilent struct{ code int }
 
 func (e errSilent) Error() string { return fmt.Sprintf("exit %d", e.code) }
 
-func regentVersion() string {
-	if version != "" {
-		return version
-	}
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		if v := bi.Main.Version; v != "" && v != "(devel)" {
-			return v
-		}
-		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
-				return "dev-" + s.Value[:12]
-			}
-		}
-	}
-	return "dev"
-}
-
 func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "regent",
@@ -73,7 +52,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 Only a queue's leader runs that queue's workers; the other replicas stand by
 hot and report conflicts. The lock is (backend, cluster, queue) — nothing
 local (no pid file, HOME or path) decides who runs.`,
-		Version:       regentVersion(),
+		Version:       versionLine(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -83,6 +62,7 @@ local (no pid file, HOME or path) decides who runs.`,
 		return fmt.Errorf("%s (see 'regent %s --help')", err, c.Name())
 	})
 	root.AddCommand(newRunCmd(), newStatusCmd(), newStepDownCmd(), newPauseCmd(), newResumeCmd(), newRestartCmd(), newFenceCmd(), newConfigCmd(), newDevCmd(), newGuardCmd(), newReleaseTermCmd(), newDemoCmd(), newDemoWorkerCmd())
+	root.AddCommand(newDrainCmd(), newUndrainCmd())
 	return root
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"strconv"
@@ -101,6 +102,7 @@ func runRun(cmd *cobra.Command, args []string) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := supervisor.NewMetrics(reg)
+	registerBuildInfo(reg)
 
 	// Guards run the lean guard beside this binary, or this binary, as
 	// opened now, even after a package upgrade replaced the files: they
@@ -111,6 +113,16 @@ func runRun(cmd *cobra.Command, args []string) error {
 	if err != nil {
 		return err
 	}
+	// Listen before the supervisor starts: its member record publishes
+	// the address actually listened on.
+	var ln net.Listener
+	httpAddr := ""
+	if cfg.HTTPAddr != "" {
+		if ln, err = listenHTTP(cfg.HTTPAddr, cfg.HTTPAddrExplicit, log); err != nil {
+			return err
+		}
+		httpAddr = ln.Addr().String()
+	}
 	opts := electionOptions(cfg, false)
 	sup, err := supervisor.New(supervisor.Config{
 		Identity:  opts.Identity,
@@ -119,6 +131,7 @@ func runRun(cmd *cobra.Command, args []string) error {
 		Queues:    cfg.Queues,
 		Exclusive: cfg.Exclusive,
 		Balance:   cfg.Balance,
+		HTTPAddr:  httpAddr,
 		Dial: func(ctx context.Context) (election.Backend, error) {
 			return openBackend(ctx, cfg, opts, log)
 		},
@@ -127,16 +140,13 @@ func runRun(cmd *cobra.Command, args []string) error {
 		Metrics: metrics,
 	})
 	if err != nil {
+		if ln != nil {
+			ln.Close()
+		}
 		return err
 	}
-
-	var httpSrv *httpServer
-	if cfg.HTTPAddr != "" {
-		httpSrv, err = startHTTP(cfg.HTTPAddr, reg, sup, log)
-		if err != nil {
-			return err
-		}
-		defer httpSrv.Close()
+	if ln != nil {
+		defer startHTTP(ln, reg, sup, log).Close()
 	}
 
 	if cfg.Fence.PostgresURL != "" {
@@ -151,7 +161,7 @@ func runRun(cmd *cobra.Command, args []string) error {
 		queues[q.Name] = config.Document(q.Publish(cfg.LeaseTTL))
 	}
 	log.Info("started", "version", regentVersion(), "cluster", cfg.Cluster, "backend", cfg.Backend,
-		"pid", os.Getpid(), "guard", guard.name(), "lease_ttl", cfg.LeaseTTL.String(), "http_addr", cfg.HTTPAddr, "queues", queues)
+		"pid", os.Getpid(), "guard", guard.name(), "lease_ttl", cfg.LeaseTTL.String(), "http_addr", httpAddr, "queues", queues)
 
 	// SIGHUP (systemctl reload) re-reads the config file.
 	reloadCtx, stopReload := context.WithCancel(ctx)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"sort"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/regentd/regent/config"
 	"github.com/regentd/regent/election"
+	"github.com/regentd/regent/supervisor/diagnosis"
 )
 
 // Exit codes of status --check (Nagios convention).
@@ -32,10 +34,16 @@ effective config and workers, each follower with its config conflicts, and the
 problems found. Reads only the backend: works on any host with access to it,
 and never trusts a local pid file.
 
+The members list shows every live replica (node, host, pid, version, the HTTP
+address it actually listens on, whether it is drained); every leader and
+follower shows its config_generation, a short hash of the queue's effective
+config, equal on replicas with equal configs (a rollout shows as generations
+changing). Cluster-wide problems (a drained node) come before the queues.
+
 --check exit codes (Nagios-style, one summary line per problem):
   0 OK        every queue has exactly one leader and no conflict
   1 WARNING   config conflicts, crash or RSS loops, wedged workers, stale writes
-              refused by the fence
+              refused by the fence, a drained node
   2 CRITICAL  a queue with no leader, two claimants, a live worker of an old term,
               a resource fenced by another deployment (foreign_owner)
   3 UNKNOWN   the backend is unreachable or the config is invalid`
@@ -136,8 +144,12 @@ func newStatusCmd() *cobra.Command {
 
 func checkCode(doc *statusDoc) int {
 	code := checkOK
+	all := [][]diagnosis.Problem{doc.Problems}
 	for _, q := range doc.Queues {
-		for _, p := range q.Problems {
+		all = append(all, q.Problems)
+	}
+	for _, ps := range all {
+		for _, p := range ps {
 			switch p.Severity {
 			case sevCritical:
 				code = checkCritical
@@ -152,15 +164,34 @@ func checkCode(doc *statusDoc) int {
 }
 
 func writeCheck(w io.Writer, doc *statusDoc) {
-	code := checkCode(doc)
-	if code == checkOK {
-		fmt.Fprintf(w, "REGENT OK - cluster %s: %d queue(s), each with one leader and no conflict\n", checkText(doc.Cluster), len(doc.Queues))
-		return
+	type line struct {
+		rank int
+		text string
+	}
+	rank := map[string]int{sevCritical: 0, sevWarning: 1}
+	var lines []line
+	add := func(scope, name string, p diagnosis.Problem) {
+		r, ok := rank[p.Severity]
+		if !ok {
+			r = 2 // info
+		}
+		lines = append(lines, line{r, fmt.Sprintf("REGENT %s - %s %s: %s: %s", strings.ToUpper(p.Severity), scope, checkText(name), p.Code, checkText(p.Message))})
+	}
+	for _, p := range doc.Problems {
+		add("cluster", doc.Cluster, p)
 	}
 	for _, q := range doc.Queues {
 		for _, p := range q.Problems {
-			fmt.Fprintf(w, "REGENT %s - queue %s: %s: %s\n", strings.ToUpper(p.Severity), checkText(q.Queue), p.Code, checkText(p.Message))
+			add("queue", q.Queue, p)
 		}
+	}
+	// The most severe first: a check plugin's first line is its summary.
+	sort.SliceStable(lines, func(i, j int) bool { return lines[i].rank < lines[j].rank })
+	if checkCode(doc) == checkOK {
+		fmt.Fprintf(w, "REGENT OK - cluster %s: %d queue(s), each with one leader and no conflict\n", checkText(doc.Cluster), len(doc.Queues))
+	}
+	for _, l := range lines {
+		fmt.Fprintln(w, l.text)
 	}
 }
 
@@ -179,6 +210,7 @@ func checkText(s string) string {
 
 func writeHuman(w io.Writer, doc *statusDoc) {
 	fmt.Fprintf(w, "cluster %s\n", doc.Cluster)
+	writeMembers(w, doc)
 	if len(doc.Queues) == 0 {
 		fmt.Fprintln(w, "\nno queue has a leader or a member")
 	}
@@ -190,6 +222,7 @@ func writeHuman(w io.Writer, doc *statusDoc) {
 			fmt.Fprintf(tw, "  term\t%d, since %s (%s ago), version %s\n", l.Term, l.Since.Local().Format("2006-01-02 15:04:05"), time.Since(l.Since).Round(time.Second), l.Version)
 			if c := l.Config; c != nil {
 				fmt.Fprintf(tw, "  command\t%s\n", strings.Join(c.Command, " "))
+				fmt.Fprintf(tw, "  generation\t%s\n", l.ConfigGeneration)
 				fmt.Fprintf(tw, "  config\tconcurrency=%d max_rss_mb=%d lease_ttl=%s stop_timeout=%s\n", c.Concurrency, c.MaxRSSMB, c.LeaseTTL, c.StopTimeout)
 			}
 		} else {
@@ -216,7 +249,7 @@ func writeHuman(w io.Writer, doc *statusDoc) {
 		}
 		if len(q.Followers) > 0 {
 			tw = tabwriter.NewWriter(w, 0, 2, 2, ' ', 0)
-			fmt.Fprintln(tw, "  FOLLOWER\tHOST\tLAST SEEN\tCONFLICTS")
+			fmt.Fprintln(tw, "  FOLLOWER\tHOST\tLAST SEEN\tGENERATION\tCONFLICTS")
 			for _, f := range q.Followers {
 				conf := "none"
 				if len(f.Conflicts) > 0 {
@@ -226,7 +259,7 @@ func writeHuman(w io.Writer, doc *statusDoc) {
 				if !f.LastSeen.IsZero() {
 					seen = time.Since(f.LastSeen).Round(time.Second).String() + " ago"
 				}
-				fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", f.Node, f.Host, seen, conf)
+				fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", f.Node, f.Host, seen, f.ConfigGeneration, conf)
 			}
 			tw.Flush()
 			for _, f := range q.Followers {
@@ -263,15 +296,40 @@ func writeHuman(w io.Writer, doc *statusDoc) {
 	}
 }
 
-// writeActions prints the operator actions of status --history.
-func writeActions(w io.Writer, acts []election.Action) {
-	if len(acts) == 0 {
+// writeMembers writes the live members and the cluster-wide problems.
+func writeMembers(w io.Writer, doc *statusDoc) {
+	if len(doc.Members) > 0 {
+		tw := tabwriter.NewWriter(w, 0, 2, 2, ' ', 0)
+		fmt.Fprintln(tw, "\nMEMBER\tHOST\tPID\tVERSION\tHTTP\tDRAINED\tLAST SEEN")
+		for _, m := range doc.Members {
+			addr, drained, seen := m.HTTPAddr, "no", "-"
+			if addr == "" {
+				addr = "-"
+			}
+			if m.Drained {
+				drained = "yes"
+			}
+			if !m.LastSeen.IsZero() {
+				seen = time.Since(m.LastSeen).Round(time.Second).String() + " ago"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", m.Node, m.Host, m.PID, m.Version, addr, drained, seen)
+		}
+		tw.Flush()
+	}
+	for _, p := range doc.Problems {
+		fmt.Fprintf(w, "%s %s: %s\n", strings.ToUpper(p.Severity), p.Code, p.Message)
+	}
+}
+
+// writeActions prints the operator log of status --history.
+func writeActions(w io.Writer, actions []election.Action) {
+	if len(actions) == 0 {
 		return
 	}
 	fmt.Fprintln(w, "\noperator actions")
 	tw := tabwriter.NewWriter(w, 0, 2, 2, ' ', 0)
 	fmt.Fprintln(tw, "  AT\tACTION\tTARGET\tBY\tREASON")
-	for _, a := range acts {
+	for _, a := range actions {
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", a.At.Local().Format("01-02 15:04:05"), a.Action, a.Target, a.By, a.Reason)
 	}
 	tw.Flush()

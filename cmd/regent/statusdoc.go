@@ -13,8 +13,13 @@ import (
 type statusDoc struct {
 	Cluster string        `json:"cluster"`
 	Queues  []queueStatus `json:"queues"`
-	// Actions is filled by status --history: the cluster's last operator
-	// actions (pause, resume, restart, ...), newest first.
+	// Members and Problems are the cluster-wide part of the diagnosis
+	// (diagnosis.DiagnoseCluster): the live members, and the problems of
+	// no single queue (a drained node).
+	diagnosis.ClusterReport
+	// Actions is filled by status --history: the last operator actions
+	// of the cluster (pause, resume, restart, drain, undrain, ...),
+	// newest first.
 	Actions []election.Action `json:"actions,omitempty"`
 }
 
@@ -44,6 +49,10 @@ func buildStatus(ctx context.Context, b election.Backend, cluster, onlyQueue str
 	if err != nil {
 		return nil, err
 	}
+	ops, err := b.Controls(ctx)
+	if err != nil {
+		return nil, err
+	}
 	doc := &statusDoc{Cluster: cluster, Queues: []queueStatus{}}
 	if doc.Cluster == "" {
 		doc.Cluster = recordsCluster(leaders, members)
@@ -52,15 +61,14 @@ func buildStatus(ctx context.Context, b election.Backend, cluster, onlyQueue str
 	if onlyQueue != "" {
 		only = []string{onlyQueue}
 	}
-	cs, err := b.Controls(ctx)
-	if err != nil {
-		return nil, err
-	}
-	reports := diagnosis.Diagnose(diagnosis.NewSnapshot(leaders, members), time.Now(), only)
-	diagnosis.AddControl(reports, control.Parse(cs))
+	st := control.Parse(ops)
+	snap := diagnosis.NewSnapshot(leaders, members)
+	reports := diagnosis.Diagnose(snap, time.Now(), only)
+	diagnosis.AddControl(reports, st)
 	for _, r := range reports {
 		doc.Queues = append(doc.Queues, queueStatus{Report: r})
 	}
+	doc.ClusterReport = diagnosis.DiagnoseCluster(snap, st)
 	return doc, nil
 }
 
@@ -89,11 +97,11 @@ const actionsLimit = 20
 // addHistory attaches the last terms of every queue in doc, and the last
 // operator actions of the cluster.
 func addHistory(ctx context.Context, b election.Backend, doc *statusDoc) error {
-	acts, err := b.Actions(ctx, actionsLimit)
+	actions, err := b.Actions(ctx, actionsLimit)
 	if err != nil {
 		return err
 	}
-	doc.Actions = acts
+	doc.Actions = actions
 	for i := range doc.Queues {
 		h, err := b.History(ctx, doc.Queues[i].Queue, historyLimit)
 		if err != nil {

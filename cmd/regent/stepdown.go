@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -32,58 +31,12 @@ leader within --wait).`,
 			if queue == "" {
 				return fmt.Errorf("--queue is required")
 			}
-			cfg, err := loadConfig(cmd, nil, false)
+			op, ctx, closeOp, err := openOp(cmd, wait, "")
 			if err != nil {
 				return err
 			}
-			log := newLogger(config.LogConfig{Level: "error", Format: cfg.Log.Format}, cmd.ErrOrStderr())
-			opts := electionOptions(cfg, true)
-			host, _ := os.Hostname()
-			opts.Node = "step-down-" + host
-			ctx, cancel := context.WithTimeout(cmd.Context(), wait+cfg.Etcd.DialTimeout+cfg.Postgres.DialTimeout)
-			defer cancel()
-			b, err := openBackend(ctx, cfg, opts, log)
-			if err != nil {
-				return err
-			}
-			defer func() {
-				cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-				defer cancel()
-				_ = b.Close(cctx)
-			}()
-			before, err := b.Leader(ctx, queue)
-			if errors.Is(err, election.ErrNoLeader) {
-				return fmt.Errorf("queue %s has no leader to step down", queue)
-			}
-			if err != nil {
-				return err
-			}
-			if to != "" && before.Node == to {
-				fmt.Fprintf(cmd.OutOrStdout(), "%s already leads %s (term %d)\n", to, queue, before.Term)
-				return nil
-			}
-			changes := b.Changes(ctx)
-			if err := b.RequestStepDown(ctx, queue, to); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "asked %s (term %d) to step down from %s\n", before.Node, before.Term, queue)
-			deadline := time.NewTimer(wait)
-			defer deadline.Stop()
-			for {
-				now, err := b.Leader(ctx, queue)
-				if err == nil && now.Term > before.Term {
-					fmt.Fprintf(cmd.OutOrStdout(), "%s now leads %s (term %d)\n", now.Node, queue, now.Term)
-					return nil
-				}
-				select {
-				case <-changes:
-				case <-time.After(200 * time.Millisecond):
-				case <-deadline.C:
-					return fmt.Errorf("no new leader of %s within %s (is another replica running?)", queue, wait)
-				case <-ctx.Done():
-					return ctx.Err()
-				}
-			}
+			defer closeOp()
+			return stepDown(ctx, op, queue, to)
 		},
 	}
 	config.RegisterFlags(cmd.Flags(), config.ScopeBackend)
@@ -91,4 +44,42 @@ leader within --wait).`,
 	cmd.Flags().StringVar(&to, "to", "", "node that should take over")
 	cmd.Flags().DurationVar(&wait, "wait", 30*time.Second, "how long to wait for the new leader")
 	return cmd
+}
+
+// stepDown asks the leader of queue to hand over (to node to, if set) and
+// waits for a newer term.
+func stepDown(ctx context.Context, op *opCommand, queue, to string) error {
+	before, err := op.b.Leader(ctx, queue)
+	if errors.Is(err, election.ErrNoLeader) {
+		return fmt.Errorf("queue %s has no leader to step down", queue)
+	}
+	if err != nil {
+		return err
+	}
+	if to != "" && before.Node == to {
+		op.printf("%s already leads %s (term %d)", to, queue, before.Term)
+		return nil
+	}
+	changes := op.b.Changes(ctx)
+	if err := op.b.RequestStepDown(ctx, queue, to); err != nil {
+		return err
+	}
+	op.printf("asked %s (term %d) to step down from %s", before.Node, before.Term, queue)
+	deadline := time.NewTimer(op.wait)
+	defer deadline.Stop()
+	for {
+		now, err := op.b.Leader(ctx, queue)
+		if err == nil && now.Term > before.Term {
+			op.printf("%s now leads %s (term %d)", now.Node, queue, now.Term)
+			return nil
+		}
+		select {
+		case <-changes:
+		case <-time.After(200 * time.Millisecond):
+		case <-deadline.C:
+			return fmt.Errorf("no new leader of %s within %s (is another replica running?)", queue, op.wait)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }

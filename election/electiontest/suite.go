@@ -43,6 +43,17 @@ const (
 
 // Run runs the contract suite against h, one subtest per case.
 func Run(t *testing.T, h Harness) {
+	RunCases(t, h)
+}
+
+// Representative lists the cases that stand for the contract where the
+// whole suite would cost too much (a backend behind TLS and auth):
+// campaign and exclusion, handover, loss of the session, records.
+var Representative = []string{"Exclusion", "ResignHandover", "KillSession", "Records", "LostLeadership", "DeploymentID", "Controls"}
+
+// RunCases runs the named cases of the suite (every case when names is
+// empty), one subtest each. An unknown name fails the test.
+func RunCases(t *testing.T, h Harness, names ...string) {
 	if _, ok := os.LookupEnv(envHolder); ok {
 		// Running the suite here would start holders recursively.
 		t.Fatal("this is a holder process: the package's TestMain must call electiontest.HolderMain first")
@@ -76,10 +87,21 @@ func Run(t *testing.T, h Harness) {
 		{"DeploymentID", testDeploymentID},
 		{"Controls", testControls},
 	}
+	want := map[string]bool{}
+	for _, n := range names {
+		want[n] = true
+	}
 	for _, c := range cases {
+		if len(names) > 0 && !want[c.name] {
+			continue
+		}
+		delete(want, c.name)
 		t.Run(c.name, func(t *testing.T) {
 			c.run(newEnv(t, h, c.name))
 		})
+	}
+	for n := range want {
+		t.Errorf("electiontest: no case %q", n)
 	}
 }
 

@@ -79,6 +79,7 @@ type Backend struct {
 	validUntil time.Time     // monotonic: last renewal send time + ttl
 	renewedCh  chan struct{} // closed and replaced when validUntil moves
 	renewals   uint64        // successful renewals
+	renewedAt  time.Time     // monotonic: send time of the last successful renewal (or grant)
 	queues     map[string]*queueState
 	pending    map[string]int64 // queue -> own term to release (0: unknown)
 	memberSet  bool             // a member record was written
@@ -139,14 +140,26 @@ func New(ctx context.Context, cfg Config, opts election.Options, log hclog.Logge
 	b.cli, err = clientv3.New(ccfg)
 	if err != nil {
 		b.cancel()
-		return nil, b.translate(cctx, "connect", err)
+		return nil, connectErr(ctx, ccfg, b.translate(cctx, "connect", err))
 	}
 	if err := b.start(cctx); err != nil {
 		b.cancel()
 		_ = b.cli.Close()
-		return nil, err
+		return nil, connectErr(ctx, ccfg, err)
 	}
 	return b, nil
+}
+
+// connectErr returns err, New's failure, or, when etcd was unreachable
+// over TLS because of the TLS handshake, the handshake's problem.
+func connectErr(ctx context.Context, ccfg clientv3.Config, err error) error {
+	if ccfg.TLS == nil || !errors.Is(err, election.ErrUnavailable) {
+		return err
+	}
+	if terr := diagnoseTLS(context.WithoutCancel(ctx), ccfg.Endpoints, ccfg.TLS); terr != nil {
+		return fmt.Errorf("%w: %w", election.ErrUnavailable, terr)
+	}
+	return err
 }
 
 // start checks that etcd answers and grants the lease.
@@ -171,6 +184,7 @@ func (b *Backend) start(ctx context.Context) error {
 		b.log.Warn("etcd granted a different lease ttl", "lease_ttl", b.opts.LeaseTTL, "granted_ttl", time.Duration(resp.TTL)*time.Second)
 	}
 	b.validUntil = sent.Add(b.ttl)
+	b.renewedAt = sent
 	b.wg.Add(1)
 	go b.runSession()
 	b.log.Debug("connected to etcd", "endpoints", b.endpoints, "lease", fmt.Sprintf("%x", int64(b.lease)), "lease_ttl", b.ttl)

@@ -25,6 +25,45 @@ func TestContract(t *testing.T) {
 // etcdHarness adapts the etcd backend to the contract suite.
 type etcdHarness struct {
 	endpoints []string
+	// secure, when set, is the replicas' connection (TLS, user) and
+	// rootClient the harness's own; nil: plain http, no auth.
+	secure     *Config
+	rootClient func(t testing.TB) *clientv3.Client
+}
+
+// TestContractTLS runs the representative cases of the contract against
+// an etcd that requires TLS client certificates and authentication, as a
+// user whose role grants read-write on /regent/ only.
+func TestContractTLS(t *testing.T) {
+	certs := testenv.NewCerts(t)
+	e := testenv.NewEtcdWith(t, testenv.EtcdOptions{TLS: certs})
+	root := e.Client(t, "", "")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	const rootPW, regentPW = "root-secret-1", "regent-secret-1"
+	steps := []func() error{
+		func() error { _, err := root.UserAdd(ctx, "root", rootPW); return err },
+		func() error { _, err := root.UserGrantRole(ctx, "root", "root"); return err },
+		func() error { _, err := root.RoleAdd(ctx, "regent"); return err },
+		func() error {
+			_, err := root.RoleGrantPermission(ctx, "regent", "/regent/", clientv3.GetPrefixRangeEnd("/regent/"), clientv3.PermissionType(clientv3.PermReadWrite))
+			return err
+		},
+		func() error { _, err := root.UserAdd(ctx, "regent", regentPW); return err },
+		func() error { _, err := root.UserGrantRole(ctx, "regent", "regent"); return err },
+		func() error { _, err := root.AuthEnable(ctx); return err },
+	}
+	for i, step := range steps {
+		if err := step(); err != nil {
+			t.Fatalf("auth setup step %d: %v", i+1, err)
+		}
+	}
+	electiontest.RunCases(t, &etcdHarness{
+		endpoints: e.Endpoints(),
+		secure: &Config{Endpoints: e.Endpoints(), Username: "regent", Password: regentPW,
+			CAFile: certs.CAFile, CertFile: certs.ClientCert, KeyFile: certs.ClientKey},
+		rootClient: func(t testing.TB) *clientv3.Client { return e.Client(t, "root", rootPW) },
+	}, electiontest.Representative...)
 }
 
 func (h *etcdHarness) Name() string { return "etcd" }
@@ -34,7 +73,12 @@ func (h *etcdHarness) New(t testing.TB, opts election.Options) election.Backend 
 	log := testenv.Logger(t, opts.Node)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	b, err := New(ctx, Config{Endpoints: h.endpoints, DialTimeout: 2 * time.Second}, opts, log)
+	cfg := Config{Endpoints: h.endpoints}
+	if h.secure != nil {
+		cfg = *h.secure
+	}
+	cfg.DialTimeout = 2 * time.Second
+	b, err := New(ctx, cfg, opts, log)
 	if err != nil {
 		t.Fatalf("open etcd backend for %s: %v", opts.Node, err)
 	}
@@ -51,6 +95,9 @@ func (h *etcdHarness) New(t testing.TB, opts election.Options) election.Backend 
 // admin returns a plain client, closed at the end of the test.
 func (h *etcdHarness) admin(t testing.TB) *clientv3.Client {
 	t.Helper()
+	if h.rootClient != nil {
+		return h.rootClient(t)
+	}
 	c, err := clientv3.New(clientv3.Config{Endpoints: h.endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
 		t.Fatalf("admin client: %v", err)

@@ -31,7 +31,7 @@ func (b *Backend) translate(ctx context.Context, op string, err error) error {
 		errors.Is(err, rpctypes.ErrUserEmpty), errors.Is(err, rpctypes.ErrUserNotFound):
 		return fmt.Errorf("etcd at %s refused the credentials of user %q: %s: %w; check --etcd-username and --etcd-password", b.endpoints, b.cfg.Username, op, err)
 	case errors.Is(err, rpctypes.ErrPermissionDenied):
-		return fmt.Errorf("etcd at %s denied user %q: %s: %w; grant it read-write access to /regent/", b.endpoints, b.cfg.Username, op, err)
+		return fmt.Errorf("etcd at %s denied user %q: %s: %w; grant the user the role of what it does on %s (replicas: read-write; operator commands: read, and read-write on stepdown/, control/ and actions/; status: read; see deploy/etcd/roles.sh)", b.endpoints, b.cfg.Username, op, err, b.keys.root())
 	case unreachable(err):
 		if ctx.Err() != nil {
 			return fmt.Errorf("%w: etcd at %s unreachable: %s: %w; check --etcd-endpoints", election.ErrUnavailable, b.endpoints, op, ctx.Err())

@@ -117,6 +117,9 @@ func (b *Backend) renewed(sent time.Time) {
 	vu := sent.Add(b.ttl)
 	b.mu.Lock()
 	b.renewals++
+	if sent.After(b.renewedAt) {
+		b.renewedAt = sent
+	}
 	if !vu.After(b.validUntil) {
 		b.mu.Unlock()
 		return
@@ -134,6 +137,21 @@ func (b *Backend) renewed(sent time.Time) {
 	for _, l := range held {
 		l.notifyRenewed()
 	}
+}
+
+// SessionConfirmed reports whether etcd confirmed the session's lease
+// recently: the last successful renewal was sent less than the timing's
+// ConfirmWindow (two renew intervals) ago. It is false once the session
+// is lost or the backend closed, and on a read-only backend. It
+// implements election.SessionConfirmer.
+func (b *Backend) SessionConfirmed() bool {
+	if b.opts.ReadOnly || b.live.Err() != nil {
+		return false
+	}
+	b.mu.Lock()
+	at := b.renewedAt
+	b.mu.Unlock()
+	return boottime.Since(at) < b.opts.Timing.ConfirmWindow()
 }
 
 // currentValidUntil returns the session's validUntil.

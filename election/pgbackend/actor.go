@@ -371,6 +371,9 @@ func (a *actor) check(err error) error {
 	if isFatal(a.sess.conn, err) {
 		return a.connLost(err)
 	}
+	if h := hint(err); h != "" {
+		return fmt.Errorf("%w; %s", err, h)
+	}
 	return err
 }
 

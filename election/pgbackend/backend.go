@@ -7,11 +7,13 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/regentd/regent/election"
+	"github.com/regentd/regent/internal/boottime"
 )
 
 // errReadOnly is returned by Campaign and SetMember on a read-only backend,
@@ -31,6 +33,9 @@ type Backend struct {
 	lockPID atomic.Int32
 	// renewals counts the renewal statements sent (for tests).
 	renewals atomic.Int64
+	// renewedAt is the send time (internal/boottime) of the last
+	// successful renewal of the session row, or of its registration.
+	renewedAt atomic.Pointer[time.Time]
 
 	done     chan struct{}
 	doneOnce sync.Once
@@ -94,7 +99,10 @@ func New(ctx context.Context, cfg Config, opts election.Options, log hclog.Logge
 	}
 	err = b.migrate(ctx, sess)
 	if err == nil && !s.ReadOnly {
-		err = b.registerSession(ctx, sess)
+		registered := boottime.Now()
+		if err = b.registerSession(ctx, sess); err == nil {
+			b.renewedAt.Store(&registered)
+		}
 	}
 	if err != nil {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.clientStatementTimeout)
@@ -336,6 +344,23 @@ func (b *Backend) ReleaseTerm(ctx context.Context, queue string, term int64) err
 
 // Done is closed when the session is lost or the backend is closed.
 func (b *Backend) Done() <-chan struct{} { return b.done }
+
+// SessionConfirmed reports whether the server confirmed the session
+// recently: the last successful renewal of its session row was sent less
+// than the timing's ConfirmWindow (two renew intervals) ago. It is false
+// once the session is lost or the backend closed, and on a read-only
+// backend. It implements election.SessionConfirmer: a replica cut off
+// from Postgres says so before its connection is found dead (keepalives,
+// tcp_user_timeout: up to keepalive_bound).
+func (b *Backend) SessionConfirmed() bool {
+	select {
+	case <-b.done:
+		return false
+	default:
+	}
+	at := b.renewedAt.Load()
+	return !b.s.ReadOnly && at != nil && boottime.Since(*at) < b.s.ConfirmWindow()
+}
 
 func (b *Backend) markDone() {
 	b.doneOnce.Do(func() { close(b.done) })

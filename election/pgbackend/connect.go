@@ -57,7 +57,7 @@ func (b *Backend) open(ctx context.Context) (*session, error) {
 // naming the target and never the password.
 func (b *Backend) unavailable(what string, err error) error {
 	msg := strings.ReplaceAll(scrub(err.Error(), b.pgcfg.Password), "\n\t", "; ")
-	return fmt.Errorf("%w: %s %s: %s", election.ErrUnavailable, what, targets(&b.pgcfg.Config), msg)
+	return fmt.Errorf("%w: %s %s: %s", election.ErrUnavailable, what, targets(&b.pgcfg.Config), withHint(msg, err))
 }
 
 func (b *Backend) prepare(ctx context.Context, sess *session) error {

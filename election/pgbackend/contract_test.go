@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -30,13 +31,53 @@ func TestContract(t *testing.T) {
 // pgHarness adapts the Postgres backend to the contract suite.
 type pgHarness struct {
 	url string // superuser URL of the contract database
+	// replicaURL, when set, is the replicas' URL (another role, SSL);
+	// empty: url.
+	replicaURL string
+}
+
+// TestContractTLS runs the representative cases of the contract against
+// a PostgreSQL that requires SSL and SCRAM, as a role that is not a
+// superuser (it owns the contract database, so that it may create
+// regent's tables).
+func TestContractTLS(t *testing.T) {
+	certs := testenv.NewCerts(t)
+	p := testenv.NewPostgresWith(t, testenv.PostgresOptions{SSL: certs})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	admin, err := pgx.Connect(ctx, p.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(context.WithoutCancel(ctx))
+	for _, stmt := range []string{
+		`CREATE ROLE regent LOGIN PASSWORD 'regent-secret-1' NOSUPERUSER NOCREATEDB NOCREATEROLE`,
+		`CREATE DATABASE contract OWNER regent`,
+	} {
+		if _, err := admin.Exec(ctx, stmt); err != nil {
+			t.Fatalf("%s: %v", stmt, err)
+		}
+	}
+	su, err := url.Parse(p.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	su.Path = "/contract"
+	replica := *su
+	replica.User = url.UserPassword("regent", "regent-secret-1")
+	replica.RawQuery = url.Values{"sslmode": {"verify-full"}, "sslrootcert": {certs.CAFile}}.Encode()
+	electiontest.RunCases(t, &pgHarness{url: su.String(), replicaURL: replica.String()}, electiontest.Representative...)
 }
 
 func (h *pgHarness) Name() string { return "postgres" }
 
 func (h *pgHarness) New(t testing.TB, opts election.Options) election.Backend {
 	t.Helper()
-	return openContract(t, Config{URL: h.url}, opts)
+	u := h.url
+	if h.replicaURL != "" {
+		u = h.replicaURL
+	}
+	return openContract(t, Config{URL: u}, opts)
 }
 
 // openContract opens a backend closed at the end of the test.

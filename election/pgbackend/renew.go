@@ -93,6 +93,7 @@ func (a *actor) renew() {
 		}
 		return
 	}
+	a.b.renewedAt.Store(&sent)
 	until := sent.Add(s.LeaseTTL)
 	for name, q := range held {
 		if term, ok := renewed[name]; ok && term == q.lead.term {

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 
 	"github.com/hashicorp/go-hclog"
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/server/v3/embed"
 )
 
@@ -51,6 +52,14 @@ type Config struct {
 	UnsafeNoFsync bool
 	// Logger receives etcd's warnings and errors. Nil discards them.
 	Logger hclog.Logger
+	// CertFile and KeyFile are the server certificate and key of the
+	// client URL: set, the member serves clients over TLS, and ClientURL
+	// must be https://. One requires the other.
+	CertFile, KeyFile string
+	// TrustedCAFile verifies client certificates; with it, the member
+	// requires one of every client (etcd's --client-cert-auth). Requires
+	// CertFile.
+	TrustedCAFile string
 }
 
 // Server is a running embedded etcd member.
@@ -90,8 +99,12 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, ctx.Err()
 	}
 	s := &Server{etcd: e, stopping: stopping}
+	scheme := "http://"
+	if cfg.CertFile != "" {
+		scheme = "https://"
+	}
 	for _, l := range e.Clients {
-		s.endpoints = append(s.endpoints, "http://"+l.Addr().String())
+		s.endpoints = append(s.endpoints, scheme+l.Addr().String())
 	}
 	return s, nil
 }
@@ -111,11 +124,18 @@ func embedConfig(cfg Config, stopping *atomic.Bool) (*embed.Config, error) {
 		return nil, fmt.Errorf("%w: ClusterState %q is neither %q nor %q",
 			ErrConfig, cfg.ClusterState, ClusterStateNew, ClusterStateExisting)
 	}
-	clientURL, err := parseURL("ClientURL", cfg.ClientURL)
+	clientScheme := "http"
+	if cfg.CertFile != "" || cfg.KeyFile != "" || cfg.TrustedCAFile != "" {
+		if cfg.CertFile == "" || cfg.KeyFile == "" {
+			return nil, fmt.Errorf("%w: CertFile and KeyFile must be set together (and TrustedCAFile only with them)", ErrConfig)
+		}
+		clientScheme = "https"
+	}
+	clientURL, err := parseURL("ClientURL", cfg.ClientURL, clientScheme)
 	if err != nil {
 		return nil, err
 	}
-	peerURL, err := parseURL("PeerURL", cfg.PeerURL)
+	peerURL, err := parseURL("PeerURL", cfg.PeerURL, "http")
 	if err != nil {
 		return nil, err
 	}
@@ -133,6 +153,14 @@ func embedConfig(cfg Config, stopping *atomic.Bool) (*embed.Config, error) {
 	ecfg.InitialCluster = cfg.InitialCluster
 	ecfg.ClusterState = cfg.ClusterState
 	ecfg.UnsafeNoFsync = cfg.UnsafeNoFsync
+	if cfg.CertFile != "" {
+		ecfg.ClientTLSInfo = transport.TLSInfo{
+			CertFile:       cfg.CertFile,
+			KeyFile:        cfg.KeyFile,
+			TrustedCAFile:  cfg.TrustedCAFile,
+			ClientCertAuth: cfg.TrustedCAFile != "",
+		}
+	}
 	// NewConfig leaves it zero, which reports every request as slow.
 	ecfg.WarningUnaryRequestDuration = embed.DefaultWarningUnaryRequestDuration
 	// regent speaks gRPC only; the JSON gateway would be one more server.
@@ -146,8 +174,8 @@ func embedConfig(cfg Config, stopping *atomic.Bool) (*embed.Config, error) {
 	return ecfg, nil
 }
 
-// parseURL parses one http URL of the config.
-func parseURL(field, raw string) (*url.URL, error) {
+// parseURL parses one URL of the config, of the given scheme.
+func parseURL(field, raw, scheme string) (*url.URL, error) {
 	if raw == "" {
 		return nil, fmt.Errorf("%w: %s is required", ErrConfig, field)
 	}
@@ -155,8 +183,8 @@ func parseURL(field, raw string) (*url.URL, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrConfig, field, err)
 	}
-	if u.Scheme != "http" || u.Port() == "" {
-		return nil, fmt.Errorf("%w: %s %q must look like http://host:port", ErrConfig, field, raw)
+	if u.Scheme != scheme || u.Port() == "" {
+		return nil, fmt.Errorf("%w: %s %q must look like %s://host:port", ErrConfig, field, raw, scheme)
 	}
 	return u, nil
 }

@@ -6,7 +6,9 @@
 //     partition neither side can see; a connection opened while the path
 //     to the server is held back does not reach the server (as a SYN would
 //     not) until it opens again. SetMode(Pass) lets everything held back
-//     through, in order.
+//     through, in order, even on a connection whose client has closed or
+//     reset it meanwhile (what a killed process had sent still arrives, as
+//     on a real network); the server side is closed after it.
 //   - SetDelay: a one-way delay in each direction, pipelined: every chunk
 //     waits its own delay from the moment it was read, not behind the
 //     delays of the chunks before it, so the proxy models a longer path (a

@@ -495,3 +495,36 @@ func TestClose(t *testing.T) {
 		t.Fatal("the proxy still accepts after Close")
 	}
 }
+
+// Bytes held back towards the server are delivered on Pass even when the
+// client closed (FIN) or reset (RST) its connection meanwhile, as a
+// network delivers what a dead process had sent; then the server side is
+// closed. This is the delayed write of a killed worker.
+func TestBlackholeDeliversAfterClientClosed(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		reset bool
+	}{{"fin", false}, {"rst", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := startEcho(t)
+			p := start(t, e)
+			c := dial(t, p, e)
+			send(t, c, "a")
+			expect(t, c, "a", wait)
+			e.expectGot(t, "a")
+
+			p.SetMode(BlackholeToServer)
+			send(t, c, "late write")
+			if tc.reset {
+				reset(c)
+			} else {
+				_ = c.Close()
+			}
+			e.expectNothingGot(t)
+
+			p.SetMode(Pass)
+			e.expectGot(t, "late write")
+			_ = e.expectEnded(t)
+		})
+	}
+}

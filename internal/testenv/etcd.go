@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"os"
@@ -29,6 +30,9 @@ const (
 	roleEtcd         = "etcd"
 	envEtcdDir       = "REGENT_TESTENV_ETCD_DIR"
 	envEtcdClientURL = "REGENT_TESTENV_ETCD_CLIENT_URL"
+	envEtcdCertFile  = "REGENT_TESTENV_ETCD_CERT_FILE"
+	envEtcdKeyFile   = "REGENT_TESTENV_ETCD_KEY_FILE"
+	envEtcdCAFile    = "REGENT_TESTENV_ETCD_CA_FILE"
 	etcdReadyPrefix  = "etcd ready "
 	// etcdStartTimeout bounds one start of the helper, from exec to a
 	// successful status call (a race-enabled binary is slow to start).
@@ -51,7 +55,7 @@ func Etcd(t testing.TB) []string {
 	}
 	requireMain(t)
 	sharedEtcd.once.Do(func() {
-		p, err := startEtcdProc()
+		p, err := startEtcdProc(EtcdOptions{})
 		if err != nil {
 			sharedEtcd.err = err
 			return
@@ -71,6 +75,7 @@ func Etcd(t testing.TB) []string {
 type EtcdProc struct {
 	root      string // temporary dir: data/ and etcd.log
 	clientURL string // the client URL to bind; its port is fixed after the first start
+	certs     *Certs // TLS with client certificates (nil: plain http)
 
 	mu        sync.Mutex
 	proc      *reexec
@@ -81,8 +86,25 @@ type EtcdProc struct {
 // the test.
 func NewEtcd(t testing.TB) *EtcdProc {
 	t.Helper()
+	return NewEtcdWith(t, EtcdOptions{})
+}
+
+// EtcdOptions tunes a private member started by NewEtcdWith.
+type EtcdOptions struct {
+	// TLS, when set, makes the member serve clients over TLS only
+	// (https:// endpoints) with Certs.ServerCert, and require a client
+	// certificate signed by Certs.CAFile (etcd's --client-cert-auth).
+	// Authentication (users, roles, auth enable) is the test's to set up,
+	// with a client from Client.
+	TLS *Certs
+}
+
+// NewEtcdWith starts a private etcd member with opts, stopped and removed
+// at the end of the test.
+func NewEtcdWith(t testing.TB, opts EtcdOptions) *EtcdProc {
+	t.Helper()
 	requireMain(t)
-	p, err := startEtcdProc()
+	p, err := startEtcdProc(opts)
 	if err != nil {
 		t.Fatalf("etcd: %v", err)
 	}
@@ -150,13 +172,48 @@ func (p *EtcdProc) Restart(t testing.TB) {
 	}
 }
 
+// Client returns a client of the member (with the test's client
+// certificate on a TLS member), logged in as user when user is not
+// empty, closed at the end of the test.
+func (p *EtcdProc) Client(t testing.TB, user, password string) *clientv3.Client {
+	t.Helper()
+	tlsCfg, err := p.clientTLS()
+	if err != nil {
+		t.Fatalf("etcd client: %v", err)
+	}
+	c, err := clientv3.New(clientv3.Config{
+		Endpoints:   p.Endpoints(),
+		DialTimeout: 5 * time.Second,
+		TLS:         tlsCfg,
+		Username:    user,
+		Password:    password,
+		Logger:      zap.NewNop(),
+	})
+	if err != nil {
+		t.Fatalf("etcd client: %v", err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// clientTLS is the client TLS configuration of the member (nil: plain).
+func (p *EtcdProc) clientTLS() (*tls.Config, error) {
+	if p.certs == nil {
+		return nil, nil
+	}
+	return p.certs.ClientTLS()
+}
+
 // startEtcdProc creates the directory and starts the member.
-func startEtcdProc() (*EtcdProc, error) {
+func startEtcdProc(opts EtcdOptions) (*EtcdProc, error) {
 	root, err := newServerDir("regent-etcd-")
 	if err != nil {
 		return nil, err
 	}
-	p := &EtcdProc{root: root, clientURL: "http://127.0.0.1:0"}
+	p := &EtcdProc{root: root, clientURL: "http://127.0.0.1:0", certs: opts.TLS}
+	if p.certs != nil {
+		p.clientURL = "https://127.0.0.1:0"
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if err := p.startLocked(); err != nil {
@@ -168,17 +225,26 @@ func startEtcdProc() (*EtcdProc, error) {
 
 // startLocked runs the helper process and waits until the member serves.
 func (p *EtcdProc) startLocked() error {
-	r, line, err := startReexec("etcd", []string{
+	env := []string{
 		EnvRole + "=" + roleEtcd,
 		envEtcdDir + "=" + filepath.Join(p.root, "data"),
 		envEtcdClientURL + "=" + p.clientURL,
-	}, nil, filepath.Join(p.root, "etcd.log"), etcdReadyPrefix, etcdStartTimeout)
+	}
+	if p.certs != nil {
+		env = append(env, envEtcdCertFile+"="+p.certs.ServerCert, envEtcdKeyFile+"="+p.certs.ServerKey,
+			envEtcdCAFile+"="+p.certs.CAFile)
+	}
+	tlsCfg, err := p.clientTLS()
+	if err != nil {
+		return fmt.Errorf("testenv: etcd client TLS: %w", err)
+	}
+	r, line, err := startReexec("etcd", env, nil, filepath.Join(p.root, "etcd.log"), etcdReadyPrefix, etcdStartTimeout)
 	if err != nil {
 		return err
 	}
 	endpoints := strings.Split(line, ",")
 	if err := poll(etcdStartTimeout, r.done, func(ctx context.Context) error {
-		return etcdStatus(ctx, endpoints)
+		return etcdStatus(ctx, endpoints, tlsCfg)
 	}); err != nil {
 		r.kill()
 		return r.failure("%v", err)
@@ -210,11 +276,13 @@ func (p *EtcdProc) destroy() {
 	_ = os.RemoveAll(p.root)
 }
 
-// etcdStatus asks every endpoint for its status.
-func etcdStatus(ctx context.Context, endpoints []string) error {
+// etcdStatus asks every endpoint for its status (over TLS with tlsCfg).
+// The status call needs no permission, with auth enabled or not.
+func etcdStatus(ctx context.Context, endpoints []string, tlsCfg *tls.Config) error {
 	c, err := clientv3.New(clientv3.Config{
 		Endpoints:   endpoints,
 		DialTimeout: time.Second,
+		TLS:         tlsCfg,
 		Logger:      zap.NewNop(),
 	})
 	if err != nil {
@@ -244,6 +312,9 @@ func runEtcdRole() int {
 		PeerURL:       "http://127.0.0.1:0",
 		UnsafeNoFsync: true,
 		Logger:        log,
+		CertFile:      os.Getenv(envEtcdCertFile),
+		KeyFile:       os.Getenv(envEtcdKeyFile),
+		TrustedCAFile: os.Getenv(envEtcdCAFile),
 	}
 	applyMemberEnv(&cfg) // members of an EtcdCluster
 	srv, err := etcdserver.Start(ctx, cfg)

@@ -150,7 +150,7 @@ func (c *EtcdCluster) startLocked(idx []int) error {
 		for _, i := range idx {
 			m := c.members[i]
 			if err = poll(etcdStartTimeout, m.proc.done, func(ctx context.Context) error {
-				return etcdStatus(ctx, []string{m.clientURL})
+				return etcdStatus(ctx, []string{m.clientURL}, nil)
 			}); err != nil {
 				err = m.proc.failure("%v", err)
 				break

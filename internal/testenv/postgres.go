@@ -143,6 +143,49 @@ type PostgresOptions struct {
 	// the server's. The test is skipped when the library is missing, or
 	// fails under CI (see RequireFakeTime).
 	FakeClock bool
+	// SSL, when set, turns SSL on with Certs.ServerCert (its key copied
+	// into the server's directory), sets password_encryption to
+	// scram-sha-256, and replaces pg_hba.conf: the superuser "postgres"
+	// keeps trust on loopback without SSL (the harness's own URL), every
+	// other role may connect only with hostssl and scram-sha-256.
+	SSL *Certs
+}
+
+// sslHBA is pg_hba.conf of a server with PostgresOptions.SSL.
+const sslHBA = `# testenv: SSL and SCRAM for every role but the harness's superuser
+local   all all                trust
+host    all postgres 127.0.0.1/32 trust
+hostssl all all      127.0.0.1/32 scram-sha-256
+hostssl all all      ::1/128      scram-sha-256
+`
+
+// setupSSL copies the server certificate and key into the server's
+// directory (the key readable by the server's account only), writes
+// pg_hba.conf and returns the settings that turn SSL and SCRAM on.
+func (p *PostgresProc) setupSSL(su serviceUser, c *Certs) ([]string, error) {
+	files := map[string]string{"server.crt": c.ServerCert, "server.key": c.ServerKey}
+	for name, src := range files {
+		b, err := os.ReadFile(src)
+		if err != nil {
+			return nil, fmt.Errorf("testenv: %w", err)
+		}
+		dst := filepath.Join(p.root, name)
+		if err := os.WriteFile(dst, b, 0o600); err != nil {
+			return nil, fmt.Errorf("testenv: %w", err)
+		}
+		if err := su.own(dst); err != nil {
+			return nil, err
+		}
+	}
+	hba := filepath.Join(p.root, "data", "pg_hba.conf")
+	if err := os.WriteFile(hba, []byte(sslHBA), 0o600); err != nil {
+		return nil, fmt.Errorf("testenv: %w", err)
+	}
+	if err := su.own(hba); err != nil {
+		return nil, err
+	}
+	return []string{"ssl=on", "ssl_cert_file=" + filepath.Join(p.root, "server.crt"),
+		"ssl_key_file=" + filepath.Join(p.root, "server.key"), "password_encryption=scram-sha-256"}, nil
 }
 
 // NewPostgresWith starts a private PostgreSQL server with opts, destroyed
@@ -232,6 +275,14 @@ func startPostgresProc(opts PostgresOptions) (*PostgresProc, error) {
 	if err := p.initdb(su); err != nil {
 		_ = os.RemoveAll(root)
 		return nil, err
+	}
+	if opts.SSL != nil {
+		extra, err := p.setupSSL(su, opts.SSL)
+		if err != nil {
+			_ = os.RemoveAll(root)
+			return nil, err
+		}
+		p.settings = append(append([]string{}, p.settings...), extra...)
 	}
 	if p.fakeClock {
 		if err := p.writeClockOffset(0); err != nil {
@@ -377,3 +428,6 @@ func randomHex(n int) string {
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
 }
+
+// RandomHex returns 2n random hex digits (test passwords, names).
+func RandomHex(n int) string { return randomHex(n) }

@@ -90,17 +90,23 @@ type Leader struct {
 	Since   time.Time         `json:"since"`
 	Version string            `json:"version"`
 	Config  *config.Published `json:"config"` // nil: payload undecodable
-	Workers []WorkerInfo      `json:"workers"`
+	// ConfigGeneration is Config's generation (config.Published.Generation);
+	// empty when the config is unknown.
+	ConfigGeneration string       `json:"config_generation"`
+	Workers          []WorkerInfo `json:"workers"`
 }
 
 // Follower is a member that lists the queue and is not its leader.
 type Follower struct {
-	Node      string            `json:"node"`
-	Host      string            `json:"host"`
-	PID       int               `json:"pid"`
-	LastSeen  time.Time         `json:"last_seen"`
-	Config    *config.Published `json:"config"`
-	Conflicts []config.Conflict `json:"conflicts"`
+	Node     string            `json:"node"`
+	Host     string            `json:"host"`
+	PID      int               `json:"pid"`
+	LastSeen time.Time         `json:"last_seen"`
+	Config   *config.Published `json:"config"`
+	// ConfigGeneration is Config's generation: equal on every replica
+	// whose config is equal, so a rollout shows as generations changing.
+	ConfigGeneration string            `json:"config_generation"`
+	Conflicts        []config.Conflict `json:"conflicts"`
 }
 
 // StaleWorker is a member's live worker pool of an older term.
@@ -208,6 +214,7 @@ func (d *diagnoser) leader(rec election.LeaderRecord) {
 		l.Version = p.Version
 		cfg := p.Config
 		l.Config = &cfg
+		l.ConfigGeneration = cfg.Generation()
 	} else {
 		r.add(Warning, CodeCorruptRecord, "leader payload cannot be decoded: %v", err)
 	}
@@ -237,7 +244,7 @@ func (d *diagnoser) member(m Member) {
 		}
 		cfg := mq.Config
 		f := Follower{Node: node, Host: m.Record.Host, PID: m.Record.PID, LastSeen: m.Record.LastSeen,
-			Config: &cfg, Conflicts: []config.Conflict{}}
+			Config: &cfg, ConfigGeneration: cfg.Generation(), Conflicts: []config.Conflict{}}
 		if c := r.Conflicts(node, cfg); len(c) > 0 {
 			f.Conflicts = c
 			r.add(Warning, CodeConfigConflict, "follower %s differs from leader %s: %s", node, r.Leader.Node, FormatConflicts(c))

@@ -34,8 +34,16 @@
 //     grace. No leader: no leader record, and none corrupt.
 //   - Severities: no_leader, split_brain, stale_worker, corrupt_record
 //     (of a record) and foreign_owner are critical; config_conflict,
-//     crash_loop, rss_loop, wedged, corrupt_record (of a payload),
-//     stale_write_rejected and fence_unreadable are warnings.
+//     crash_loop, rss_loop, wedged, corrupt_record (of a payload or an
+//     operator record), stale_write_rejected, fence_unreadable and
+//     drained are warnings.
+//   - The cluster (DiagnoseCluster): the live members (node, host, pid,
+//     version, the HTTP address they listen on, drained) and the problems
+//     of no single queue: one drained warning per drain record (whether
+//     the node runs or not, and what it still leads), and an operator
+//     record that cannot be decoded (corrupt_record, a warning). Every
+//     leader and follower carries its config's generation
+//     (config.Published.Generation).
 //   - The fence (AddFence), when one is configured: the protected
 //     resource's row for the queue's fence key and its recent refusals,
 //     read by the caller, judged here against the caller's deployment.

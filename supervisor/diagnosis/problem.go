@@ -11,8 +11,10 @@ import (
 )
 
 // Problem severities. `status --check` maps them to its exit codes: any
-// critical problem is 2, else any warning is 1.
+// critical problem is 2, else any warning is 1; an info never changes the
+// code.
 const (
+	Info     = "info"
 	Warning  = "warning"
 	Critical = "critical"
 )
