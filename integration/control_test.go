@@ -327,6 +327,16 @@ func TestReloadConfig(t *testing.T) {
 			out, _, code := c.regentCmd("status", "--check")
 			return code == 0 && strings.HasPrefix(out, "REGENT OK")
 		})
+		eventually(t, hangTimeout, "equal config generations", func() bool {
+			q := c.statusQueue("q")
+			l, _ := q["leader"].(map[string]any)
+			fs, _ := q["followers"].([]any)
+			if l == nil || len(fs) != 1 {
+				return false
+			}
+			f, _ := fs[0].(map[string]any)
+			return l["config_generation"] != "" && l["config_generation"] == f["config_generation"]
+		})
 		var after []int
 		eventually(t, hangTimeout, "every worker replaced", func() bool {
 			var n string
