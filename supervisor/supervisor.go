@@ -202,6 +202,17 @@ func (rs *runnerSet) add(r *queueRunner) {
 	rs.byName[r.queue.Name] = r
 }
 
+// Queues returns the configs of the queues this replica campaigns for
+// now (after any reload), in order.
+func (s *Supervisor) Queues() []config.QueueConfig {
+	rs := s.runners()
+	out := make([]config.QueueConfig, 0, len(rs.list))
+	for _, r := range rs.list {
+		out = append(out, r.config().queue)
+	}
+	return out
+}
+
 // runners returns the current runners.
 func (s *Supervisor) runners() *runnerSet { return s.set.Load() }
 

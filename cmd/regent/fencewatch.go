@@ -44,7 +44,7 @@ func newFenceMetrics(reg prometheus.Registerer) *fenceMetrics {
 // when it appears and when it clears.
 type fenceWatch struct {
 	url     string
-	queues  []config.QueueConfig
+	queues  func() []config.QueueConfig // the current ones (a reload changes them)
 	owner   func() string // "" until the first backend session
 	metrics *fenceMetrics
 	log     hclog.Logger
@@ -53,7 +53,7 @@ type fenceWatch struct {
 	logged map[string]string // queue -> last logged problems
 }
 
-func newFenceWatch(url string, queues []config.QueueConfig, owner func() string, reg prometheus.Registerer, log hclog.Logger) *fenceWatch {
+func newFenceWatch(url string, queues func() []config.QueueConfig, owner func() string, reg prometheus.Registerer, log hclog.Logger) *fenceWatch {
 	return &fenceWatch{url: url, queues: queues, owner: owner, metrics: newFenceMetrics(reg),
 		log: log.Named("fence"), logged: map[string]string{}}
 }
@@ -84,8 +84,9 @@ func (w *fenceWatch) run(ctx context.Context) {
 // once reads the fence and updates the metrics and the log.
 func (w *fenceWatch) once(ctx context.Context, owner string) {
 	now := time.Now()
-	keys := make([]string, len(w.queues))
-	for i, q := range w.queues {
+	queues := w.queues()
+	keys := make([]string, len(queues))
+	for i, q := range queues {
 		keys[i] = q.EffectiveFenceKey()
 	}
 	view := diagnosis.FenceView{Owner: owner}
@@ -104,7 +105,7 @@ func (w *fenceWatch) once(ctx context.Context, owner string) {
 		}
 	}
 	w.metrics.readable.Set(boolGauge(view.Err == nil))
-	for i, q := range w.queues {
+	for i, q := range queues {
 		r := diagnosis.Report{Queue: q.Name}
 		r.AddFence(keys[i], view, now)
 		w.metrics.foreignOwner.WithLabelValues(q.Name).Set(boolGauge(r.Has(diagnosis.CodeForeignOwner)))

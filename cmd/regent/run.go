@@ -150,7 +150,7 @@ func runRun(cmd *cobra.Command, args []string) error {
 	}
 
 	if cfg.Fence.PostgresURL != "" {
-		watch := newFenceWatch(cfg.Fence.PostgresURL, cfg.Queues, sup.FenceOwner, reg, log)
+		watch := newFenceWatch(cfg.Fence.PostgresURL, sup.Queues, sup.FenceOwner, reg, log)
 		watchCtx, stopWatch := context.WithCancel(ctx)
 		wait := startFenceWatch(watchCtx, watch)
 		defer func() { stopWatch(); wait() }()
