@@ -45,7 +45,7 @@ func newFenceMetrics(reg prometheus.Registerer) *fenceMetrics {
 type fenceWatch struct {
 	url     string
 	queues  func() []config.QueueConfig // the current ones (a reload changes them)
-	owner   func() string // "" until the first backend session
+	owner   func() string               // "" until the first backend session
 	metrics *fenceMetrics
 	log     hclog.Logger
 

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
@@ -74,30 +75,16 @@ func runRun(cmd *cobra.Command, args []string) error {
 		return err
 	}
 	log := newLogger(cfg.Log, cmd.ErrOrStderr()).With("node", cfg.NodeID)
-
-	var reaper *worker.Reaper
-	if err := becomeSubreaper(); err != nil {
-		log.Warn("cannot become a child subreaper; orphaned grandchildren of workers are reaped by init", "error", err)
-	} else {
-		reaper = worker.NewReaper()
-	}
 	if cfg.PIDFile != "" {
 		if err := writePIDFile(cfg.PIDFile); err != nil {
 			return err
 		}
 		defer os.Remove(cfg.PIDFile)
 	}
-
 	ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if reaper != nil {
-		// Reap orphans re-parented to us (we are a subreaper, or PID 1 in
-		// a container); our own children are protected from it.
-		reapCtx, stopReaper := context.WithCancel(context.WithoutCancel(ctx))
-		reaperDone := make(chan struct{})
-		go func() { defer close(reaperDone); _ = reaper.Run(reapCtx, time.Second) }()
-		defer func() { stopReaper(); <-reaperDone }()
-	}
+	reaper, stopReaper := startReaper(ctx, log)
+	defer stopReaper()
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -116,15 +103,61 @@ func runRun(cmd *cobra.Command, args []string) error {
 	// Listen before the supervisor starts: its member record publishes
 	// the address actually listened on.
 	var ln net.Listener
-	httpAddr := ""
 	if cfg.HTTPAddr != "" {
 		if ln, err = listenHTTP(cfg.HTTPAddr, cfg.HTTPAddrExplicit, log); err != nil {
 			return err
 		}
+	}
+	sup, err := newSupervisor(cfg, ln, newPoolFactory(cfg, guard, containment, reaper), metrics, log)
+	if err != nil {
+		if ln != nil {
+			ln.Close()
+		}
+		return err
+	}
+	if ln != nil {
+		defer startHTTP(ln, reg, sup, log).Close()
+	}
+	if cfg.Fence.PostgresURL != "" {
+		watchCtx, stopWatch := context.WithCancel(ctx)
+		wait := startFenceWatch(watchCtx, newFenceWatch(cfg.Fence.PostgresURL, sup.Queues, sup.FenceOwner, reg, log))
+		defer func() { stopWatch(); wait() }()
+	}
+	logStarted(cfg, ln, guard, log)
+
+	// SIGHUP (systemctl reload) re-reads the config file.
+	reloadCtx, stopReload := context.WithCancel(ctx)
+	waitReload := startReloader(reloadCtx, &reloader{cmd: cmd, command: command, running: cfg, sup: sup, log: log})
+	err = sup.Run(ctx)
+	stopReload()
+	waitReload()
+	return runExit(err, log)
+}
+
+// startReaper makes this process a child subreaper and reaps the orphans
+// re-parented to it (or to it as PID 1 in a container), its own children
+// excepted; stop ends it. Without the subreaper, reaper is nil.
+func startReaper(ctx context.Context, log hclog.Logger) (reaper *worker.Reaper, stop func()) {
+	if err := becomeSubreaper(); err != nil {
+		log.Warn("cannot become a child subreaper; orphaned grandchildren of workers are reaped by init", "error", err)
+		return nil, func() {}
+	}
+	reaper = worker.NewReaper()
+	reapCtx, stopReaper := context.WithCancel(context.WithoutCancel(ctx))
+	reaperDone := make(chan struct{})
+	go func() { defer close(reaperDone); _ = reaper.Run(reapCtx, time.Second) }()
+	return reaper, func() { stopReaper(); <-reaperDone }
+}
+
+// newSupervisor builds the supervisor of cfg; ln, when not nil, is the
+// HTTP listener whose address the member record publishes.
+func newSupervisor(cfg *config.Config, ln net.Listener, pools supervisor.PoolFactory, metrics *supervisor.Metrics, log hclog.Logger) (*supervisor.Supervisor, error) {
+	httpAddr := ""
+	if ln != nil {
 		httpAddr = ln.Addr().String()
 	}
 	opts := electionOptions(cfg, false)
-	sup, err := supervisor.New(supervisor.Config{
+	return supervisor.New(supervisor.Config{
 		Identity:  opts.Identity,
 		Version:   regentVersion(),
 		Timing:    opts.Timing,
@@ -135,40 +168,30 @@ func runRun(cmd *cobra.Command, args []string) error {
 		Dial: func(ctx context.Context) (election.Backend, error) {
 			return openBackend(ctx, cfg, opts, log)
 		},
-		NewPool: newPoolFactory(cfg, guard, containment, reaper),
+		NewPool: pools,
 		Logger:  log,
 		Metrics: metrics,
 	})
-	if err != nil {
-		if ln != nil {
-			ln.Close()
-		}
-		return err
-	}
+}
+
+// logStarted logs the started event with the effective config of every
+// queue.
+func logStarted(cfg *config.Config, ln net.Listener, guard guardBinary, log hclog.Logger) {
+	httpAddr := ""
 	if ln != nil {
-		defer startHTTP(ln, reg, sup, log).Close()
+		httpAddr = ln.Addr().String()
 	}
-
-	if cfg.Fence.PostgresURL != "" {
-		watch := newFenceWatch(cfg.Fence.PostgresURL, sup.Queues, sup.FenceOwner, reg, log)
-		watchCtx, stopWatch := context.WithCancel(ctx)
-		wait := startFenceWatch(watchCtx, watch)
-		defer func() { stopWatch(); wait() }()
-	}
-
 	queues := map[string]any{}
 	for _, q := range cfg.Queues {
 		queues[q.Name] = config.Document(q.Publish(cfg.LeaseTTL))
 	}
 	log.Info("started", "version", regentVersion(), "cluster", cfg.Cluster, "backend", cfg.Backend,
 		"pid", os.Getpid(), "guard", guard.name(), "lease_ttl", cfg.LeaseTTL.String(), "http_addr", httpAddr, "queues", queues)
+}
 
-	// SIGHUP (systemctl reload) re-reads the config file.
-	reloadCtx, stopReload := context.WithCancel(ctx)
-	waitReload := startReloader(reloadCtx, &reloader{cmd: cmd, command: command, running: cfg, sup: sup, log: log})
-	err = sup.Run(ctx)
-	stopReload()
-	waitReload()
+// runExit maps the supervisor's end to run's exit: 0 on a clean stop, 2
+// when --exclusive found the queue led, 1 otherwise.
+func runExit(err error, log hclog.Logger) error {
 	var led *supervisor.AlreadyLedError
 	switch {
 	case errors.As(err, &led):

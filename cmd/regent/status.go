@@ -49,97 +49,105 @@ changing). Cluster-wide problems (a drained node) come before the queues.
   3 UNKNOWN   the backend is unreachable or the config is invalid`
 
 func newStatusCmd() *cobra.Command {
-	var (
-		queue          string
-		asJSON, watch  bool
-		check, history bool
-	)
+	var o statusOptions
 	cmd := &cobra.Command{
 		Use:   "status [--queue Q] [--json] [--watch] [--check]",
 		Short: "Show every queue's leader, term, config, followers and problems",
 		Long:  statusLong,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := loadConfig(cmd, nil, false)
-			if err != nil {
-				if check {
-					fmt.Fprintf(cmd.OutOrStdout(), "REGENT UNKNOWN - %s\n", oneLine(err.Error()))
-					return errSilent{checkUnknown}
-				}
-				return err
-			}
-			log := newLogger(config.LogConfig{Level: "error", Format: cfg.Log.Format}, cmd.ErrOrStderr())
-			opts := electionOptions(cfg, true)
-			host, _ := os.Hostname()
-			opts.Node = "status-" + host
-			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
-			defer stop()
-			b, err := openBackend(ctx, cfg, opts, log)
-			if err != nil {
-				if check {
-					fmt.Fprintf(cmd.OutOrStdout(), "REGENT UNKNOWN - backend unreachable: %s\n", config.RedactText(oneLine(err.Error())))
-					return errSilent{checkUnknown}
-				}
-				return err
-			}
-			defer func() {
-				cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-				defer cancel()
-				_ = b.Close(cctx)
-			}()
-			render := func(w io.Writer) (*statusDoc, error) {
-				rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-				defer cancel()
-				doc, err := buildStatus(rctx, b, cfg.Cluster, queue)
-				if err != nil {
-					return nil, err
-				}
-				doc.Cluster = cfg.Cluster
-				if history {
-					if err := addHistory(rctx, b, doc); err != nil {
-						return nil, err
-					}
-				}
-				if cfg.Fence.PostgresURL != "" {
-					addFence(rctx, b, cfg.Fence.PostgresURL, doc, time.Now())
-				}
-				switch {
-				case check:
-					writeCheck(w, doc)
-				case asJSON:
-					enc := json.NewEncoder(w)
-					enc.SetIndent("", "  ")
-					return doc, enc.Encode(doc)
-				default:
-					writeHuman(w, doc)
-					writeActions(w, doc.Actions)
-				}
-				return doc, nil
-			}
-			if watch {
-				return watchStatus(ctx, b, cmd.OutOrStdout(), render)
-			}
-			doc, err := render(cmd.OutOrStdout())
-			if err != nil {
-				if check {
-					fmt.Fprintf(cmd.OutOrStdout(), "REGENT UNKNOWN - backend read failed: %s\n", config.RedactText(oneLine(err.Error())))
-					return errSilent{checkUnknown}
-				}
-				return err
-			}
-			if check {
-				return errSilent{checkCode(doc)}
-			}
-			return nil
+			return runStatus(cmd, o)
 		},
 	}
 	config.RegisterFlags(cmd.Flags(), config.ScopeBackend)
-	cmd.Flags().StringVar(&queue, "queue", "", "show only this queue")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the JSON document (same as the /status endpoint)")
-	cmd.Flags().BoolVar(&watch, "watch", false, "redraw whenever the backend records change")
-	cmd.Flags().BoolVar(&check, "check", false, "doctor mode: one line per problem, exit 0 OK, 1 warning, 2 critical, 3 unknown")
-	cmd.Flags().BoolVar(&history, "history", false, "show the last leadership changes per queue")
+	cmd.Flags().StringVar(&o.queue, "queue", "", "show only this queue")
+	cmd.Flags().BoolVar(&o.asJSON, "json", false, "print the JSON document (same as the /status endpoint)")
+	cmd.Flags().BoolVar(&o.watch, "watch", false, "redraw whenever the backend records change")
+	cmd.Flags().BoolVar(&o.check, "check", false, "doctor mode: one line per problem, exit 0 OK, 1 warning, 2 critical, 3 unknown")
+	cmd.Flags().BoolVar(&o.history, "history", false, "show the last leadership changes per queue and the last operator actions")
 	return cmd
+}
+
+// statusOptions are status's own flags.
+type statusOptions struct {
+	queue                         string
+	asJSON, watch, check, history bool
+}
+
+// runStatus reads the backend and prints the status once, or on every
+// change with --watch. With --check every failure is an UNKNOWN line and
+// exit 3.
+func runStatus(cmd *cobra.Command, o statusOptions) error {
+	unknown := func(what string, err error) error {
+		if !o.check {
+			return err
+		}
+		fmt.Fprintf(cmd.OutOrStdout(), "REGENT UNKNOWN - %s%s\n", what, config.RedactText(oneLine(err.Error())))
+		return errSilent{checkUnknown}
+	}
+	cfg, err := loadConfig(cmd, nil, false)
+	if err != nil {
+		return unknown("", err)
+	}
+	log := newLogger(config.LogConfig{Level: "error", Format: cfg.Log.Format}, cmd.ErrOrStderr())
+	opts := electionOptions(cfg, true)
+	host, _ := os.Hostname()
+	opts.Node = "status-" + host
+	ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	b, err := openBackend(ctx, cfg, opts, log)
+	if err != nil {
+		return unknown("backend unreachable: ", err)
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		_ = b.Close(cctx)
+	}()
+	render := func(w io.Writer) (*statusDoc, error) { return renderStatus(ctx, w, b, cfg, o) }
+	if o.watch {
+		return watchStatus(ctx, b, cmd.OutOrStdout(), render)
+	}
+	doc, err := render(cmd.OutOrStdout())
+	if err != nil {
+		return unknown("backend read failed: ", err)
+	}
+	if o.check {
+		return errSilent{checkCode(doc)}
+	}
+	return nil
+}
+
+// renderStatus builds the status document and writes it to w in the form
+// the flags ask for.
+func renderStatus(ctx context.Context, w io.Writer, b election.Backend, cfg *config.Config, o statusOptions) (*statusDoc, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	doc, err := buildStatus(ctx, b, cfg.Cluster, o.queue)
+	if err != nil {
+		return nil, err
+	}
+	doc.Cluster = cfg.Cluster
+	if o.history {
+		if err := addHistory(ctx, b, doc); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Fence.PostgresURL != "" {
+		addFence(ctx, b, cfg.Fence.PostgresURL, doc, time.Now())
+	}
+	switch {
+	case o.check:
+		writeCheck(w, doc)
+	case o.asJSON:
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return doc, enc.Encode(doc)
+	default:
+		writeHuman(w, doc)
+		writeActions(w, doc.Actions)
+	}
+	return doc, nil
 }
 
 func checkCode(doc *statusDoc) int {
@@ -216,31 +224,9 @@ func writeHuman(w io.Writer, doc *statusDoc) {
 	}
 	for _, q := range doc.Queues {
 		fmt.Fprintf(w, "\nqueue %s\n", q.Queue)
-		tw := tabwriter.NewWriter(w, 0, 2, 2, ' ', 0)
-		if l := q.Leader; l != nil {
-			fmt.Fprintf(tw, "  leader\t%s (host %s, pid %d)\n", l.Node, l.Host, l.PID)
-			fmt.Fprintf(tw, "  term\t%d, since %s (%s ago), version %s\n", l.Term, l.Since.Local().Format("2006-01-02 15:04:05"), time.Since(l.Since).Round(time.Second), l.Version)
-			if c := l.Config; c != nil {
-				fmt.Fprintf(tw, "  command\t%s\n", strings.Join(c.Command, " "))
-				fmt.Fprintf(tw, "  generation\t%s\n", l.ConfigGeneration)
-				fmt.Fprintf(tw, "  config\tconcurrency=%d max_rss_mb=%d lease_ttl=%s stop_timeout=%s\n", c.Concurrency, c.MaxRSSMB, c.LeaseTTL, c.StopTimeout)
-			}
-		} else {
-			fmt.Fprintf(tw, "  leader\tnone\n")
-		}
-		if p := q.Paused; p != nil {
-			why := ""
-			if p.Reason != "" {
-				why = ": " + p.Reason
-			}
-			fmt.Fprintf(tw, "  paused\tsince %s by %s%s (no worker runs; 'regent resume' to undo)\n", p.Since.Local().Format("2006-01-02 15:04:05"), p.By, why)
-		}
-		if f := q.Fence; f != nil {
-			fmt.Fprintf(tw, "  fence\tkey %s, term %d (since %s), owner %s\n", f.Key, f.Term, f.At.Local().Format("2006-01-02 15:04:05"), f.Owner)
-		}
-		tw.Flush()
+		writeQueueHead(w, q)
 		if q.Leader != nil && len(q.Leader.Workers) > 0 {
-			tw = tabwriter.NewWriter(w, 0, 2, 2, ' ', 0)
+			tw := tabwriter.NewWriter(w, 0, 2, 2, ' ', 0)
 			fmt.Fprintln(tw, "  WORKER\tPID\tRSS\tRESTARTS\tSTATE")
 			for _, wk := range q.Leader.Workers {
 				fmt.Fprintf(tw, "  %d\t%d\t%s\t%d\t%s\n", wk.Index, wk.PID, humanBytes(wk.RSSBytes), wk.Restarts, wk.State)
@@ -248,7 +234,7 @@ func writeHuman(w io.Writer, doc *statusDoc) {
 			tw.Flush()
 		}
 		if len(q.Followers) > 0 {
-			tw = tabwriter.NewWriter(w, 0, 2, 2, ' ', 0)
+			tw := tabwriter.NewWriter(w, 0, 2, 2, ' ', 0)
 			fmt.Fprintln(tw, "  FOLLOWER\tHOST\tLAST SEEN\tGENERATION\tCONFLICTS")
 			for _, f := range q.Followers {
 				conf := "none"
@@ -269,7 +255,7 @@ func writeHuman(w io.Writer, doc *statusDoc) {
 			}
 		}
 		if len(q.History) > 0 {
-			tw = tabwriter.NewWriter(w, 0, 2, 2, ' ', 0)
+			tw := tabwriter.NewWriter(w, 0, 2, 2, ' ', 0)
 			fmt.Fprintln(tw, "  TERM\tNODE\tFROM\tTO\tENDED BY")
 			for _, h := range q.History {
 				to, why := "-", "(leading)"
@@ -331,6 +317,33 @@ func writeActions(w io.Writer, actions []election.Action) {
 	fmt.Fprintln(tw, "  AT\tACTION\tTARGET\tBY\tREASON")
 	for _, a := range actions {
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", a.At.Local().Format("01-02 15:04:05"), a.Action, a.Target, a.By, a.Reason)
+	}
+	tw.Flush()
+}
+
+// writeQueueHead prints a queue's leader, config, pause and fence.
+func writeQueueHead(w io.Writer, q queueStatus) {
+	tw := tabwriter.NewWriter(w, 0, 2, 2, ' ', 0)
+	if l := q.Leader; l != nil {
+		fmt.Fprintf(tw, "  leader\t%s (host %s, pid %d)\n", l.Node, l.Host, l.PID)
+		fmt.Fprintf(tw, "  term\t%d, since %s (%s ago), version %s\n", l.Term, l.Since.Local().Format("2006-01-02 15:04:05"), time.Since(l.Since).Round(time.Second), l.Version)
+		if c := l.Config; c != nil {
+			fmt.Fprintf(tw, "  command\t%s\n", strings.Join(c.Command, " "))
+			fmt.Fprintf(tw, "  generation\t%s\n", l.ConfigGeneration)
+			fmt.Fprintf(tw, "  config\tconcurrency=%d max_rss_mb=%d lease_ttl=%s stop_timeout=%s\n", c.Concurrency, c.MaxRSSMB, c.LeaseTTL, c.StopTimeout)
+		}
+	} else {
+		fmt.Fprintf(tw, "  leader\tnone\n")
+	}
+	if p := q.Paused; p != nil {
+		why := ""
+		if p.Reason != "" {
+			why = ": " + p.Reason
+		}
+		fmt.Fprintf(tw, "  paused\tsince %s by %s%s (no worker runs; 'regent resume' to undo)\n", p.Since.Local().Format("2006-01-02 15:04:05"), p.By, why)
+	}
+	if f := q.Fence; f != nil {
+		fmt.Fprintf(tw, "  fence\tkey %s, term %d (since %s), owner %s\n", f.Key, f.Term, f.At.Local().Format("2006-01-02 15:04:05"), f.Owner)
 	}
 	tw.Flush()
 }
