@@ -72,48 +72,12 @@ type rawConfig struct {
 // ValidateRun.
 func Load(fs *pflag.FlagSet, command []string) (*Config, error) {
 	v := viper.New()
-	explicit := map[string]bool{} // keys set by a flag or env
-	for _, s := range Settings {
-		if s.Default != nil {
-			v.SetDefault(s.Key, s.Default)
-		}
-		var envs []string
-		if !s.NoEnv {
-			envs = append([]string{s.Env()}, s.ExtraEnv...)
-		}
-		if len(envs) > 0 {
-			if err := v.BindEnv(append([]string{s.Key}, envs...)...); err != nil {
-				return nil, fmt.Errorf("config: bind env %s: %w", s.Env(), err)
-			}
-		}
-		for _, e := range envs {
-			if _, ok := os.LookupEnv(e); ok {
-				explicit[s.Key] = true
-			}
-		}
-		if s.Flag == "" || fs == nil {
-			continue
-		}
-		if f := fs.Lookup(s.Flag); f != nil {
-			if err := v.BindPFlag(s.Key, f); err != nil {
-				return nil, fmt.Errorf("config: bind flag --%s: %w", s.Flag, err)
-			}
-			if f.Changed {
-				explicit[s.Key] = true
-			}
-		}
+	explicit, err := bindSettings(v, fs)
+	if err != nil {
+		return nil, err
 	}
-
-	if file := v.GetString("config"); file != "" {
-		v.SetConfigFile(file)
-		v.SetConfigType("yaml")
-		if err := v.ReadInConfig(); err != nil {
-			var notFound viper.ConfigFileNotFoundError
-			if errors.As(err, &notFound) || os.IsNotExist(errors.Unwrap(err)) {
-				return nil, fmt.Errorf("config file %s: not found; fix the --config path", file)
-			}
-			return nil, fmt.Errorf("config file %s: %s; fix the YAML", file, oneLine(err.Error()))
-		}
+	if err := readFile(v); err != nil {
+		return nil, err
 	}
 
 	var raw rawConfig
@@ -172,6 +136,61 @@ func Load(fs *pflag.FlagSet, command []string) (*Config, error) {
 	}
 	cfg.applyDefaults()
 	return &cfg, nil
+}
+
+// bindSettings sets every setting's default in v and binds its env
+// variables and flag (of fs, when not nil). It returns the keys set
+// explicitly, by a flag or env.
+func bindSettings(v *viper.Viper, fs *pflag.FlagSet) (map[string]bool, error) {
+	explicit := map[string]bool{} // keys set by a flag or env
+	for _, s := range Settings {
+		if s.Default != nil {
+			v.SetDefault(s.Key, s.Default)
+		}
+		var envs []string
+		if !s.NoEnv {
+			envs = append([]string{s.Env()}, s.ExtraEnv...)
+		}
+		if len(envs) > 0 {
+			if err := v.BindEnv(append([]string{s.Key}, envs...)...); err != nil {
+				return nil, fmt.Errorf("config: bind env %s: %w", s.Env(), err)
+			}
+		}
+		for _, e := range envs {
+			if _, ok := os.LookupEnv(e); ok {
+				explicit[s.Key] = true
+			}
+		}
+		if s.Flag == "" || fs == nil {
+			continue
+		}
+		if f := fs.Lookup(s.Flag); f != nil {
+			if err := v.BindPFlag(s.Key, f); err != nil {
+				return nil, fmt.Errorf("config: bind flag --%s: %w", s.Flag, err)
+			}
+			if f.Changed {
+				explicit[s.Key] = true
+			}
+		}
+	}
+
+	return explicit, nil
+}
+
+// readFile reads the YAML file named by the config setting, if any.
+func readFile(v *viper.Viper) error {
+	if file := v.GetString("config"); file != "" {
+		v.SetConfigFile(file)
+		v.SetConfigType("yaml")
+		if err := v.ReadInConfig(); err != nil {
+			var notFound viper.ConfigFileNotFoundError
+			if errors.As(err, &notFound) || os.IsNotExist(errors.Unwrap(err)) {
+				return fmt.Errorf("config file %s: not found; fix the --config path", file)
+			}
+			return fmt.Errorf("config file %s: %s; fix the YAML", file, oneLine(err.Error()))
+		}
+	}
+	return nil
 }
 
 // queueConfig resolves one queue's worker settings: defaults, then the
