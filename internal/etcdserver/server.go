@@ -60,6 +60,10 @@ type Config struct {
 	// requires one of every client (etcd's --client-cert-auth). Requires
 	// CertFile.
 	TrustedCAFile string
+	// BcryptCost is the cost of the password hashes of etcd's users
+	// (etcd's --bcrypt-cost); 0 keeps etcd's default. Tests lower it to
+	// bcrypt's minimum: every authentication hashes once.
+	BcryptCost uint
 }
 
 // Server is a running embedded etcd member.
@@ -160,6 +164,9 @@ func embedConfig(cfg Config, stopping *atomic.Bool) (*embed.Config, error) {
 			TrustedCAFile:  cfg.TrustedCAFile,
 			ClientCertAuth: cfg.TrustedCAFile != "",
 		}
+	}
+	if cfg.BcryptCost != 0 {
+		ecfg.BcryptCost = cfg.BcryptCost
 	}
 	// NewConfig leaves it zero, which reports every request as slow.
 	ecfg.WarningUnaryRequestDuration = embed.DefaultWarningUnaryRequestDuration
