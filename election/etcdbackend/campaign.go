@@ -239,7 +239,10 @@ func (c *campaign) tryCreate(ctx context.Context, st snapshot) (*leadership, err
 	}
 	if d := time.Until(until); d > 0 {
 		c.log.Debug("holding back for a step-down to another node", "hold", d.Round(time.Millisecond))
-		if !sleepCtx(ctx, d) {
+		// In slices of RetryInterval: a newer request may name this
+		// replica (a drain handing its queues over in batches) and end
+		// the hold before it runs out.
+		if !sleepCtx(ctx, min(d, c.b.opts.RetryInterval)) {
 			return nil, ctx.Err()
 		}
 		return nil, nil
