@@ -423,14 +423,18 @@ func (c *cluster) waitLeaderRunning(queue string, d time.Duration) (string, int6
 	return node, term
 }
 
-// regentCmd runs a one-shot regent command (status, step-down) and
-// returns its stdout, stderr and exit code.
-func (c *cluster) regentCmd(args ...string) (string, string, int) {
+// oneShot is the result of a one-shot regent command.
+type oneShot struct {
+	stdout, stderr string
+	code           int
+}
+
+// runWith runs one regent command with env added to the environment (the
+// password goes there, never on the command line).
+func (c *cluster) runWith(env []string, args ...string) oneShot {
 	c.t.Helper()
-	full := append([]string{}, args...)
-	full = append(full, "--cluster", c.name)
-	full = append(full, c.be.args...)
-	cmd := exec.Command(c.regent, full...)
+	cmd := exec.Command(c.regent, args...)
+	cmd.Env = append(os.Environ(), env...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	ctx, cancel := context.WithTimeout(context.Background(), hangTimeout)
@@ -446,7 +450,18 @@ func (c *cluster) regentCmd(args ...string) (string, string, int) {
 	} else if err != nil {
 		c.t.Fatal(err)
 	}
-	return stdout.String(), stderr.String(), code
+	return oneShot{stdout: stdout.String(), stderr: stderr.String(), code: code}
+}
+
+// regentCmd runs a one-shot regent command (status, step-down) and
+// returns its stdout, stderr and exit code.
+func (c *cluster) regentCmd(args ...string) (string, string, int) {
+	c.t.Helper()
+	full := append([]string{}, args...)
+	full = append(full, "--cluster", c.name)
+	full = append(full, c.be.args...)
+	r := c.runWith(nil, full...)
+	return r.stdout, r.stderr, r.code
 }
 
 // status returns the decoded `status --json` document.

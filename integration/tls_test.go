@@ -2,11 +2,9 @@ package integration
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"net/url"
 	"os"
-	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -49,35 +47,6 @@ func (s secrets) assertNoSecret(t *testing.T, what string, out string) {
 }
 
 // oneShot is the result of a one-shot regent command.
-type oneShot struct {
-	stdout, stderr string
-	code           int
-}
-
-// run runs one regent command with env added to the environment (the
-// password goes there, never on the command line).
-func (c *cluster) runWith(env []string, args ...string) oneShot {
-	c.t.Helper()
-	cmd := exec.Command(c.regent, args...)
-	cmd.Env = append(os.Environ(), env...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	ctx, cancel := context.WithTimeout(context.Background(), hangTimeout)
-	defer cancel()
-	if err := cmd.Start(); err != nil {
-		c.t.Fatal(err)
-	}
-	go func() { <-ctx.Done(); _ = cmd.Process.Kill() }()
-	err := cmd.Wait()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		c.t.Fatal(err)
-	}
-	return oneShot{stdout: stdout.String(), stderr: stderr.String(), code: code}
-}
-
 // assertOneLineError checks a refused command: exit 1, stderr one line
 // containing every part, no stack trace.
 func assertOneLineError(t *testing.T, what string, r oneShot, parts ...string) {
