@@ -167,6 +167,13 @@ func (a *actor) run() {
 				continue
 			}
 			c.done <- c.fn(a)
+			// Commands run one after another on the one connection: on a
+			// slow path (hundreds of ms a statement) a batch of them (an
+			// observation reads four record sets) would otherwise hold
+			// the renewal back past the lease.
+			if a.sess != nil && a.lost == nil {
+				a.renewIfDue()
+			}
 		}
 		if closing || a.ctx.Err() != nil {
 			a.shutdown()
@@ -215,12 +222,8 @@ func (a *actor) tick() {
 	if a.lost != nil {
 		return
 	}
-	if !a.b.s.ReadOnly && !boottime.Now().Before(a.renewAt) {
-		a.renewAt = boottime.Now().Add(a.b.s.RenewInterval)
-		a.renew()
-		if a.lost != nil {
-			return
-		}
+	if a.renewIfDue(); a.lost != nil {
+		return
 	}
 	// Campaigns withdrawn while the actor was busy are dropped before it
 	// tries their locks, and again before it takes over: a lock taken
@@ -243,6 +246,15 @@ func (a *actor) tick() {
 		// One batch per tick; the next tick goes on, after a renewal
 		// if one is due.
 		a.takeover(due)
+	}
+}
+
+// renewIfDue renews the session's lease when its renewal is due (never on
+// a read-only backend).
+func (a *actor) renewIfDue() {
+	if !a.b.s.ReadOnly && !boottime.Now().Before(a.renewAt) {
+		a.renewAt = boottime.Now().Add(a.b.s.RenewInterval)
+		a.renew()
 	}
 }
 
