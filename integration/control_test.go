@@ -14,10 +14,7 @@ import (
 	"time"
 
 	"github.com/regentd/regent/election"
-	"github.com/regentd/regent/election/etcdbackend"
-	"github.com/regentd/regent/election/pgbackend"
 	"github.com/regentd/regent/integration/observer"
-	"github.com/regentd/regent/internal/testenv"
 )
 
 // statusQueue returns queue's entry of `status --json`, nil when absent.
@@ -417,22 +414,7 @@ func (c *cluster) oldMember(node string) {
 	c.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	host, _ := os.Hostname()
-	opts := election.Options{
-		Identity: election.Identity{Cluster: c.name, Node: node, Host: host, PID: os.Getpid()},
-		Timing:   election.Timing{LeaseTTL: testTTL, RenewInterval: testRenew, RetryInterval: testRetry},
-	}
-	log := testenv.Logger(c.t, node)
-	var b election.Backend
-	var err error
-	if u := flagValue(c.be.args, "--postgres-url"); u != "" {
-		b, err = pgbackend.New(ctx, pgbackend.Config{URL: u}, opts, log)
-	} else {
-		b, err = etcdbackend.New(ctx, etcdbackend.Config{Endpoints: strings.Split(flagValue(c.be.args, "--etcd-endpoints"), ",")}, opts, log)
-	}
-	if err != nil {
-		c.t.Fatalf("old member's session: %v", err)
-	}
+	b := c.session(ctx, node)
 	c.t.Cleanup(func() {
 		cctx, ccancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer ccancel()
