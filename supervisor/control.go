@@ -24,17 +24,19 @@ import (
 // renewing and fencing all along: a paused or restarting leader is a
 // leader like any other.
 //
-// Until the observer's first read of the records (control nil) the
-// leader starts no pool: a leader elected while the queue is paused
-// never starts a worker.
+// A leader starts no pool until it holds the records of a read begun
+// after it won: its own (readControls), or the observer's, whichever
+// comes first. The observer's last read may predate a pause recorded an
+// instant before the win; a read after the win cannot miss it. So a
+// leader elected while the queue is paused never starts a worker.
 
 // apply brings the term's pool in line with the queue's operator records
 // and settings.
 func (r *leaderRun) apply(ctx context.Context) {
 	q := r.q
 	c := q.control.Load()
-	if c == nil {
-		return // the records are not known yet
+	if c == nil || c.readAt.Before(r.began) {
+		return // the records are not known yet, or only from before the win
 	}
 	if paused := c.pause != nil; paused != r.paused {
 		r.paused = paused
@@ -195,10 +197,10 @@ func (r *leaderRun) restartDoneID(id string) {
 	r.q.members.wake()
 }
 
-// relayControl hands runner r its queue's operator records and sets
-// regent_paused.
-func (o *observer) relayControl(r *queueRunner, st control.State) {
-	r.setControl(st)
+// relayControl hands runner r its queue's operator records, read at at,
+// and sets regent_paused.
+func (o *observer) relayControl(r *queueRunner, st control.State, at time.Time) {
+	r.setControl(st, at)
 	if m := o.cfg.Metrics; m != nil {
 		m.Paused.WithLabelValues(r.queue.Name).Set(gauge(st.Paused(r.queue.Name)))
 	}
@@ -206,10 +208,10 @@ func (o *observer) relayControl(r *queueRunner, st control.State) {
 
 // refreshRunners takes up the current runners and their configs (a
 // reload adds, removes or changes queues), for the observation and the
-// balancer, and keeps the operator records st for the runners a reload
-// adds before the next observation.
-func (o *observer) refreshRunners(st control.State) {
-	o.lastControl.Store(&st)
+// balancer, and keeps the operator records read for the runners a
+// reload adds before the next observation.
+func (o *observer) refreshRunners(read controlRead) {
+	o.lastControl.Store(&read)
 	if o.set == nil {
 		return
 	}

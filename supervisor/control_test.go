@@ -100,6 +100,28 @@ func TestPauseStopsAndResumeStartsThePool(t *testing.T) {
 	}
 }
 
+// The observer's last read may predate a pause recorded an instant
+// before the win, its wake-up still on the way: the new leader reads
+// the records itself and starts no worker.
+func TestLeaderWonJustAfterAPauseStartsNoWorker(t *testing.T) {
+	h := startHarness(t, false)
+	ctx := context.Background()
+	waitFor(t, "the first observation", func() bool { return h.sup.obs.lastControl.Load() != nil })
+	h.fb.mute(true)
+	_ = h.fb.PutControl(ctx, control.KindPause, "q", control.Encode(control.Pause{Since: time.Now(), By: "op@host"}))
+	l := newFakeLeadership("q", 3, time.Now().Add(time.Second))
+	renewForever(t, l)
+	h.fb.grant <- l
+	// Within 2 s: before the observer's next safety-net read (5 s).
+	waitWithin(t, 2*time.Second, "paused in the member record", func() bool {
+		mq := h.memberQueue(t, "q")
+		return mq.Role == "leader" && mq.Paused
+	})
+	if ev := h.fb.Events(); slices.Contains(ev, "pool_start") {
+		t.Fatalf("a leader won just after a pause started its pool: %v", ev)
+	}
+}
+
 // A restart request is carried out once in place (no new pool, no new
 // term) and its id published; one made before the term began is found
 // done without a restart.

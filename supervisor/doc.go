@@ -138,9 +138,13 @@
 // (Pool.Restart, rolling or all at once) and its end comes back to the
 // loop. All along the leader renews and fences as always: a paused or
 // restarting leader keeps its leadership, its deadline and its fence.
-// Until its observer has read the records once, a new leader starts no
-// pool, so a leader elected while the queue is paused never starts a
-// worker. A restart request (an id) is carried out once per leadership,
+// A new leader starts no pool until it holds the records of a read begun
+// after it won: it reads them itself at once (readControls), and takes
+// the observer's instead if one begun later comes first. The observer's
+// last read may predate a pause recorded an instant before the win, so a
+// leader elected while the queue is paused never starts a worker. Each
+// value carries when its read began; an older read never replaces a
+// newer one. A restart request (an id) is carried out once per leadership,
 // and counts as done when it predates the term or no pool runs; the id is
 // published in the member record. A reload that adds or removes queues
 // replaces the set of runners: runSession starts the new ones and cancels

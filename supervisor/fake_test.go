@@ -23,6 +23,7 @@ type fakeBackend struct {
 	stepDowns map[string]election.StepDownRequest
 	events    []string
 	controls  []election.Control // the operator records Controls returns
+	muted     bool               // wake tells nobody (a notification not yet delivered)
 }
 
 func newFakeBackend() *fakeBackend {
@@ -177,6 +178,12 @@ func (f *fakeBackend) Close(ctx context.Context) error {
 }
 
 func (f *fakeBackend) wake() {
+	f.mu.Lock()
+	muted := f.muted
+	f.mu.Unlock()
+	if muted {
+		return
+	}
 	select {
 	case f.changes <- struct{}{}:
 	default:
@@ -299,4 +306,12 @@ func (f *fakeBackend) StepDownRequests(ctx context.Context) ([]election.StepDown
 		out = append(out, r)
 	}
 	return out, nil
+}
+
+// mute holds back (on) or lets through the change notifications, as a
+// watch whose event is late.
+func (f *fakeBackend) mute(on bool) {
+	f.mu.Lock()
+	f.muted = on
+	f.mu.Unlock()
 }

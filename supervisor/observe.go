@@ -34,7 +34,7 @@ type observer struct {
 	set func() []*queueRunner
 	// lastControl is the operator records of the last observation, for
 	// the runners a reload adds (nil before the first).
-	lastControl atomic.Pointer[control.State]
+	lastControl atomic.Pointer[controlRead]
 	// reported: problem key -> last message, to log once per change
 	// (within a session).
 	reported map[string]string
@@ -118,13 +118,21 @@ func observeTick(t election.Timing) time.Duration {
 	return max(t.LeaseTTL, 5*time.Second)
 }
 
+// controlRead is one read of the operator records, begun at at.
+type controlRead struct {
+	state control.State
+	at    time.Time
+}
+
 // records is one read of the cluster's records.
 type records struct {
 	leaders   []election.LeaderRecord
 	members   []election.MemberRecord
 	stepDowns map[string]election.StepDownRequest
-	// control: the operator records (pauses, drains, restart requests).
-	control control.State
+	// control: the operator records (pauses, drains, restart requests),
+	// in a read begun at controlAt.
+	control   control.State
+	controlAt time.Time
 	// byQueue: the readable leader records, by queue.
 	byQueue map[string]election.LeaderRecord
 }
@@ -145,6 +153,7 @@ func (o *observer) read(ctx context.Context, b election.Backend) (records, error
 	if err != nil {
 		return rs, fmt.Errorf("read step-down requests: %w", err)
 	}
+	rs.controlAt = o.clock.Now()
 	cs, err := b.Controls(rctx)
 	if err != nil {
 		return rs, fmt.Errorf("read operator records: %w", err)
@@ -172,7 +181,7 @@ func (o *observer) observeOnce(ctx context.Context, b election.Backend) error {
 	if err != nil {
 		return err
 	}
-	o.refreshRunners(rs.control)
+	o.refreshRunners(controlRead{rs.control, rs.controlAt})
 	order := make([]string, len(o.runners))
 	for i, r := range o.runners {
 		order[i] = r.queue.Name
@@ -201,7 +210,7 @@ func (o *observer) observeOnce(ctx context.Context, b election.Backend) error {
 			memberChanged = true
 		}
 		o.reportAnomalies(name, rep)
-		o.relayControl(r, rs.control)
+		o.relayControl(r, rs.control, rs.controlAt)
 		if req, asked := rs.stepDowns[name]; asked {
 			o.relayStepDown(r, st, req)
 		}

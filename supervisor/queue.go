@@ -69,6 +69,9 @@ type queueSettings struct {
 type queueControl struct {
 	pause   *control.Pause   // nil: not paused
 	restart *control.Restart // the last restart request, nil: none
+	// readAt is when the read that found them began (the runner's
+	// clock): a leader trusts only a read begun after it won.
+	readAt time.Time
 }
 
 // queueStatus is what a runner is at one moment. A value is never
@@ -105,19 +108,30 @@ func newQueueRunner(cfg *Config, q config.QueueConfig, published config.Publishe
 // current settings of the queue (its effective config).
 func (q *queueRunner) config() *queueSettings { return q.settings.Load() }
 
-// setControl hands the runner what the operator records say of its
-// queue; the lead loop is woken when it changed. It never blocks.
-func (q *queueRunner) setControl(st control.State) {
-	c := &queueControl{}
+// setControl hands the runner what the operator records said of its
+// queue in a read begun at readAt; a read older than the one held is
+// ignored (the observer's and a new leader's reads may cross). The lead
+// loop is woken when the records changed. It never blocks.
+func (q *queueRunner) setControl(st control.State, readAt time.Time) {
+	c := &queueControl{readAt: readAt}
 	if p, ok := st.Pauses[q.queue.Name]; ok {
 		c.pause = &p
 	}
 	if r, ok := st.Restarts[q.queue.Name]; ok {
 		c.restart = &r
 	}
-	old := q.control.Swap(c)
-	if old == nil || (old.pause == nil) != (c.pause == nil) || restartID(old) != restartID(c) {
-		q.wakeLead()
+	for {
+		old := q.control.Load()
+		if old != nil && readAt.Before(old.readAt) {
+			return
+		}
+		if !q.control.CompareAndSwap(old, c) {
+			continue
+		}
+		if old == nil || (old.pause == nil) != (c.pause == nil) || restartID(old) != restartID(c) {
+			q.wakeLead()
+		}
+		return
 	}
 }
 

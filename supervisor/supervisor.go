@@ -486,7 +486,7 @@ func (s *Supervisor) Reload(ctx context.Context, queues []config.QueueConfig) er
 		}
 		r = s.newRunner(st)
 		if last := s.obs.lastControl.Load(); last != nil {
-			r.setControl(*last) // the next observation brings it up to date
+			r.setControl(last.state, last.at) // the next observation brings it up to date
 		}
 		next.add(r)
 		added = append(added, q.Name)
