@@ -44,7 +44,10 @@ type scaleResult struct {
 	rss, cpu       float64 // mean per replica: bytes, percent of one core
 	settle, failov time.Duration
 	spread         string // queues led per replica after settling
-	failed         string // why the row could not be measured
+	// probes, unhealthy: /healthz polls of the replicas during the
+	// window, and those not answered 200 (none: the elector has none).
+	probes, unhealthy int
+	failed            string // why the row could not be measured
 }
 
 // electors is one implementation's three replicas.
@@ -52,6 +55,9 @@ type electors struct {
 	pids  []int
 	kill  func(i int)
 	leads func() []int // queues led per replica (killed ones: 0)
+	// healthy reports whether replica i's /healthz answers 200 (nil: the
+	// elector serves none).
+	healthy func(i int) bool
 }
 
 // BenchmarkScale measures, for each backend and queue count, regent and
@@ -66,8 +72,8 @@ func BenchmarkScale(b *testing.B) {
 	qs := parseCounts(b, "scale-queues", *scaleQueues)
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "\n### Scale: %d replicas, leadership-only queues (`--concurrency 0`), lease TTL %s, %s window\n\n", scaleReplicas, scaleTTL, *scaleWindow)
-	fmt.Fprintln(&sb, "| backend | queues | elector | sessions / replica | backend req/s | writes/s | RSS MiB / replica | CPU % / replica | settle s | failover s | queues led per replica | note |")
-	fmt.Fprintln(&sb, "|---|---|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Fprintln(&sb, "| backend | queues | elector | sessions / replica | backend req/s | writes/s | RSS MiB / replica | CPU % / replica | /healthz not 200 / polls | settle s | failover s | queues led per replica | note |")
+	fmt.Fprintln(&sb, "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 	var notes []string
 	for _, beName := range strings.Split(*scaleBackends, ",") {
 		var pg *testenv.PostgresProc
@@ -102,22 +108,26 @@ func BenchmarkScale(b *testing.B) {
 		}
 	}
 	fmt.Fprintln(&sb)
-	fmt.Fprintf(&sb, "Measured on the server: %s. RSS (VmRSS) and CPU (utime+stime over the window, percent of one core) of each replica process (`regent run`, which spawns nothing here; the alternative's process), mean of the %d. Settle: from starting the %d replicas at once. Failover: SIGKILL of one replica until every queue has a leader again (polled every 250 ms). The alternative (integration/altelector): per queue, etcd: its own concurrency.Session (lease, client keep-alive every TTL/3) and concurrency.Election; Postgres: its own connection, pg_try_advisory_lock every %s until held, then SELECT 1 every %s. Leadership-only: no worker processes in any row.\n",
+	fmt.Fprintf(&sb, "Measured on the server: %s. RSS (VmRSS) and CPU (utime+stime over the window, percent of one core) of each replica process (`regent run`, which spawns nothing here; the alternative's process), mean of the %d. Settle: from starting the %d replicas at once. /healthz: every replica polled every 250 ms through the window (an answer later than the 5 s client timeout counts as not 200). Failover: SIGKILL of one replica until every queue has a leader again (polled every 250 ms). The alternative (integration/altelector): per queue, etcd: its own concurrency.Session (lease, client keep-alive every TTL/3) and concurrency.Election; Postgres: its own connection, pg_try_advisory_lock every %s until held, then SELECT 1 every %s. Leadership-only: no worker processes in any row.\n",
 		strings.Join(notes, "; "), scaleReplicas, scaleReplicas, scaleTTL/5, scaleTTL/5)
 	reportTable(b, sb.String())
 }
 
 func (r scaleResult) line(be string, q int) string {
 	if r.failed != "" {
-		return fmt.Sprintf("| %s | %d | %s | | | | | | | | | not measured: %s |", be, q, r.impl, r.failed)
+		return fmt.Sprintf("| %s | %d | %s | | | | | | | | | | not measured: %s |", be, q, r.impl, r.failed)
 	}
-	return fmt.Sprintf("| %s | %d | %s | %.1f | %.1f | %.1f | %s | %.2f | %s | %s | %s | %s |", be, q, r.impl,
-		r.sessions, r.req, r.writes, mb(r.rss), r.cpu, secs(r.settle), secs(r.failov), r.spread, topKinds(r.kinds, 3))
+	health := "–"
+	if r.probes > 0 {
+		health = fmt.Sprintf("%d / %d", r.unhealthy, r.probes)
+	}
+	return fmt.Sprintf("| %s | %d | %s | %.1f | %.1f | %.1f | %s | %.2f | %s | %s | %s | %s | %s |", be, q, r.impl,
+		r.sessions, r.req, r.writes, mb(r.rss), r.cpu, health, secs(r.settle), secs(r.failov), r.spread, topKinds(r.kinds, 3))
 }
 
 func ratioLine(be string, q int, a, b scaleResult) string {
 	if a.failed != "" || b.failed != "" {
-		return fmt.Sprintf("| %s | %d | **regent / alternative** | | | | | | | | | no ratio: a row was not measured |", be, q)
+		return fmt.Sprintf("| %s | %d | **regent / alternative** | | | | | | | | | | no ratio: a row was not measured |", be, q)
 	}
 	ratio := func(x, y float64) string {
 		if y == 0 {
@@ -125,7 +135,7 @@ func ratioLine(be string, q int, a, b scaleResult) string {
 		}
 		return fmt.Sprintf("**%.2f**", x/y)
 	}
-	return fmt.Sprintf("| %s | %d | **regent / alternative** | %s | %s | %s | %s | %s | %s | %s | | |", be, q,
+	return fmt.Sprintf("| %s | %d | **regent / alternative** | %s | %s | %s | %s | %s | | %s | %s | | |", be, q,
 		ratio(a.sessions, b.sessions), ratio(a.req, b.req), ratio(a.writes, b.writes), ratio(a.rss, b.rss),
 		ratio(a.cpu, b.cpu), ratio(a.settle.Seconds(), b.settle.Seconds()), ratio(a.failov.Seconds(), b.failov.Seconds()))
 }
@@ -230,7 +240,7 @@ func runScale(b *testing.B, beName string, q int, impl string, pg *testenv.Postg
 		u0[i], _ = readProcUsage(pid)
 	}
 	c0 := meter.counts(b)
-	time.Sleep(*scaleWindow)
+	r.probes, r.unhealthy = probeHealth(el, *scaleWindow)
 	c1 := meter.counts(b)
 	for i, pid := range el.pids {
 		u1, err := readProcUsage(pid)
@@ -266,6 +276,28 @@ func runScale(b *testing.B, beName string, q int, impl string, pg *testenv.Postg
 	return r, meter.what()
 }
 
+// probeHealth polls every replica's /healthz every scalePoll for d and
+// counts the polls and the answers that were not 200 (none when the
+// elector serves no /healthz: it only waits d).
+func probeHealth(el electors, d time.Duration) (probes, unhealthy int) {
+	end := time.Now().Add(d)
+	for {
+		if el.healthy != nil {
+			for i := range el.pids {
+				probes++
+				if !el.healthy(i) {
+					unhealthy++
+				}
+			}
+		}
+		left := time.Until(end)
+		if left <= 0 {
+			return probes, unhealthy
+		}
+		time.Sleep(min(scalePoll, left)) // the sampling period
+	}
+}
+
 func startRegentElectors(c *cluster, nodes []string, q int) electors {
 	queues := scaleQueueNames(q)
 	var reps []*replica
@@ -278,6 +310,7 @@ func startRegentElectors(c *cluster, nodes []string, q int) electors {
 		el.pids = append(el.pids, r.cmd.Process.Pid)
 	}
 	el.kill = func(i int) { reps[i].kill() }
+	el.healthy = func(i int) bool { return reps[i].healthy() }
 	el.leads = func() []int {
 		out := make([]int, len(reps))
 		for i, r := range reps {

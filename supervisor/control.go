@@ -25,8 +25,8 @@ import (
 // leader like any other.
 //
 // A leader starts no pool until it holds the records of a read begun
-// after it won: its own (readControls), or the observer's, whichever
-// comes first. The observer's last read may predate a pause recorded an
+// after it won: the one it asks the controlReader for at its start, or
+// the observer's, whichever comes first. The observer's last read may predate a pause recorded an
 // instant before the win; a read after the win cannot miss it. So a
 // leader elected while the queue is paused never starts a worker.
 
@@ -38,6 +38,7 @@ func (r *leaderRun) apply(ctx context.Context) {
 	if c == nil || c.readAt.Before(r.began) {
 		return // the records are not known yet, or only from before the win
 	}
+	q.awaitingControl.Store(false)
 	if paused := c.pause != nil; paused != r.paused {
 		r.paused = paused
 		update(&q.status, func(s queueStatus) queueStatus { s.paused = paused; return s })

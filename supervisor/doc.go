@@ -83,6 +83,10 @@
 //     replica's member record from the runners' statuses when woken (a
 //     leadership started or ended, workers or conflicts changed) and
 //     every 5 s for the workers' RSS.
+//   - The control reader (controlread.go controlReader) reads the
+//     operator records when a runner that just won asks (one read serves
+//     every request made before it began) and hands them to every runner;
+//     a new leader starts no pool before such a read (see Pause below).
 //   - Worker pools (workerpool.go) run each term's workers with package
 //     worker; the pool logs each worker event once under its stable name,
 //     and the supervisor turns them into restart metrics.
@@ -139,8 +143,10 @@
 // loop. All along the leader renews and fences as always: a paused or
 // restarting leader keeps its leadership, its deadline and its fence.
 // A new leader starts no pool until it holds the records of a read begun
-// after it won: it reads them itself at once (readControls), and takes
-// the observer's instead if one begun later comes first. The observer's
+// after it won: it asks the controlReader for one at once (one read
+// serves every leader that won before it began, so thousands of queues
+// won together cost one or two reads), and takes the observer's instead
+// if one begun later comes first. The observer's
 // last read may predate a pause recorded an instant before the win, so a
 // leader elected while the queue is paused never starts a worker. Each
 // value carries when its read began; an older read never replaces a

@@ -8,7 +8,6 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/regentd/regent/control"
 	"github.com/regentd/regent/election"
 )
 
@@ -56,11 +55,6 @@ type leaderRun struct {
 	// a reload (off the loop); end waits for it.
 	publishing sync.WaitGroup
 	publishMu  sync.Mutex
-
-	// controlsRead is closed once the leader's own read of the operator
-	// records (readControls) is done; nil after the loop saw it.
-	controlsRead       chan struct{}
-	cancelControlsRead context.CancelFunc
 
 	// handover is the outcome of a step-down request under way (a
 	// yield to a named node), made off the loop so that renewals, a loss
@@ -150,46 +144,11 @@ func (r *leaderRun) start(ctx context.Context) {
 	r.handover = make(chan bool, 1)
 	r.restartDone = make(chan error, 1)
 	q.setLeaseGauge(r.deadline)
-	r.readControls(ctx)
+	// No pool before a read of the operator records begun after the
+	// win (apply): ask for one.
+	q.awaitingControl.Store(true)
+	q.controls.request()
 	r.apply(ctx)
-}
-
-// readControls reads the operator records off the loop, again every
-// RetryInterval until a read succeeds, and hands them to the runner;
-// r.controlsRead is closed at its end. Until a read begun after the win
-// arrives (this one or the observer's), apply starts no pool.
-func (r *leaderRun) readControls(ctx context.Context) {
-	q := r.q
-	rctx, cancel := context.WithCancel(ctx)
-	r.cancelControlsRead = cancel
-	r.controlsRead = make(chan struct{})
-	done := r.controlsRead
-	go func() { // awaited by the loop or end through done
-		defer close(done)
-		for {
-			at := q.clock.Now()
-			cs, err := readControlsOnce(rctx, r.b, q.cfg.LeaseTTL)
-			if err == nil {
-				q.setControl(control.Parse(cs), at)
-				return
-			}
-			if rctx.Err() != nil {
-				return
-			}
-			q.cfg.Metrics.backendError()
-			r.log.Debug("reading the operator records failed", "error", err)
-			if sleepCtx(rctx, q.cfg.RetryInterval) != nil {
-				return
-			}
-		}
-	}()
-}
-
-// readControlsOnce reads the operator records, for at most half a lease.
-func readControlsOnce(ctx context.Context, b election.Backend, ttl time.Duration) ([]election.Control, error) {
-	ctx, cancel := context.WithTimeout(ctx, ttl/2)
-	defer cancel()
-	return b.Controls(ctx)
 }
 
 // renewed moves the deadline after a renewal.
@@ -264,9 +223,6 @@ func (r *leaderRun) loop(ctx context.Context) string {
 			r.log.Error("worker pool ended on its own", "error", err)
 			return reasonPool
 		case <-r.q.wake:
-			r.apply(ctx)
-		case <-r.controlsRead:
-			r.controlsRead = nil
 			r.apply(ctx)
 		case err := <-r.restartDone:
 			r.restartFinished(err)
@@ -375,15 +331,12 @@ func isGraceful(reason string) bool {
 func (r *leaderRun) end(ctx context.Context, reason string) {
 	q := r.q
 	r.fence.Stop()
-	if r.controlsRead != nil {
-		r.cancelControlsRead()
-		<-r.controlsRead
-	}
 	if r.cancelHandover != nil {
 		r.cancelHandover()
 		<-r.handover
 	}
 	r.publishing.Wait()
+	q.awaitingControl.Store(false)
 	q.status.Store(&queueStatus{role: election.RoleFollower})
 	if m := q.cfg.Metrics; m != nil {
 		m.setLeader(r.name, false, 0)

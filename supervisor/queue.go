@@ -52,6 +52,12 @@ type queueRunner struct {
 	// control or settings changed (size 1, non-blocking sends).
 	control atomic.Pointer[queueControl]
 	wake    chan struct{}
+	// awaitingControl: the lead loop waits for a read of control begun
+	// after its win (every read wakes it, changed or not); controls
+	// makes such reads on request (nil in tests that build a runner
+	// alone).
+	awaitingControl atomic.Bool
+	controls        *controlReader
 	// campaigned: the settings whose payload the last Campaign published
 	// (the queue's goroutine's own).
 	campaigned *queueSettings
@@ -110,8 +116,9 @@ func (q *queueRunner) config() *queueSettings { return q.settings.Load() }
 
 // setControl hands the runner what the operator records said of its
 // queue in a read begun at readAt; a read older than the one held is
-// ignored (the observer's and a new leader's reads may cross). The lead
-// loop is woken when the records changed. It never blocks.
+// ignored (the observer's and the controlReader's reads may cross). The
+// lead loop is woken when the records changed, or while it waits for a
+// fresh read. It never blocks.
 func (q *queueRunner) setControl(st control.State, readAt time.Time) {
 	c := &queueControl{readAt: readAt}
 	if p, ok := st.Pauses[q.queue.Name]; ok {
@@ -128,7 +135,7 @@ func (q *queueRunner) setControl(st control.State, readAt time.Time) {
 		if !q.control.CompareAndSwap(old, c) {
 			continue
 		}
-		if old == nil || (old.pause == nil) != (c.pause == nil) || restartID(old) != restartID(c) {
+		if old == nil || q.awaitingControl.Load() || (old.pause == nil) != (c.pause == nil) || restartID(old) != restartID(c) {
 			q.wakeLead()
 		}
 		return

@@ -138,6 +138,7 @@ type Supervisor struct {
 	reloading sync.Mutex
 	members   *memberPublisher
 	obs       *observer
+	controls  *controlReader
 
 	// mu guards backend, read by the HTTP handlers.
 	mu      sync.Mutex
@@ -174,6 +175,7 @@ func New(cfg Config) (*Supervisor, error) {
 	}
 	s := &Supervisor{cfg: cfg, log: cfg.Logger, setChanged: make(chan struct{}, 1)}
 	s.members = newMemberPublisher(&s.cfg)
+	s.controls = newControlReader(&s.cfg, cfg.clock, func() []*queueRunner { return s.runners().list })
 	set := &runnerSet{byName: map[string]*queueRunner{}}
 	for _, q := range s.cfg.Queues {
 		st, err := s.settings(q)
@@ -230,6 +232,7 @@ func (s *Supervisor) settings(q config.QueueConfig) (*queueSettings, error) {
 func (s *Supervisor) newRunner(st *queueSettings) *queueRunner {
 	r := newQueueRunner(&s.cfg, st.queue, st.published, st.payload, s.cfg.clock, s.members)
 	r.fenceOwner = s.FenceOwner
+	r.controls = s.controls
 	s.cfg.Metrics.initQueue(st.queue.Name)
 	s.cfg.Metrics.SetConfigGeneration(st.queue.Name, st.published.Generation())
 	return r
@@ -349,6 +352,7 @@ func (s *Supervisor) runSession(ctx context.Context, b election.Backend) error {
 	observed := make(chan struct{})
 	spawn(func() error { return s.obs.run(ctx, b, observed) })
 	spawn(func() error { s.members.run(ctx, b); return nil })
+	spawn(func() error { s.controls.run(ctx, b); return nil })
 	// Each runner runs under its own context: a reload that removes its
 	// queue cancels it, and it stops its workers and resigns.
 	running := map[*queueRunner]context.CancelFunc{}
