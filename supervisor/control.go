@@ -26,9 +26,10 @@ import (
 //
 // A leader starts no pool until it holds the records of a read begun
 // after it won: the one it asks the controlReader for at its start, or
-// the observer's, whichever comes first. The observer's last read may predate a pause recorded an
-// instant before the win; a read after the win cannot miss it. So a
-// leader elected while the queue is paused never starts a worker.
+// the observer's, whichever comes first. The observer's last read may
+// predate a pause recorded an instant before the win; a read after the
+// win cannot miss it. So a leader elected while the queue is paused
+// never starts a worker.
 
 // apply brings the term's pool in line with the queue's operator records
 // and settings.
