@@ -24,6 +24,10 @@ type fakeBackend struct {
 	events    []string
 	controls  []election.Control // the operator records Controls returns
 	muted     bool               // wake tells nobody (a notification not yet delivered)
+	// controlReads counts the calls of Controls; controlsGate, when set,
+	// holds each call until a value is sent.
+	controlReads int
+	controlsGate chan struct{}
 }
 
 func newFakeBackend() *fakeBackend {
@@ -151,8 +155,25 @@ func (f *fakeBackend) DeleteControl(ctx context.Context, kind, name string) erro
 
 func (f *fakeBackend) Controls(ctx context.Context) ([]election.Control, error) {
 	f.mu.Lock()
+	f.controlReads++
+	gate := f.controlsGate
+	f.mu.Unlock()
+	if gate != nil {
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	f.mu.Lock()
 	defer f.mu.Unlock()
 	return append([]election.Control(nil), f.controls...), nil
+}
+
+func (f *fakeBackend) reads() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.controlReads
 }
 
 func (f *fakeBackend) RecordAction(ctx context.Context, a election.Action) error { return nil }
