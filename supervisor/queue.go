@@ -47,9 +47,10 @@ type queueRunner struct {
 	stepDown chan struct{}
 	// yield asks the lead loop to hand the queue over (rebalancing).
 	yield chan yieldReq
-	// control is the queue's operator records as the observer last read
-	// them (nil until its first read); wake tells the lead loop that
-	// control or settings changed (size 1, non-blocking sends).
+	// control is the queue's operator records from the newest read, the
+	// observer's or the controlReader's (nil until the first); wake
+	// tells the lead loop that control or settings changed (size 1,
+	// non-blocking sends).
 	control atomic.Pointer[queueControl]
 	wake    chan struct{}
 	// awaitingControl: the lead loop waits for a read of control begun

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/regentd/regent/election"
+	"github.com/regentd/regent/supervisor/diagnosis"
 )
 
 // recordsBackend serves fixed leader, member and operator records to
@@ -41,6 +42,8 @@ var statusCodes = map[string]string{
 	"corrupt_record":  "", // critical for a record, warning for a payload
 	"config_conflict": sevWarning, "crash_loop": sevWarning, "rss_loop": sevWarning, "wedged": sevWarning,
 	"paused": sevWarning,
+	// Cluster-wide (doc.Problems).
+	"drained": sevWarning, "mixed_versions": diagnosis.Info,
 }
 
 // FuzzStatusDoc builds the status document from records whose payloads
@@ -83,6 +86,13 @@ func FuzzStatusDoc(f *testing.F) {
 			t.Fatalf("status document does not read back: %v", err)
 		}
 		problems := 0
+		for _, p := range doc.Problems {
+			problems++
+			sev, known := statusCodes[p.Code]
+			if !known || (sev != "" && p.Severity != sev) {
+				t.Fatalf("cluster problem %+v: unknown code or wrong severity", p)
+			}
+		}
 		var qcorrupt bool
 		for _, q := range doc.Queues {
 			for _, p := range q.Problems {
